@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources: thin wiring that carries rendered artifacts to real resources."""

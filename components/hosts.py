@@ -1,0 +1,145 @@
+"""Where a server comes from: an hcloud server, or a host that already exists and is reached
+over SSH. Components ask a `HostProvider` for a host and get the same thing back either way:
+an address to reach it on and the resource that stands for it. A third provider is one more
+class here.
+
+All adoption rules live in `server_options`, so every server of every component is protected
+the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import pulumi
+import pulumi_command as command
+import pulumi_hcloud as hcloud
+
+from unde_infra.model import Server
+from unde_infra.settings import StackSettings
+
+IMAGE = "debian-12"
+# hcloud.Server inputs whose change makes the provider replace the server. A change to them
+# (a new bootstrap, a new admin key, a new image release) must never replace a running server:
+# it applies to servers created afterwards only.
+REPLACE_FORCING_FIELDS = ["image", "userData", "sshKeys", "location", "datacenter"]
+
+
+def server_options(
+    server: Server,
+    settings: StackSettings,
+    parent: pulumi.Resource,
+    replace_forcing: list[str] = REPLACE_FORCING_FIELDS,
+    **extra: object,
+) -> pulumi.ResourceOptions:
+    """Resource options of the resource that stands for `server`.
+
+    Servers that exist already are adopted with their hcloud id (never created a second time);
+    stateful servers are protected from deletion; no server is replaced by a changed
+    bootstrap."""
+    import_id = None
+    if server.existing:
+        import_id = settings.import_ids.get(server.name)
+        if import_id is None:
+            # check_against_inventory reports this before anything is registered; this guards a
+            # caller that skipped it, so that a second server is never created.
+            raise pulumi.RunError(f"{server.name} exists already and has no import id in importIds")
+    return pulumi.ResourceOptions(
+        parent=parent,
+        import_=import_id,
+        protect=server.existing or server.stateful,
+        ignore_changes=list(replace_forcing),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Host:
+    """A machine a component can deliver files to."""
+
+    server: Server
+    address: pulumi.Output[str]  # where SSH reaches it (public address, or private via the gateway)
+    resource: pulumi.Resource
+
+    def connection(self, user: str = "root") -> command.remote.ConnectionArgs:
+        return command.remote.ConnectionArgs(host=self.address, user=user)
+
+
+class HostProvider(Protocol):
+    def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host: ...
+
+
+@dataclass
+class HcloudHosts:
+    """Servers on Hetzner Cloud in one location, optionally attached to a private network."""
+
+    settings: StackSettings
+    location: str
+    ssh_key_ids: list[pulumi.Input[str]]
+    network_id: pulumi.Input[int] | None = None
+    provider: pulumi.ProviderResource | None = None
+    firewall_ids: list[pulumi.Input[int]] | None = None
+    depends_on: list[pulumi.Resource] | None = None
+    # Local servers on hcloud take the cheapest type of their location that fits their size.
+    type_for: "TypeChooser | None" = None
+
+    def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
+        server_type = server.hcloud_type or (self.type_for(server) if self.type_for else None)
+        if server_type is None:
+            raise pulumi.RunError(f"{server.name}: no hcloud server type")
+        networks = None
+        if self.network_id is not None:
+            networks = [hcloud.ServerNetworkArgs(network_id=self.network_id, ip=str(server.ip))]
+        resource = hcloud.Server(
+            server.name,
+            name=server.name,
+            server_type=server_type,
+            image=IMAGE,
+            location=self.location,
+            labels=server.labels,
+            user_data=user_data,
+            ssh_keys=self.ssh_key_ids,
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=server.public_ipv4, ipv6_enabled=True)],
+            networks=networks,
+            firewall_ids=self.firewall_ids,
+            # hcloud requires both protections to have the same value.
+            delete_protection=server.stateful or server.existing,
+            rebuild_protection=server.stateful or server.existing,
+            opts=server_options(server, self.settings, parent, provider=self.provider, depends_on=self.depends_on),
+        )
+        address = resource.ipv4_address if server.public_ipv4 else pulumi.Output.from_input(str(server.ip))
+        return Host(server, address, resource)
+
+
+class TypeChooser(Protocol):
+    def __call__(self, server: Server) -> str: ...
+
+
+@dataclass
+class ExistingHosts:
+    """Hosts that already run (a local data centre, another cloud): reached over SSH and
+    bootstrapped with the same cloud-config, run once by cloud-init's single-module mode."""
+
+    settings: StackSettings
+
+    def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
+        entry = self.settings.hosts[server.name]
+        connection = command.remote.ConnectionArgs(host=entry.address, user=entry.user, port=entry.port)
+        # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
+        # written first, and the run is triggered again only when the bootstrap changes.
+        seed = command.remote.Command(
+            f"{server.name}-bootstrap",
+            connection=connection,
+            create=(
+                "set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud; "
+                "cat > /var/lib/cloud/seed/nocloud/user-data; "
+                f"printf 'instance-id: {server.name}\\nlocal-hostname: {server.name}\\n' "
+                "> /var/lib/cloud/seed/nocloud/meta-data; "
+                "cloud-init clean --logs && cloud-init init && cloud-init modules --mode=config "
+                "&& cloud-init modules --mode=final"
+            ),
+            stdin=user_data,
+            triggers=[user_data],
+            opts=server_options(server, self.settings, parent, replace_forcing=[]),
+        )
+        return Host(server, pulumi.Output.from_input(entry.address), seed)

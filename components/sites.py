@@ -1,0 +1,149 @@
+"""The two stacks: which components each site is made of, and what each exports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_hcloud as hcloud
+
+from unde_infra.errors import Problems, TopologyError
+from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
+from unde_infra.render.cloud_init import bootstrap_user_data
+from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
+from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
+
+from .agent_host import AgentHost
+from .batch_host import BatchHost
+from .dedicated_host import DedicatedHost
+from .helsinki_gateway import HelsinkiGateway
+from .hosts import ExistingHosts, HcloudHosts, HostProvider
+from .monitoring import Monitoring
+from .network import HelsinkiNetwork, LocalNetwork
+from .shard_pair import ShardPair
+
+HELSINKI_EXPORTS = ("networkId", "gatewayPublicAddress", "gatewayPrivateAddress", "gatewaySshEndpoint")
+
+
+def load_stack() -> tuple[StackSettings, Inventory]:
+    """Read this stack's config and the topology; every problem of either is reported at once."""
+    config = pulumi.Config()
+    raw = {key: _config_value(value) for key in sorted(KNOWN_KEYS - SECRET_KEYS) if (value := config.get(key)) is not None}
+    problems = Problems()
+    stack = pulumi.get_stack()
+    settings = parse_settings(stack, raw, problems)
+    problems.raise_if_any(f"Pulumi.{stack}.yaml")
+    path = settings.topology if settings.topology.startswith("/") else str(ROOT / settings.topology)
+    inventory = load_topology(path, shards=settings.shards)
+    check_against_inventory(settings, inventory, problems)
+    if settings.site == LOCAL and settings.provider == "hcloud" and settings.location not in HCLOUD_NETWORK_ZONES:
+        problems.add("location", f"unknown hcloud location {settings.location!r} (known: {', '.join(HCLOUD_NETWORK_ZONES)})")
+    elif settings.site == LOCAL and settings.provider == "hcloud":
+        for server in inventory.site_servers(LOCAL):
+            if _local_type(server, settings, inventory) is None:
+                problems.add(
+                    "location",
+                    f"no hcloud type in {settings.location} fits {server.name} "
+                    f"({server.vcpu} vCPU / {server.ram_gb:g} GB) within the local limit"
+                )
+    problems.raise_if_any(f"Pulumi.{stack}.yaml")
+    return settings, inventory
+
+
+def _config_value(text: str) -> Any:
+    """Structured config values (maps, lists, numbers) arrive as JSON text, plain strings as is."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _local_type(server: Server, settings: StackSettings, inventory: Inventory) -> str | None:
+    return cheapest_type(server.vcpu, server.ram_gb, settings.location, inventory.server_types, inventory.local_limit)
+
+
+def _ssh_keys(settings: StackSettings) -> list[pulumi.Output[str]]:
+    return [
+        hcloud.SshKey(f"admin-{i}", name=f"unde-{settings.stack}-admin-{i}", public_key=key).id
+        for i, key in enumerate(settings.ssh_keys)
+    ]
+
+
+def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
+    network = HelsinkiNetwork("helsinki", inventory, settings)
+    keys = _ssh_keys(settings)
+    depends = list(network.subnets.values())
+    hosts: dict[str, HcloudHosts] = {}
+    for site_name in {s.site for s in inventory.stack_servers(HELSINKI)}:
+        site = inventory.sites[site_name]
+        hosts[site_name] = HcloudHosts(
+            settings, site.location or "hel1", keys, network_id=network.network_id, depends_on=depends
+        )
+    gateway: HelsinkiGateway | None = None
+    for server in inventory.stack_servers(HELSINKI):
+        user_data = bootstrap_user_data(server, inventory, settings.ssh_keys)
+        if server.dedicated is not None:
+            DedicatedHost(server)
+        elif server.task == "gateway":
+            gateway = HelsinkiGateway(server, hosts[server.site], user_data)
+        elif server.task == "monitoring":
+            Monitoring(server, hosts[server.site], user_data)
+        else:
+            BatchHost(server, hosts[server.site], user_data)
+    assert gateway is not None  # the model requires exactly one gateway
+    return {
+        "networkId": network.network_id,
+        "gatewayPublicAddress": gateway.public_address,
+        "gatewayPrivateAddress": gateway.private_address,
+        "gatewaySshEndpoint": gateway.public_address.apply(lambda a: f"root@{a}:22"),
+    }
+
+
+def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
+    helsinki = pulumi.StackReference(settings.helsinki_stack)
+    keys = _ssh_keys(settings) if settings.provider == "hcloud" or inventory.shards else []
+    local_hosts: HostProvider
+    if settings.provider == "hcloud":
+        network = LocalNetwork("local", inventory, settings.location)
+        local_hosts = HcloudHosts(
+            settings,
+            settings.location,
+            keys,
+            network_id=network.network_id,
+            depends_on=[network.subnet],
+            type_for=lambda server: _local_type(server, settings, inventory) or "",
+        )
+    else:
+        local_hosts = ExistingHosts(settings)
+    replica_hosts = HcloudHosts(
+        settings,
+        settings.replica_location,
+        keys,
+        network_id=helsinki.require_output("networkId").apply(int),
+    )
+    for server in inventory.site_servers(LOCAL):
+        if server.shard is None:
+            AgentHost(server, local_hosts, bootstrap_user_data(server, inventory, settings.ssh_keys))
+    for shard in inventory.shards:
+        user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
+        ShardPair(shard, local_hosts, replica_hosts, user_data)
+    return {
+        "shards": [
+            {"shard": s.index, "primary": str(s.primary.ip), "replica": str(s.replica.ip)} for s in inventory.shards
+        ],
+        "tunnels": {
+            server.name: {"interface": t.interface, "local": str(t.local_ip), "helsinki": str(t.helsinki_ip)}
+            for server, t in inventory.tunnels()
+        },
+        "gatewayEndpoint": helsinki.require_output("gatewayPublicAddress"),
+    }
+
+
+def build_site(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
+    if settings.site == HELSINKI:
+        return build_helsinki(settings, inventory)
+    return build_local(settings, inventory)
+
+
+__all__ = ["build_site", "load_stack", "TopologyError", "HELSINKI_EXPORTS"]

@@ -1,0 +1,88 @@
+"""The `unde-infra` command: validate the topology, preview both stacks offline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pulumi
+
+from .errors import TopologyError
+from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
+
+EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _describe(inventory: Inventory) -> str:
+    by_stack = Counter(stack_of(s) for s in inventory.servers.values())
+    existing = sum(1 for s in inventory.servers.values() if s.existing)
+    members = ", ".join(f"{m.member}@{m.host.name} ({m.site})" for m in inventory.etcd)
+    lines = [
+        f"{inventory.source}: ok (plan v{inventory.plan_version})",
+        f"  servers: {len(inventory.servers)} ({by_stack['helsinki']} helsinki stack, {by_stack[LOCAL]} local stack; "
+        f"{existing} existing, {len(inventory.servers) - existing} to create)",
+        f"  shards: {len(inventory.shards)} (replica type {inventory.shards[0].replica.hcloud_type if inventory.shards else '-'})",
+        f"  tunnels: {len(inventory.tunnels())} local servers, each with its own tunnel to {inventory.gateway.name}",
+        f"  etcd placement {inventory.etcd_placement}: {members}",
+    ]
+    lines += [f"  note: {note}" for note in inventory.notes]
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    inventory = load_topology(args.topology, shards=args.shards)
+    print(_describe(inventory))
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import preview, stacks_for, summary
+
+    stacks = stacks_for(args.stack)
+    print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
+    results = preview(stacks, args.topology, args.shards, args.out)
+    for result in results:
+        print(summary(result))
+    print(f"written: {', '.join(str(args.out / r.run.stack) for r in results)}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unde-infra", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    validate = sub.add_parser("validate", help="check the topology and print the derived inventory")
+    validate.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
+    validate.add_argument("--shards", type=int, default=None, help="override shards.count")
+    validate.set_defaults(func=cmd_validate)
+    prev = sub.add_parser("preview", help="run the Pulumi program offline and write what it registers")
+    prev.add_argument("--stack", choices=["helsinki", "local", "all"], default="all")
+    prev.add_argument("--topology", type=Path, default=None, help="default: the stack config's topology")
+    prev.add_argument("--shards", type=int, default=None, help="override shards.count")
+    prev.add_argument("--out", type=Path, default=Path("build/preview"))
+    prev.set_defaults(func=cmd_preview)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .preview import PreviewInputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TopologyError as error:
+        print(error.report(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except PreviewInputError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except pulumi.RunError as error:
+        if isinstance(error.__cause__, TopologyError):
+            print(error.__cause__.report(), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,759 @@
+"""Load `config/topology.yaml`, check it whole, and derive the inventory both stacks build from.
+
+The inventory is plain data (frozen dataclasses): every server of every site with its address,
+size, task and tunnel; the shards with their primary and replica; the etcd members of the
+chosen placement. Nothing here touches Pulumi, so all of it is tested without the SDK.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from . import ipplan
+from .errors import Problems, TopologyError
+from .limits import size_over_limit
+from .schema import (
+    SECTIONS,
+    SERVER_NAME_PATTERN,
+    EtcdSpec,
+    ExceptionSpec,
+    NetworkSpec,
+    ObjectStorageSpec,
+    ServerSpec,
+    ServerTypesFile,
+    ServerTypeSpec,
+    ShardsSpec,
+    SiteSpec,
+    Size,
+    TaskSpec,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TOPOLOGY = ROOT / "config" / "topology.yaml"
+DEFAULT_SERVER_TYPES = ROOT / "config" / "server_types.yaml"
+
+HELSINKI, LOCAL, WITNESS = "helsinki", "local", "witness"
+SHARD_REPLICA_TASK, SHARD_TASK = "shard-replica", "shard"
+STACKS = (HELSINKI, LOCAL)
+
+
+def stack_of(server: Server) -> str:
+    """Which stack builds a server. The witness site is a second Hetzner location in Helsinki's
+    network zone, so the helsinki stack builds it; a shard's replica is built by the local stack
+    together with its primary (one ShardPair), so that scaling shards touches one stack."""
+    if server.site == LOCAL or server.task == SHARD_REPLICA_TASK:
+        return LOCAL
+    return HELSINKI
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """One local server's own WireGuard tunnel to helsinki-gw."""
+
+    interface: str
+    index: int
+    local_ip: IPv4Address
+    helsinki_ip: IPv4Address
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    site: str
+    task: str
+    ip: IPv4Address
+    vcpu: int
+    ram_gb: float
+    existing: bool
+    stateful: bool
+    data: bool
+    entry_point: bool
+    services: tuple[str, ...]
+    public_ipv4: bool
+    hcloud_type: str | None = None  # fixed type (Helsinki, witness, replicas); local types are chosen per stack
+    dedicated: str | None = None  # a Robot server reached through the vSwitch subnet
+    public_address: IPv4Address | None = None  # known address of an existing server
+    subnet: str | None = None  # hcloud subnet name, for servers on the Helsinki network
+    shard: int | None = None
+    instance: int = 1
+    tunnel: Tunnel | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        labels = {"site": self.site, "task": self.task, "managed-by": "unde-infra"}
+        if self.shard is not None:
+            labels["shard"] = str(self.shard)
+        return labels
+
+    @property
+    def is_hcloud_site_server(self) -> bool:
+        return self.dedicated is None
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    primary: Server
+    replica: Server
+
+    @property
+    def scope(self) -> str:
+        """Patroni scope and pgBackRest stanza of this shard (SPEC: `--stanza=shard0`)."""
+        return f"shard{self.index}"
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    member: str
+    host: Server
+
+    @property
+    def site(self) -> str:
+        return self.host.site
+
+
+@dataclass(frozen=True)
+class Inventory:
+    source: str
+    plan_version: str
+    sites: dict[str, SiteSpec]
+    network: NetworkSpec
+    shards_spec: ShardsSpec
+    tasks: dict[str, TaskSpec]
+    server_types: dict[str, ServerTypeSpec]
+    object_storage: ObjectStorageSpec
+    exceptions: tuple[ExceptionSpec, ...]
+    etcd_placement: str
+    servers: dict[str, Server]
+    shards: tuple[Shard, ...]
+    etcd: tuple[EtcdMember, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def site_servers(self, *sites: str) -> list[Server]:
+        return [s for s in self.servers.values() if s.site in sites]
+
+    def stack_servers(self, stack: str) -> list[Server]:
+        return [s for s in self.servers.values() if stack_of(s) == stack]
+
+    def server(self, name: str) -> Server:
+        return self.servers[name]
+
+    @property
+    def gateway(self) -> Server:
+        return next(s for s in self.servers.values() if s.task == "gateway")
+
+    @property
+    def local_limit(self) -> Size | None:
+        return self.sites[LOCAL].max_size
+
+    def tunnels(self) -> list[tuple[Server, Tunnel]]:
+        return [(s, s.tunnel) for s in self.servers.values() if s.tunnel is not None]
+
+    def etcd_hosts(self) -> list[Server]:
+        return [m.host for m in self.etcd]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_server_types(path: Path = DEFAULT_SERVER_TYPES) -> dict[str, ServerTypeSpec]:
+    data = _read_yaml(path, Problems())
+    try:
+        return ServerTypesFile.model_validate(data).types
+    except ValidationError as exc:
+        problems = Problems()
+        _add_validation_problems(problems, "", exc)
+        problems.raise_if_any(str(path))
+        raise  # unreachable: raise_if_any raised
+
+
+def load_topology(
+    path: Path | str = DEFAULT_TOPOLOGY,
+    *,
+    shards: int | None = None,
+    placement: str | None = None,
+    server_types: dict[str, ServerTypeSpec] | None = None,
+) -> Inventory:
+    """Read, check and derive. Raises TopologyError listing every problem found."""
+    path = Path(path)
+    problems = Problems()
+    data = _read_yaml(path, problems)
+    problems.raise_if_any(str(path))
+    if not isinstance(data, dict):
+        problems.add("", f"the file must hold a mapping of sections, not {type(data).__name__}")
+        problems.raise_if_any(str(path))
+    if shards is not None:
+        data.setdefault("shards", {})
+        if isinstance(data["shards"], dict):
+            data["shards"] = {**data["shards"], "count": shards}
+    if placement is not None and isinstance(data.get("etcd"), dict):
+        data["etcd"] = {**data["etcd"], "placement": placement}
+    return build_inventory(data, source=str(path), server_types=server_types or load_server_types())
+
+
+def build_inventory(
+    data: dict[str, Any], *, source: str, server_types: dict[str, ServerTypeSpec]
+) -> Inventory:
+    problems = Problems()
+    sections = _parse_sections(data, problems)
+    # Cross-checks need every section; a broken section has been reported already.
+    required = ("sites", "network", "shards", "etcd", "tasks", "servers", "object_storage")
+    if any(name not in sections for name in required):
+        problems.raise_if_any(source)
+    inventory = _derive(data, sections, server_types, problems, source)
+    problems.raise_if_any(source)
+    return inventory
+
+
+def _read_yaml(path: Path, problems: Problems) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems.add("", f"cannot read the file: {exc.strerror or exc}")
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problems.add(where, f"malformed YAML: {getattr(exc, 'problem', None) or exc}")
+        return None
+
+
+def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    """Validate each section (each entry of the mapping sections) on its own, so that one bad
+    server does not hide the problems of another."""
+    known = set(SECTIONS) | {"plan_version"}
+    for key in data:
+        if key not in known:
+            problems.add(str(key), f"unknown section (known: {', '.join(sorted(known))})")
+    if not isinstance(data.get("plan_version"), (str, int, float)):
+        problems.add("plan_version", "required: the plan version this topology implements")
+    parsed: dict[str, Any] = {}
+    mapping_sections = {"sites", "tasks", "servers"}
+    for name, model in SECTIONS.items():
+        raw = data.get(name)
+        if raw is None and name == "exceptions":
+            parsed[name] = []
+            continue
+        if raw is None:
+            problems.add(name, "required section is missing")
+            continue
+        if name in mapping_sections or name == "exceptions":
+            entries = _parse_entries(name, raw, model, problems)
+            if entries is not None:
+                parsed[name] = entries
+            continue
+        try:
+            parsed[name] = model.model_validate(raw)
+        except ValidationError as exc:
+            _add_validation_problems(problems, name, exc)
+    return parsed
+
+
+def _parse_entries(name: str, raw: Any, model: type[BaseModel], problems: Problems) -> Any:
+    if name == "exceptions":
+        if not isinstance(raw, list):
+            problems.add(name, f"must be a list, got {type(raw).__name__}")
+            return None
+        items: list[Any] = []
+        for i, entry in enumerate(raw):
+            try:
+                items.append(model.model_validate(entry))
+            except ValidationError as exc:
+                _add_validation_problems(problems, f"{name}[{i}]", exc)
+        return items
+    if not isinstance(raw, dict):
+        problems.add(name, f"must be a mapping of name to settings, got {type(raw).__name__}")
+        return None
+    result: dict[str, Any] = {}
+    for key, entry in raw.items():
+        try:
+            result[str(key)] = model.model_validate(entry)
+        except ValidationError as exc:
+            _add_validation_problems(problems, f"{name}.{key}", exc)
+    return result
+
+
+def _add_validation_problems(problems: Problems, prefix: str, exc: ValidationError) -> None:
+    seen: set[str] = set()
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"] if not _is_union_branch(part)]
+        path = ".".join(p for p in [prefix, *loc] if p)
+        if path in seen:  # a union reports each branch; one line per place is enough
+            continue
+        seen.add(path)
+        value = err.get("input")
+        shown = "" if err["type"] in {"missing", "extra_forbidden"} else f" (got {value!r})"
+        message = {"missing": "required", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
+        problems.add(path, f"{message}{shown}")
+
+
+def _is_union_branch(part: object) -> bool:
+    # pydantic names the union branch it tried ("str", "list[str]", "function-after[...]").
+    return isinstance(part, str) and (
+        part in {"str", "bool", "int", "list[str]", "none"} or "[" in part or part.startswith("function")
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Deriving the inventory
+
+
+def _derive(
+    data: dict[str, Any],
+    sections: dict[str, Any],
+    server_types: dict[str, ServerTypeSpec],
+    problems: Problems,
+    source: str,
+) -> Inventory:
+    sites: dict[str, SiteSpec] = sections["sites"]
+    network: NetworkSpec = sections["network"]
+    shards_spec: ShardsSpec = sections["shards"]
+    etcd_spec: EtcdSpec = sections["etcd"]
+    tasks: dict[str, TaskSpec] = sections["tasks"]
+    specs: dict[str, ServerSpec] = sections["servers"]
+    exceptions: list[ExceptionSpec] = sections.get("exceptions", [])
+
+    for site in (HELSINKI, LOCAL):
+        if site not in sites:
+            problems.add(f"sites.{site}", "required site is missing")
+    _check_network_plan(sites, network, shards_spec, problems)
+    if etcd_spec.placement not in etcd_spec.placements:
+        problems.add(
+            "etcd.placement",
+            f"unknown placement {etcd_spec.placement!r} (known: {', '.join(etcd_spec.placements)})",
+        )
+
+    servers: dict[str, Server] = {}
+    for name, spec in specs.items():
+        server = _server_from_spec(name, spec, sites, network, tasks, server_types, etcd_spec, problems)
+        if server is not None:
+            servers[name] = server
+            for instance in range(2, spec.instances + 1):
+                extra = _scale_out_instance(server, instance, network, problems, f"servers.{name}.instances")
+                if extra is not None:
+                    servers[extra.name] = extra
+
+    shards = _derive_shards(shards_spec, network, tasks, server_types, specs, problems)
+    for shard in shards:
+        for server in (shard.primary, shard.replica):
+            if server.name in specs:
+                problems.add(f"servers.{server.name}", "this name is derived from shards.count; remove the entry")
+            servers[server.name] = server
+
+    _check_unique_addresses(servers, sites, network, problems)
+    _check_tunnels(servers, network, problems)
+    etcd = _derive_etcd(etcd_spec, servers, problems)
+    _check_exceptions(exceptions, servers, tasks, etcd, problems)
+    if sum(1 for s in servers.values() if s.task == "gateway") != 1:
+        problems.add("servers", "exactly one server must have task gateway (helsinki-gw)")
+
+    notes = []
+    if etcd_spec.placement in etcd_spec.placements and etcd_spec.placement == "plan":
+        notes.append(
+            "etcd placement 'plan': Helsinki holds 2 of 3 etcd votes, so losing Helsinki stops "
+            "writes on every local primary (SPEC contradiction 3); see `unde-infra scenarios`."
+        )
+    return Inventory(
+        source=source,
+        plan_version=str(data.get("plan_version")),
+        sites=sites,
+        network=network,
+        shards_spec=shards_spec,
+        tasks=tasks,
+        server_types=server_types,
+        object_storage=sections["object_storage"],
+        exceptions=tuple(exceptions),
+        etcd_placement=etcd_spec.placement,
+        servers=servers,
+        shards=tuple(shards),
+        etcd=tuple(etcd),
+        notes=tuple(notes),
+    )
+
+
+def _check_network_plan(
+    sites: dict[str, SiteSpec], network: NetworkSpec, shards: ShardsSpec, problems: Problems
+) -> None:
+    net = network.ip_range
+    for name, subnet in network.subnets.items():
+        if not ipplan.contains(net, subnet.ip_range):
+            problems.add(f"network.subnets.{name}.ip_range", f"{subnet.ip_range} is outside network.ip_range {net}")
+    for a, b in ipplan.overlapping_pairs({n: s.ip_range for n, s in network.subnets.items()}):
+        problems.add(f"network.subnets.{b}.ip_range", f"overlaps subnet {a}")
+    routed = {"sites.local.range": sites[LOCAL].range if LOCAL in sites else None, "network.tunnel_range": network.tunnel_range}
+    for path, dest in routed.items():
+        if dest is not None and not ipplan.contains(net, dest):
+            problems.add(path, f"{dest} is routed through helsinki-gw, so network.ip_range {net} must contain it")
+    if network.gateway not in net:
+        problems.add("network.gateway", f"{network.gateway} is outside network.ip_range {net}")
+    if LOCAL in sites:
+        local = sites[LOCAL].range
+        for path, pool in (("network.scale_out_pool", network.scale_out_pool), ("shards.local.pool", shards.local.pool)):
+            if not ipplan.contains(local, pool):
+                problems.add(path, f"{pool} is outside sites.local.range {local}")
+        if network.scale_out_pool.overlaps(shards.local.pool):
+            problems.add("shards.local.pool", f"overlaps network.scale_out_pool {network.scale_out_pool}")
+    if shards.replica.subnet not in network.subnets:
+        problems.add("shards.replica.subnet", f"unknown subnet {shards.replica.subnet!r}")
+    elif network.subnets[shards.replica.subnet].type != "cloud":
+        problems.add("shards.replica.subnet", "replicas are cloud servers and need a subnet of type cloud")
+
+
+def _task_of(name: str, spec: ServerSpec, tasks: dict[str, TaskSpec], problems: Problems) -> str | None:
+    path = f"servers.{name}.task"
+    given = spec.task
+    if isinstance(given, list):
+        distinct = [t for t in given if t]
+        if len(distinct) == 1:
+            given = distinct[0]
+        elif not distinct:
+            given = None
+        else:
+            problems.add(path, f"has {len(distinct)} tasks ({', '.join(distinct)}); one server, one task")
+            return None
+    if not given:
+        problems.add(path, "has no task; every server has exactly one")
+        return None
+    if given not in tasks:
+        problems.add(path, f"unknown task {given!r} (known: {', '.join(sorted(tasks))})")
+        return None
+    return given
+
+
+def _server_from_spec(
+    name: str,
+    spec: ServerSpec,
+    sites: dict[str, SiteSpec],
+    network: NetworkSpec,
+    tasks: dict[str, TaskSpec],
+    server_types: dict[str, ServerTypeSpec],
+    etcd: EtcdSpec,
+    problems: Problems,
+) -> Server | None:
+    path = f"servers.{name}"
+    ok = True
+    if not ipplan.matches(SERVER_NAME_PATTERN, name):
+        problems.add(path, f"invalid server name {name!r}: lowercase letters, digits and '-', 2-63 characters")
+        ok = False
+    task = _task_of(name, spec, tasks, problems)
+    site = sites.get(spec.site)
+    if site is None:
+        problems.add(f"{path}.site", f"unknown site {spec.site!r} (known: {', '.join(sites)})")
+        return None
+    if spec.etcd_placement is not None and spec.etcd_placement not in etcd.placements:
+        problems.add(f"{path}.etcd_placement", f"unknown placement {spec.etcd_placement!r}")
+    if spec.etcd_placement is not None and spec.etcd_placement != etcd.placement:
+        return None  # this server exists only under another etcd placement
+
+    size, hcloud_type = _size_of(name, spec, site, server_types, problems)
+    if task is None or size is None:
+        return None
+    if spec.site == LOCAL:
+        if spec.tunnel is None:
+            problems.add(f"{path}.tunnel", "every local server has its own WireGuard tunnel; give interface and index")
+        limit = site.max_size
+        over = size_over_limit(size.vcpu, size.ram_gb, limit) if limit else None
+        if over:
+            problems.add(f"{path}.size", f"{over}; split the task or scale out")
+    elif spec.tunnel is not None:
+        problems.add(f"{path}.tunnel", "only local servers have tunnels to helsinki-gw")
+    task_spec = tasks[task]
+    if spec.instances > 1 and task_spec.stateful:
+        problems.add(f"{path}.instances", f"task {task} is stateful; only stateless tasks scale out by instances")
+    public = spec.public_ipv4
+    public_address = public if isinstance(public, IPv4Address) else None
+    has_public = bool(public) if public is not None else not task_spec.data
+    subnet = _subnet_of(name, spec, site, network, problems) if site.provider == "hcloud" else None
+    tunnel = (
+        Tunnel(spec.tunnel.interface, spec.tunnel.index, *ipplan.tunnel_pair(network.tunnel_range, spec.tunnel.index))
+        if spec.tunnel is not None and spec.site == LOCAL
+        else None
+    )
+    if not ok:
+        return None
+    return Server(
+        name=name,
+        site=spec.site,
+        task=task,
+        ip=spec.ip,
+        vcpu=size.vcpu,
+        ram_gb=size.ram_gb,
+        existing=spec.existing,
+        stateful=task_spec.stateful,
+        data=task_spec.data,
+        entry_point=task_spec.entry_point,
+        services=tuple(task_spec.services),
+        public_ipv4=has_public,
+        hcloud_type=hcloud_type,
+        dedicated=spec.dedicated,
+        public_address=public_address,
+        subnet=subnet,
+        tunnel=tunnel,
+    )
+
+
+def _size_of(
+    name: str, spec: ServerSpec, site: SiteSpec, server_types: dict[str, ServerTypeSpec], problems: Problems
+) -> tuple[Size | None, str | None]:
+    path = f"servers.{name}"
+    if spec.dedicated is not None:
+        if spec.size is None:
+            problems.add(f"{path}.size", "a dedicated server declares its size (vcpu, ram_gb)")
+        if spec.type is not None:
+            problems.add(f"{path}.type", "a dedicated server has no hcloud type")
+        return spec.size, None
+    if spec.type is None:
+        if site.provider == "hcloud":
+            problems.add(f"{path}.type", "a server of an hcloud site needs an hcloud server type")
+            return None, None
+        if spec.size is None:
+            problems.add(f"{path}.size", "required: vcpu and ram_gb (the hcloud type is chosen per location)")
+        return spec.size, None
+    if spec.type not in server_types:
+        problems.add(f"{path}.type", f"unknown server type {spec.type!r} (known: {', '.join(server_types)})")
+        return None, None
+    known = server_types[spec.type]
+    if site.location and site.location not in known.locations:
+        problems.add(f"{path}.type", f"{spec.type} is not sold in {site.location} (only {', '.join(known.locations)})")
+    if spec.size is not None and (spec.size.vcpu, spec.size.ram_gb) != (known.vcpu, known.ram_gb):
+        problems.add(f"{path}.size", f"contradicts type {spec.type} ({known.vcpu} vCPU / {known.ram_gb:g} GB); give one")
+    return Size(vcpu=known.vcpu, ram_gb=known.ram_gb), spec.type
+
+
+def _subnet_of(name: str, spec: ServerSpec, site: SiteSpec, network: NetworkSpec, problems: Problems) -> str | None:
+    path = f"servers.{name}.ip"
+    wanted = "vswitch" if spec.dedicated else "cloud"
+    for subnet_name, subnet in network.subnets.items():
+        if spec.ip in subnet.ip_range:
+            if subnet.type != wanted:
+                kind = "a dedicated server" if spec.dedicated else "a cloud server"
+                problems.add(path, f"{spec.ip} is in {subnet.type} subnet {subnet_name}; {kind} needs a {wanted} subnet")
+                return None
+            return subnet_name
+    problems.add(path, f"{spec.ip} is in no subnet of network.subnets")
+    return None
+
+
+def _scale_out_instance(
+    base: Server, instance: int, network: NetworkSpec, problems: Problems, path: str
+) -> Server | None:
+    if base.site != LOCAL or base.tunnel is None:
+        problems.add(path, "only local servers with a tunnel scale out by instances")
+        return None
+    ip = ipplan.scale_out_address(network.scale_out_pool, base.tunnel.index, instance)
+    if ip is None:
+        problems.add(path, f"no room in network.scale_out_pool {network.scale_out_pool} for tunnel index {base.tunnel.index}")
+        return None
+    index = int(str(ip).rsplit(".", 1)[1])
+    suffix = f"-{instance}"
+    return Server(
+        **{
+            **base.__dict__,
+            "name": f"{base.name}{suffix}",
+            "ip": ip,
+            "instance": instance,
+            "tunnel": Tunnel(
+                f"{base.tunnel.interface[: 15 - len(suffix)]}{suffix}",
+                index,
+                *ipplan.tunnel_pair(network.tunnel_range, index),
+            ),
+        }
+    )
+
+
+def replica_type_for(spec: ShardsSpec, count: int) -> str:
+    return spec.replica.large_type if count >= spec.replica.large_from_count else spec.replica.type
+
+
+def _derive_shards(
+    spec: ShardsSpec,
+    network: NetworkSpec,
+    tasks: dict[str, TaskSpec],
+    server_types: dict[str, ServerTypeSpec],
+    named: dict[str, ServerSpec],
+    problems: Problems,
+) -> list[Shard]:
+    if SHARD_TASK not in tasks or SHARD_REPLICA_TASK not in tasks:
+        problems.add("tasks", f"tasks {SHARD_TASK} and {SHARD_REPLICA_TASK} are required for shards")
+        return []
+    capacity = spec.local.pool.num_addresses - 2 + 1  # pool slots 1..size-2, plus shard 0
+    subnet = network.subnets.get(spec.replica.subnet)
+    if subnet is not None:
+        capacity = min(capacity, subnet.ip_range.num_addresses - 1 - spec.replica.first_host)
+    if spec.count > capacity:
+        problems.add("shards.count", f"{spec.count} shards do not fit the address plan (at most {capacity})")
+        return []
+    replica_type = replica_type_for(spec, spec.count)
+    for key in ("type", "large_type"):
+        if getattr(spec.replica, key) not in server_types:
+            problems.add(f"shards.replica.{key}", f"unknown server type {getattr(spec.replica, key)!r}")
+    if replica_type not in server_types or subnet is None:
+        return []
+    rtype = server_types[replica_type]
+    shard_task, replica_task = tasks[SHARD_TASK], tasks[SHARD_REPLICA_TASK]
+    shards = []
+    for n in range(spec.count):
+        if n == 0:
+            local_ip, tunnel_index = spec.local.first_address, spec.local.first_tunnel
+        else:
+            local_ip = spec.local.pool.network_address + n
+            tunnel_index = int(str(local_ip).rsplit(".", 1)[1])
+        primary = Server(
+            name=f"local-shard-{n}",
+            site=LOCAL,
+            task=SHARD_TASK,
+            ip=local_ip,
+            vcpu=spec.local.size.vcpu,
+            ram_gb=spec.local.size.ram_gb,
+            existing=False,
+            stateful=shard_task.stateful,
+            data=shard_task.data,
+            entry_point=False,
+            services=tuple(shard_task.services),
+            public_ipv4=False,
+            shard=n,
+            tunnel=Tunnel(f"wg-shard{n}", tunnel_index, *ipplan.tunnel_pair(network.tunnel_range, tunnel_index)),
+        )
+        replica = Server(
+            name=f"shard-replica-{n}",
+            site=HELSINKI,
+            task=SHARD_REPLICA_TASK,
+            ip=subnet.ip_range.network_address + spec.replica.first_host + n,
+            vcpu=rtype.vcpu,
+            ram_gb=rtype.ram_gb,
+            existing=False,
+            stateful=replica_task.stateful,
+            data=replica_task.data,
+            entry_point=False,
+            services=tuple(replica_task.services),
+            public_ipv4=False,
+            hcloud_type=replica_type,
+            subnet=spec.replica.subnet,
+            shard=n,
+        )
+        shards.append(Shard(n, primary, replica))
+    return shards
+
+
+def _check_unique_addresses(
+    servers: dict[str, Server], sites: dict[str, SiteSpec], network: NetworkSpec, problems: Problems
+) -> None:
+    by_ip: dict[IPv4Address, list[str]] = {}
+    for server in servers.values():
+        by_ip.setdefault(server.ip, []).append(server.name)
+        path = f"servers.{server.name}.ip"
+        site_range = sites[server.site].range
+        if server.ip not in site_range:
+            problems.add(path, f"{server.ip} is outside site {server.site}'s range {site_range}")
+            continue
+        subnet_range = (
+            network.subnets[server.subnet].ip_range if server.subnet and server.subnet in network.subnets else site_range
+        )
+        reason = ipplan.reserved_reason(server.ip, subnet_range, network.gateway)
+        if reason:
+            problems.add(path, f"{server.ip} is reserved ({reason})")
+    for ip, names in by_ip.items():
+        if len(names) > 1:
+            for name in names[1:]:
+                problems.add(f"servers.{name}.ip", f"{ip} is already used by {names[0]}")
+    public: dict[IPv4Address, str] = {}
+    for server in servers.values():
+        if server.public_address is None:
+            continue
+        if server.public_address in public:
+            problems.add(f"servers.{server.name}.public_ipv4", f"{server.public_address} is already used by {public[server.public_address]}")
+        public[server.public_address] = server.name
+
+
+def _check_tunnels(servers: dict[str, Server], network: NetworkSpec, problems: Problems) -> None:
+    tunnels = [(s.name, s.tunnel) for s in servers.values() if s.tunnel is not None]
+    for attr, label in (("index", "tunnel index"), ("interface", "interface")):
+        owners: dict[Any, str] = {}
+        for name, tunnel in tunnels:
+            key = getattr(tunnel, attr)
+            if key in owners:
+                problems.add(f"servers.{name}.tunnel.{attr}", f"{label} {key} is already used by {owners[key]}")
+            else:
+                owners[key] = name
+    for name, tunnel in tunnels:
+        if tunnel.local_ip not in network.tunnel_range:
+            problems.add(f"servers.{name}.tunnel.index", f"{tunnel.index} does not fit network.tunnel_range")
+
+
+def _derive_etcd(spec: EtcdSpec, servers: dict[str, Server], problems: Problems) -> list[EtcdMember]:
+    members = spec.placements.get(spec.placement)
+    if members is None:
+        return []
+    path = f"etcd.placements.{spec.placement}"
+    names = Counter(m.member for m in members)
+    for name, count in names.items():
+        if count > 1:
+            problems.add(path, f"member {name} is listed {count} times")
+    if len(members) % 2 == 0:
+        problems.add(path, f"{len(members)} members: an etcd quorum needs an odd number of members")
+    result = []
+    for i, m in enumerate(members):
+        host = servers.get(m.host)
+        if host is None:
+            problems.add(f"{path}[{i}].host", f"unknown server {m.host!r}")
+            continue
+        result.append(EtcdMember(m.member, host))
+    return result
+
+
+def _check_exceptions(
+    exceptions: Iterable[ExceptionSpec],
+    servers: dict[str, Server],
+    tasks: dict[str, TaskSpec],
+    etcd: list[EtcdMember],
+    problems: Problems,
+) -> None:
+    for i, exc in enumerate(exceptions):
+        if exc.task not in tasks:
+            problems.add(f"exceptions[{i}].task", f"unknown task {exc.task!r}")
+    allowed = {(e.host, e.task) for e in exceptions}
+    for member in etcd:
+        if member.host.task != "etcd" and (member.host.name, "etcd") not in allowed:
+            problems.add(
+                "etcd.placement",
+                f"member {member.member} would run on {member.host.name} (task {member.host.task}); "
+                "one server, one task: add an entry to exceptions with a reason, or use an etcd server",
+            )
+
+
+def colocated_tasks(inventory: Inventory) -> dict[str, list[str]]:
+    """Tasks that run on a server beside its own (an etcd member on a replica, say)."""
+    extra: dict[str, list[str]] = {}
+    for member in inventory.etcd:
+        if member.host.task != "etcd":
+            extra.setdefault(member.host.name, []).append("etcd")
+    return extra
+
+
+def replace_count(inventory: Inventory, shards: int) -> Inventory:
+    """The same topology at another shard count (used by benchmarks and scale tests)."""
+    return load_topology(inventory.source, shards=shards, server_types=inventory.server_types)
+
+
+__all__ = [
+    "DEFAULT_TOPOLOGY",
+    "EtcdMember",
+    "Inventory",
+    "Server",
+    "Shard",
+    "Tunnel",
+    "TopologyError",
+    "load_topology",
+    "build_inventory",
+    "IPv4Network",
+]

@@ -1,0 +1,323 @@
+"""Run the real Pulumi program offline, under the SDK's mock monitor, and record what it registers.
+
+No Pulumi CLI, no credentials, no network: `__main__.py` (the very file `pulumi up` runs) is
+executed inside a Pulumi stack whose resource monitor is a `MockMonitor` subclass. Every
+registration is recorded with its inputs and options, shaped like the resources of
+`pulumi stack export`. The mocks answer only what a provider would compute (ids, addresses);
+the program's own inputs are recorded exactly as the program produced them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
+
+from .model import ROOT
+
+PROJECT = "unde-infra"
+SECRET_MASK = "[secret]"
+OFFLINE_SECRET_PREFIX = "offline-placeholder"
+# Documentation-range addresses (RFC 5737) stand in for public IPv4s Hetzner would assign.
+STAND_IN_PUBLIC_NET = "203.0.113."
+STAND_IN_IMPORT_ID_BASE = 90_000_000
+STAND_IN_ID_BASE = 10_000_000
+STACK_OUTPUTS_FILE = ROOT / "config" / "offline-stack-outputs.yaml"
+
+
+@dataclass
+class Record:
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    parent: str | None
+    inputs: dict[str, Any]  # with offline placeholder secrets, for artifacts only
+    secret_paths: set[str]
+    dependencies: list[str]
+    protect: bool
+    ignore_changes: list[str]
+    retain_on_delete: bool
+    import_id: str | None
+    delete_before_replace: bool
+    replace_on_changes: list[str]
+    aliases: list[str]
+    provider: str | None
+    id: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def export(self) -> dict[str, Any]:
+        """The entry of resources.json: `pulumi stack export` keys, secret values masked."""
+        entry: dict[str, Any] = {
+            "urn": self.urn,
+            "type": self.type,
+            "custom": self.custom,
+            "parent": self.parent,
+            "inputs": mask_secrets(self.inputs),
+            "dependencies": self.dependencies,
+            "protect": self.protect,
+            "ignoreChanges": self.ignore_changes,
+            "retainOnDelete": self.retain_on_delete,
+            "importId": self.import_id,
+        }
+        if self.custom:
+            entry["id"] = self.id
+        if self.provider:
+            entry["provider"] = self.provider
+        if self.delete_before_replace:
+            entry["deleteBeforeReplace"] = True
+        if self.replace_on_changes:
+            entry["replaceOnChanges"] = self.replace_on_changes
+        if self.aliases:
+            entry["aliases"] = self.aliases
+        return entry
+
+
+def mask_secrets(value: Any) -> Any:
+    """JSON-ready values: secrets masked, assets as their text and hash, and whole numbers as
+    integers (the wire format carries every number as a double)."""
+    if rpc.is_rpc_secret(value):
+        return SECRET_MASK
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text, "hash": hashlib.sha256(value.text.encode()).hexdigest()}
+    return value
+
+
+def unwrap_secrets(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return unwrap_secrets(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value
+
+
+class OfflineMocks(pulumi_mocks.Mocks):
+    """Answers what the providers would compute: numeric hcloud ids, assigned addresses,
+    placeholder values for generated secrets, and the other stack's outputs."""
+
+    def __init__(self, stack_outputs: dict[str, dict[str, Any]], public_addresses: dict[str, str]) -> None:
+        self.stack_outputs = stack_outputs
+        self.public_addresses = public_addresses
+        self._next_id = STAND_IN_ID_BASE
+        self._next_public = 10
+
+    def new_id(self) -> str:
+        self._next_id += 1
+        return str(self._next_id)
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+        state = dict(args.inputs)
+        rid = args.resource_id or self.new_id()
+        if args.typ == "pulumi:pulumi:StackReference":
+            ref = state.get("name", args.name)
+            stack = str(ref).rsplit("/", 1)[-1]
+            return rid, {"name": ref, "outputs": self.stack_outputs.get(stack, {}), "secretOutputNames": []}
+        if args.typ == "hcloud:index/server:Server":
+            name = state.get("name", args.name)
+            public = any(n.get("ipv4Enabled", True) for n in state.get("publicNets", [{}]))
+            address = self.public_addresses.get(name)
+            if public and address is None:
+                self._next_public += 1
+                address = f"{STAND_IN_PUBLIC_NET}{self._next_public}"
+            state.update(ipv4Address=address or "", status="running")
+        elif args.typ.startswith("random:index/random"):
+            state["result"] = f"{OFFLINE_SECRET_PREFIX}-{args.name}"
+            state["hex"] = hashlib.sha256(args.name.encode()).hexdigest()
+            state["b64Std"] = state["result"]
+        elif args.typ.startswith("command:remote:") or args.typ.startswith("command:local:"):
+            state.setdefault("stdout", "")
+            state.setdefault("stderr", "")
+        return rid, state
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
+        return {}, None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, keeping the whole registration request of every resource."""
+
+    def __init__(self, mocks: OfflineMocks) -> None:
+        super().__init__(mocks)
+        self.records: list[Record] = []
+        self.stack_outputs: dict[str, Any] = {}
+        self.stack_urn: str | None = None
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            self.stack_urn = urn
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        _ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object)
+        plain = unwrap_secrets(inputs)
+        secret_inputs = {k for k, v in inputs.items() if rpc.is_rpc_secret(v)}
+        rid, state = self.mocks.new_resource(
+            pulumi_mocks.MockResourceArgs(
+                typ=request.type,
+                name=request.name,
+                inputs=plain,
+                provider=request.provider,
+                resource_id=request.importId or None,
+                custom=request.custom,
+            )
+        )
+        secret_outputs = set(request.additionalSecretOutputs) | secret_inputs
+        wire = {k: rpc.wrap_rpc_secret(v) if k in secret_outputs else v for k, v in state.items()}
+        obj_proto = _sync_await(rpc.serialize_properties(wire, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, rid, state)
+        self.records.append(
+            Record(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                custom=request.custom,
+                parent=request.parent or self.stack_urn,
+                inputs=inputs,
+                secret_paths=secret_inputs,
+                dependencies=list(request.dependencies),
+                protect=bool(request.protect),
+                ignore_changes=list(request.ignoreChanges),
+                retain_on_delete=bool(request.retainOnDelete),
+                import_id=request.importId or None,
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_on_changes=list(request.replaceOnChanges),
+                aliases=[a.urn or a.spec.name for a in request.aliases] + list(request.aliasURNs),
+                provider=request.provider or None,
+                id=rid if request.custom else None,
+                outputs=state,
+            )
+        )
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj_proto)
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802
+        response = super().ReadResource(request)
+        self.records.append(
+            Record(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                custom=True,
+                parent=request.parent or self.stack_urn,
+                inputs=rpc.deserialize_properties(request.properties),
+                secret_paths=set(),
+                dependencies=list(request.dependencies),
+                protect=False,
+                ignore_changes=[],
+                retain_on_delete=False,
+                import_id=None,
+                delete_before_replace=False,
+                replace_on_changes=[],
+                aliases=[],
+                provider=request.provider or None,
+                id=request.id,
+            )
+        )
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802
+        if request.urn == self.stack_urn:
+            self.stack_outputs = rpc.deserialize_properties(request.outputs)
+        return super().RegisterResourceOutputs(request)
+
+
+@dataclass
+class StackRun:
+    stack: str
+    records: list[Record]
+    outputs: dict[str, Any]
+    config: dict[str, Any]
+    stand_ins: list[str]
+
+    def resources(self) -> list[dict[str, Any]]:
+        return [r.export() for r in self.records]
+
+    def masked_outputs(self) -> dict[str, Any]:
+        return mask_secrets(self.outputs)
+
+    def plain_outputs(self) -> dict[str, Any]:
+        return unwrap_secrets(self.outputs)
+
+
+def read_stack_config(stack: str, project_dir: Path = ROOT) -> dict[str, Any]:
+    """The `config:` mapping of Pulumi.<stack>.yaml, keys without the project prefix."""
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    config = data.get("config") or {}
+    result = {}
+    for key, value in config.items():
+        namespace, _, name = key.partition(":")
+        result[key if namespace != PROJECT else name] = value
+    return result
+
+
+def run_program(
+    stack: str,
+    config: dict[str, Any],
+    *,
+    stack_outputs: dict[str, dict[str, Any]] | None = None,
+    public_addresses: dict[str, str] | None = None,
+    program: Path = ROOT / "__main__.py",
+    stand_ins: list[str] | None = None,
+) -> StackRun:
+    """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks."""
+    pulumi_config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in config.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            # An encrypted config secret cannot be read offline: a placeholder stands in.
+            value = f"{OFFLINE_SECRET_PREFIX}-{key}"
+            secret_keys.append(full)
+        pulumi_config[full] = value if isinstance(value, str) else json.dumps(value)
+    mocks = OfflineMocks(stack_outputs or {}, public_addresses or {})
+    monitor = RecordingMonitor(mocks)
+    _configure(monitor, stack)
+    set_all_config(pulumi_config, secret_keys)
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(program.parent))
+    try:
+        _sync_await(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")))
+    finally:
+        sys.path[:] = saved_path
+        settings.set_root_resource(None)  # type: ignore[arg-type]
+    return StackRun(stack, monitor.records, monitor.stack_outputs, config, list(stand_ins or []))
+
+
+def _configure(monitor: RecordingMonitor, stack: str) -> None:
+    features = set(monitor.GetDeploymentInfo(None).supportedFeatures)
+    settings.configure(
+        pulumi_mocks.MockSettings(
+            monitor=monitor,
+            monitor_features=features,
+            engine=pulumi_mocks.MockEngine(None),
+            project=PROJECT,
+            stack=stack,
+            dry_run=True,
+            organization="organization",
+            callbacks=None,
+        )
+    )
+    settings.set_root_resource(None)  # type: ignore[arg-type]
+    os.environ.setdefault("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "true")

@@ -1,0 +1,226 @@
+"""The offline preview: check everything, run each stack's real program under mocks, then write
+`resources.json`, `outputs.json` and the artifacts every server receives.
+
+Nothing is written unless every stack ran: the results are assembled in a temporary directory
+and moved into place at the end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problems, TopologyError
+from .model import HELSINKI, LOCAL, ROOT, STACKS, Inventory, load_topology
+from .offline import (
+    STACK_OUTPUTS_FILE,
+    STAND_IN_IMPORT_ID_BASE,
+    StackRun,
+    read_stack_config,
+    run_program,
+    unwrap_secrets,
+)
+from .settings import StackSettings, check_against_inventory, missing_import_ids, parse_settings
+
+USER_DATA_ARTIFACT = "user-data.yaml"
+SERVER_TYPE = "hcloud:index/server:Server"
+BOOTSTRAP_SUFFIX = "-bootstrap"  # ExistingHosts' bootstrap command of a server
+FILE_DELIVERY_TYPE = "command:remote:CopyToRemote"
+
+
+@dataclass
+class PreparedStack:
+    stack: str
+    config: dict[str, Any]
+    settings: StackSettings
+    inventory: Inventory
+    stand_ins: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StackResult:
+    run: StackRun
+    inventory: Inventory
+    seconds: float
+    artifacts: dict[str, dict[str, str]]  # server -> absolute path -> content
+
+
+def prepare(
+    stacks: list[str], topology: Path | None, shards: int | None, project_dir: Path = ROOT
+) -> list[PreparedStack]:
+    """Check the topology and every stack's settings before anything runs (all problems at once)."""
+    prepared = []
+    errors: list[str] = []
+    for stack in stacks:
+        config = read_stack_config(stack, project_dir)
+        if topology is not None:
+            config["topology"] = str(topology.resolve())
+        if shards is not None:
+            config["shards"] = shards
+        problems = Problems()
+        settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, problems)
+        if problems:
+            errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
+            continue
+        path = Path(settings.topology)
+        inventory = load_topology(path if path.is_absolute() else project_dir / path, shards=settings.shards)
+        stand_ins = missing_import_ids(settings, inventory)
+        if stand_ins:
+            # The offline preview stands in ids for adopted servers the stack config lacks; a
+            # real run stops on them (see check_against_inventory).
+            ids = dict(config.get("importIds") or {})
+            ids.update({name: str(STAND_IN_IMPORT_ID_BASE + i) for i, name in enumerate(stand_ins, 1)})
+            config["importIds"] = ids
+            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+        check_against_inventory(settings, inventory, problems)
+        if problems:
+            errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
+            continue
+        prepared.append(PreparedStack(stack, config, settings, inventory, stand_ins))
+    if errors:
+        raise PreviewInputError("\n".join(errors))
+    return prepared
+
+
+class PreviewInputError(Exception):
+    """Bad stack settings: reported like topology problems, exit code 2."""
+
+
+def documented_stack_outputs() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load(STACK_OUTPUTS_FILE.read_text(encoding="utf-8"))
+
+
+def run_stacks(prepared: list[PreparedStack]) -> list[StackResult]:
+    stack_outputs = documented_stack_outputs()
+    results = []
+    for item in prepared:
+        public = {s.name: str(s.public_address) for s in item.inventory.servers.values() if s.public_address}
+        started = time.perf_counter()
+        run = run_program(
+            item.stack, item.config, stack_outputs=stack_outputs, public_addresses=public, stand_ins=item.stand_ins
+        )
+        seconds = time.perf_counter() - started
+        if item.stack == HELSINKI:
+            # The local stack reads what helsinki really exported in this same preview.
+            stack_outputs = {**stack_outputs, HELSINKI: run.plain_outputs()}
+        results.append(StackResult(run, item.inventory, seconds, collect_artifacts(run)))
+    return results
+
+
+def collect_artifacts(run: StackRun) -> dict[str, dict[str, str]]:
+    """Every file each server receives, from what the program registered: an hcloud server's
+    user data, an existing host's bootstrap, and each file delivery named `<server>:<path>`."""
+    files: dict[str, dict[str, str]] = {}
+    for record in run.records:
+        inputs = unwrap_secrets(record.inputs)
+        if record.type == SERVER_TYPE and "userData" in inputs:
+            files.setdefault(inputs.get("name", record.name), {})[USER_DATA_ARTIFACT] = inputs["userData"]
+        elif record.type == "command:remote:Command" and record.name.endswith(BOOTSTRAP_SUFFIX) and "stdin" in inputs:
+            files.setdefault(record.name[: -len(BOOTSTRAP_SUFFIX)], {})[USER_DATA_ARTIFACT] = inputs["stdin"]
+        elif record.type == FILE_DELIVERY_TYPE and ":" in record.name:
+            server, _, path = record.name.partition(":")
+            source = inputs.get("source")
+            text = getattr(source, "text", None)
+            if text is not None:
+                files.setdefault(server, {})[path] = text
+    return files
+
+
+def write_results(results: list[StackResult], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".preview-", dir=out))
+    try:
+        for result in results:
+            stack_dir = staging / result.run.stack
+            (stack_dir / "artifacts").mkdir(parents=True)
+            _write_json(stack_dir / "resources.json", result.run.resources())
+            _write_json(stack_dir / "outputs.json", result.run.masked_outputs())
+            for server, files in result.artifacts.items():
+                for path, content in files.items():
+                    target = stack_dir / "artifacts" / server / path.lstrip("/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(content, encoding="utf-8")
+        for result in results:
+            final = out / result.run.stack
+            if final.exists():
+                shutil.rmtree(final)
+            (staging / result.run.stack).rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def summary(result: StackResult) -> str:
+    """What a person reads at a glance: counts by component and type, adopted vs created."""
+    run = result.run
+    records = run.records
+    servers = [r for r in records if r.type == SERVER_TYPE]
+    adopted = [r for r in servers if r.import_id]
+    components = [r for r in records if not r.custom]
+    custom = [r for r in records if r.custom]
+    lines = [
+        f"{run.stack}: {len(records)} resources ({len(components)} components, {len(custom)} resources) "
+        f"in {result.seconds:.2f} s",
+        f"  servers: {len(servers)} hcloud ({len(adopted)} adopted, {len(servers) - len(adopted)} created)"
+        + _other_hosts(result),
+    ]
+    by_component = Counter(r.type for r in components)
+    lines.append("  components:")
+    lines += [f"    {count:>4}  {kind}" for kind, count in sorted(by_component.items())]
+    by_type = Counter(r.type for r in custom)
+    adopted_by_type = Counter(r.type for r in custom if r.import_id)
+    protected_by_type = Counter(r.type for r in custom if r.protect)
+    lines.append("  resources:")
+    for kind, count in sorted(by_type.items()):
+        notes = []
+        if adopted_by_type[kind]:
+            notes.append(f"{adopted_by_type[kind]} adopted")
+        if protected_by_type[kind]:
+            notes.append(f"{protected_by_type[kind]} protected")
+        lines.append(f"    {count:>4}  {kind}" + (f"  ({', '.join(notes)})" if notes else ""))
+    if run.stand_ins:
+        lines.append(
+            f"  note: {len(run.stand_ins)} adopted servers have no import id in Pulumi.{run.stack}.yaml; "
+            f"the preview stood in ids {STAND_IN_IMPORT_ID_BASE + 1}..{STAND_IN_IMPORT_ID_BASE + len(run.stand_ins)} "
+            f"({', '.join(run.stand_ins)}). A real run stops until importIds are set."
+        )
+    for note in result.inventory.notes:
+        lines.append(f"  note: {note}")
+    artifact_count = sum(len(files) for files in result.artifacts.values())
+    lines.append(f"  artifacts: {artifact_count} files for {len(result.artifacts)} servers")
+    return "\n".join(lines)
+
+
+def _other_hosts(result: StackResult) -> str:
+    bootstraps = [r for r in result.run.records if r.type == "command:remote:Command" and r.name.endswith(BOOTSTRAP_SUFFIX)]
+    dedicated = [s for s in result.inventory.stack_servers(result.run.stack) if s.dedicated]
+    parts = []
+    if bootstraps:
+        parts.append(f"{len(bootstraps)} existing hosts bootstrapped over SSH")
+    if dedicated:
+        parts.append(f"{len(dedicated)} dedicated ({', '.join(s.name for s in dedicated)}, not managed by hcloud)")
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def preview(stacks: list[str], topology: Path | None, shards: int | None, out: Path) -> list[StackResult]:
+    prepared = prepare(stacks, topology, shards)
+    results = run_stacks(prepared)
+    write_results(results, out)
+    return results
+
+
+def stacks_for(choice: str) -> list[str]:
+    return list(STACKS) if choice == "all" else [choice]
+
+
+__all__ = ["preview", "summary", "stacks_for", "PreviewInputError", "LOCAL"]

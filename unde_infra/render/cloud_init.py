@@ -1,0 +1,125 @@
+"""Day-1 bootstrap of every server as cloud-config user data.
+
+User data is small and stable on purpose: changing it would force hcloud to replace a server,
+so it holds only what a server needs to be reachable and observable (admin user and keys, the
+private route, node_exporter, unattended upgrades). Service configuration is day 2 and travels
+with remote commands. No secret is ever rendered here: the cloud keeps user data in its
+metadata service, readable from the server by any process.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from ..model import LOCAL, Inventory, Server
+
+ADMIN_USER = "unde"
+# Directories the day-2 deliveries write into: configuration, and secrets (root only).
+CONFIG_DIR = "/etc/unde"
+SECRETS_DIR = "/etc/unde/secrets"
+RUNTIME_SECRETS_DIR = "/run/unde/secrets"  # tmpfs: for keys that must live in RAM only
+NODE_EXPORTER_PORT = 9100
+BASE_PACKAGES = ["prometheus-node-exporter", "unattended-upgrades", "apt-listchanges", "nftables"]
+ROUTE_UNIT = "unde-private-route.service"
+
+
+def private_routes(server: Server, inventory: Inventory) -> list[tuple[str, str]]:
+    """(destination, via) routes a server needs on the Helsinki private network.
+
+    Hetzner's DHCP gives a cloud server a /32 and an on-link route to the network gateway only,
+    so the route to the rest of the network (and, for a server without a public address, the
+    default route through helsinki-gw's NAT) is installed by the bootstrap and kept across
+    reboots by a systemd unit."""
+    if server.site == LOCAL or server.dedicated is not None:
+        return []
+    gateway = str(inventory.network.gateway)
+    routes = [(str(inventory.network.ip_range), gateway)]
+    if not server.public_ipv4:
+        routes.append(("default", gateway))
+    return routes
+
+
+def _route_unit(routes: list[tuple[str, str]]) -> str:
+    lines = [
+        "[Unit]",
+        "Description=Routes to the UNDE private network (unde-infra)",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+    ]
+    lines += [f"ExecStart=/sbin/ip route replace {dest} via {via}" for dest, via in routes]
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
+
+def bootstrap_user_data(server: Server, inventory: Inventory, ssh_keys: tuple[str, ...] | list[str]) -> str:
+    routes = private_routes(server, inventory)
+    packages = list(BASE_PACKAGES)
+    if server.site == LOCAL or server.task == "gateway":
+        packages.append("wireguard-tools")
+    write_files = [
+        {
+            "path": "/etc/apt/apt.conf.d/20auto-upgrades",
+            "content": 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
+            "permissions": "0644",
+        },
+        {
+            "path": f"{CONFIG_DIR}/server.env",
+            "content": "".join(
+                f"UNDE_{key.upper().replace('-', '_')}={value}\n"
+                for key, value in {"server": server.name, **server.labels, "private_ip": str(server.ip)}.items()
+            ),
+            "permissions": "0644",
+        },
+    ]
+    runcmd: list[list[str]] = [
+        ["install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRETS_DIR],
+        ["systemctl", "enable", "--now", "prometheus-node-exporter"],
+    ]
+    if routes:
+        write_files.append(
+            {"path": f"/etc/systemd/system/{ROUTE_UNIT}", "content": _route_unit(routes), "permissions": "0644"}
+        )
+        runcmd.insert(0, ["systemctl", "enable", "--now", ROUTE_UNIT])
+    config = {
+        "hostname": server.name,
+        "fqdn": f"{server.name}.unde.internal",
+        "preserve_hostname": False,
+        "users": [
+            {
+                "name": ADMIN_USER,
+                "groups": ["sudo"],
+                "shell": "/bin/bash",
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "lock_passwd": True,
+                "ssh_authorized_keys": list(ssh_keys),
+            }
+        ],
+        "disable_root": False,
+        "ssh_pwauth": False,
+        "package_update": True,
+        "package_upgrade": False,
+        "packages": packages,
+        "write_files": write_files,
+        "runcmd": runcmd,
+    }
+    return "#cloud-config\n" + dump_yaml(config)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Safe YAML with multi-line strings as literal blocks, so rendered files stay readable."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: object) -> str:
+    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, width=1000, default_flow_style=False)

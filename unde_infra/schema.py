@@ -1,0 +1,148 @@
+"""The shape of `config/topology.yaml` and `config/server_types.yaml`, as pydantic models.
+
+These models check each section on its own; `unde_infra.model` then cross-checks the sections
+and derives the inventory. Every model forbids unknown keys, so a typo is an error, not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SERVER_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+SERVICE = Literal["postgres", "patroni", "pgbouncer", "redis", "etcd"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Size(Strict):
+    vcpu: int = Field(gt=0)
+    ram_gb: float = Field(gt=0)
+
+
+class ServerTypeSpec(Strict):
+    vcpu: int = Field(gt=0)
+    ram_gb: float = Field(gt=0)
+    disk_gb: int = Field(gt=0)
+    cpu: Literal["shared", "dedicated"]
+    eur_month: float = Field(gt=0)
+    locations: list[str]
+
+
+class ServerTypesFile(Strict):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # YAML anchors live beside `types`
+    types: dict[str, ServerTypeSpec]
+
+
+class TunnelSpec(Strict):
+    interface: str = Field(pattern=r"^[a-z][a-z0-9-]{0,14}$", max_length=15)
+    index: int = Field(ge=0, le=255)
+
+
+class ServerSpec(Strict):
+    site: str
+    # A list is accepted by the parser only so that "two tasks" can be reported as such.
+    task: str | list[str] | None = None
+    type: str | None = None
+    dedicated: str | None = None
+    size: Size | None = None
+    ip: IPv4Address
+    public_ipv4: bool | IPv4Address | None = None
+    existing: bool = False
+    tunnel: TunnelSpec | None = None
+    etcd_placement: str | None = None
+    # Stateless scale-out: instances of this server's task (local-app-2, ...).
+    instances: int = Field(default=1, ge=1, le=8)
+
+
+class SiteSpec(Strict):
+    provider: Literal["hcloud"] | None = None
+    location: str | None = None
+    network_zone: str | None = None
+    range: IPv4Network
+    max_size: Size | None = None
+
+
+class SubnetSpec(Strict):
+    type: Literal["cloud", "vswitch"]
+    ip_range: IPv4Network
+
+
+class NetworkSpec(Strict):
+    ip_range: IPv4Network
+    gateway: IPv4Address
+    subnets: dict[str, SubnetSpec]
+    tunnel_range: IPv4Network
+    scale_out_pool: IPv4Network
+
+
+class ShardLocalSpec(Strict):
+    size: Size
+    first_address: IPv4Address
+    first_tunnel: int = Field(ge=0, le=255)
+    pool: IPv4Network
+
+
+class ShardReplicaSpec(Strict):
+    subnet: str
+    first_host: int = Field(ge=2)
+    type: str
+    large_type: str
+    large_from_count: int = Field(ge=1)
+
+
+class ShardsSpec(Strict):
+    count: int = Field(ge=1)
+    local: ShardLocalSpec
+    replica: ShardReplicaSpec
+
+
+class EtcdMemberSpec(Strict):
+    member: str
+    host: str
+
+
+class EtcdSpec(Strict):
+    placement: str
+    placements: dict[str, list[EtcdMemberSpec]]
+
+
+class TaskSpec(Strict):
+    description: str
+    stateful: bool = False
+    data: bool = False
+    entry_point: bool = False
+    services: list[SERVICE] = []
+
+
+class ExceptionSpec(Strict):
+    host: str
+    task: str
+    reason: str = Field(min_length=1)
+
+
+class BucketSpec(Strict):
+    purpose: str
+
+
+class ObjectStorageSpec(Strict):
+    endpoint: str
+    region: str
+    buckets: dict[str, BucketSpec]
+
+
+SECTIONS: dict[str, type[Strict]] = {
+    "sites": SiteSpec,
+    "network": NetworkSpec,
+    "shards": ShardsSpec,
+    "etcd": EtcdSpec,
+    "tasks": TaskSpec,
+    "servers": ServerSpec,
+    "exceptions": ExceptionSpec,
+    "object_storage": ObjectStorageSpec,
+}

@@ -1,0 +1,140 @@
+"""Per-stack settings (the `config:` of Pulumi.<stack>.yaml), checked like the topology.
+
+The topology says what exists; a stack's settings say how this stack reaches it: which site
+it builds, the provider and location of the local site, the hcloud ids of servers to adopt,
+admin keys and CIDRs, the addresses of existing hosts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, ip_network
+from typing import Any, Literal
+
+from .errors import Problems
+from .model import HELSINKI, LOCAL, Inventory
+
+Provider = Literal["hcloud", "existing"]
+
+
+@dataclass(frozen=True)
+class ExistingHost:
+    address: str
+    user: str = "root"
+    port: int = 22
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    stack: str
+    site: str
+    topology: str = "config/topology.yaml"
+    shards: int | None = None
+    import_ids: dict[str, str] = field(default_factory=dict)
+    ssh_keys: tuple[str, ...] = ()
+    admin_cidrs: tuple[IPv4Network, ...] = ()
+    vswitch_id: int | None = None
+    provider: Provider = "hcloud"
+    location: str = "sin"
+    hosts: dict[str, ExistingHost] = field(default_factory=dict)
+    helsinki_stack: str = "organization/unde-infra/helsinki"
+    replica_location: str = "hel1"
+
+
+KNOWN_KEYS = {
+    "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "provider",
+    "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
+    "sshPrivateKey",
+}  # fmt: skip
+# Read by the components with `require_secret`, never into StackSettings.
+SECRET_KEYS = {"objectStorageAccessKey", "objectStorageSecretKey", "sshPrivateKey"}
+
+
+def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> StackSettings:
+    """`raw` maps unprefixed project keys to their values; foreign keys (hcloud:token) are skipped."""
+    for key in raw:
+        if ":" not in key and key not in KNOWN_KEYS:
+            problems.add(key, f"unknown setting (known: {', '.join(sorted(KNOWN_KEYS))})")
+    site = str(raw.get("site", stack))
+    if site not in (HELSINKI, LOCAL):
+        problems.add("site", f"unknown site {site!r}: a stack builds helsinki or local")
+    shards = raw.get("shards")
+    if shards is not None and (not isinstance(shards, int) or isinstance(shards, bool) or shards < 1):
+        problems.add("shards", f"must be a whole number of at least 1 (got {shards!r})")
+        shards = None
+    import_ids = raw.get("importIds") or {}
+    if not isinstance(import_ids, dict):
+        problems.add("importIds", "must map server names to hcloud server ids")
+        import_ids = {}
+    for name, value in import_ids.items():
+        if not str(value).isdigit():
+            problems.add(f"importIds.{name}", f"hcloud server ids are numbers (got {value!r})")
+    admin_cidrs = []
+    for i, cidr in enumerate(raw.get("adminCidrs") or []):
+        try:
+            admin_cidrs.append(ip_network(str(cidr)))
+        except ValueError:
+            problems.add(f"adminCidrs[{i}]", f"not a CIDR: {cidr!r}")
+    provider = raw.get("provider", "hcloud")
+    if provider not in ("hcloud", "existing"):
+        problems.add("provider", f"unknown provider {provider!r} (known: hcloud, existing)")
+        provider = "hcloud"
+    hosts: dict[str, ExistingHost] = {}
+    for name, host in (raw.get("hosts") or {}).items():
+        if not isinstance(host, dict) or "address" not in host:
+            problems.add(f"hosts.{name}", "needs at least an address (and optionally user, port)")
+            continue
+        unknown = set(host) - {"address", "user", "port"}
+        if unknown:
+            problems.add(f"hosts.{name}", f"unknown keys: {', '.join(sorted(unknown))}")
+        hosts[name] = ExistingHost(str(host["address"]), str(host.get("user", "root")), int(host.get("port", 22)))
+    vswitch = raw.get("vswitchId")
+    if vswitch is not None and not str(vswitch).isdigit():
+        problems.add("vswitchId", f"the Robot vSwitch id is a number (got {vswitch!r})")
+        vswitch = None
+    return StackSettings(
+        stack=stack,
+        site=site,
+        topology=str(raw.get("topology", "config/topology.yaml")),
+        shards=shards,
+        import_ids={str(k): str(v) for k, v in import_ids.items()},
+        ssh_keys=tuple(str(k) for k in raw.get("sshKeys") or []),
+        admin_cidrs=tuple(a for a in admin_cidrs if isinstance(a, IPv4Network)),
+        vswitch_id=int(vswitch) if vswitch is not None else None,
+        provider=provider,
+        location=str(raw.get("location", "sin")),
+        hosts=hosts,
+        helsinki_stack=str(raw.get("helsinkiStack", "organization/unde-infra/helsinki")),
+    )
+
+
+def check_against_inventory(settings: StackSettings, inventory: Inventory, problems: Problems) -> None:
+    """What the stack needs from its settings to build its servers without surprises."""
+    servers = inventory.stack_servers(settings.site)
+    names = {s.name for s in servers}
+    for name in settings.import_ids:
+        if name not in names:
+            problems.add(f"importIds.{name}", f"no server {name!r} of this stack in the topology")
+    for server in servers:
+        if server.existing and server.dedicated is None and server.name not in settings.import_ids:
+            problems.add(
+                f"importIds.{server.name}",
+                f"{server.name} already exists, so it is adopted, never created: set its hcloud id with "
+                f"`pulumi config set --path 'importIds.{server.name}' <id> -s {settings.stack}` "
+                "(`hcloud server describe " + server.name + "` shows it)",
+            )
+    if settings.site == HELSINKI and settings.vswitch_id is None and any(s.dedicated for s in servers):
+        problems.add("vswitchId", "production-db joins through a Robot vSwitch: set its id")
+    if settings.site == LOCAL and settings.provider == "existing":
+        for server in inventory.site_servers(LOCAL):
+            if server.name not in settings.hosts:
+                problems.add(f"hosts.{server.name}", "provider existing: give this server's address (and user)")
+    if not settings.ssh_keys:
+        problems.add("sshKeys", "at least one admin SSH public key")
+
+
+def missing_import_ids(settings: StackSettings, inventory: Inventory) -> list[str]:
+    return [
+        s.name
+        for s in inventory.stack_servers(settings.site)
+        if s.existing and s.dedicated is None and s.name not in settings.import_ids
+    ]
