@@ -73,12 +73,22 @@ class SubnetSpec(Strict):
     ip_range: IPv4Network
 
 
+class WireGuardSpec(Strict):
+    # linux: Debian on helsinki-gw terminates the tunnels (wg-quick + nftables).
+    # routeros: a RouterOS v7 router terminates them (script applied over SSH).
+    mode: Literal["linux", "routeros"] = "linux"
+    listen_port_base: int = Field(default=51820, ge=1024, le=65535 - 255)
+    mtu: int = Field(default=1420, ge=1280, le=1450)
+    keepalive_seconds: int = Field(default=25, ge=0, le=120)
+
+
 class NetworkSpec(Strict):
     ip_range: IPv4Network
     gateway: IPv4Address
     subnets: dict[str, SubnetSpec]
     tunnel_range: IPv4Network
     scale_out_pool: IPv4Network
+    wireguard: WireGuardSpec = WireGuardSpec()
 
 
 class ShardLocalSpec(Strict):
