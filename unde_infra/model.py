@@ -204,9 +204,9 @@ def build_inventory(
 ) -> Inventory:
     problems = Problems()
     sections = _parse_sections(data, problems)
-    # Cross-checks need every section; a broken section has been reported already.
-    required = ("sites", "network", "shards", "etcd", "tasks", "servers", "object_storage")
-    if any(name not in sections for name in required):
+    # Cross-checks need these sections; a broken one has been reported already. A broken shards
+    # or etcd section only skips the checks that depend on it, so the servers are still checked.
+    if any(name not in sections for name in ("sites", "network", "tasks", "servers")):
         problems.raise_if_any(source)
     inventory = _derive(data, sections, server_types, problems, source)
     problems.raise_if_any(source)
@@ -220,12 +220,39 @@ def _read_yaml(path: Path, problems: Problems) -> Any:
         problems.add("", f"cannot read the file: {exc.strerror or exc}")
         return None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        problems.add(exc.where, exc.message)
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         problems.add(where, f"malformed YAML: {getattr(exc, 'problem', None) or exc}")
         return None
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where, self.message = where, message
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that rejects a key given twice in one mapping (PyYAML keeps the last one
+    silently, which would hide a duplicated server name)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise DuplicateKeyError(
+                    f"line {line}, column {key_node.start_mark.column + 1}",
+                    f"duplicate key {key!r} (first defined on line {first[key]})",
+                )
+            first[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
@@ -317,8 +344,8 @@ def _derive(
 ) -> Inventory:
     sites: dict[str, SiteSpec] = sections["sites"]
     network: NetworkSpec = sections["network"]
-    shards_spec: ShardsSpec = sections["shards"]
-    etcd_spec: EtcdSpec = sections["etcd"]
+    shards_spec: ShardsSpec | None = sections.get("shards")
+    etcd_spec: EtcdSpec | None = sections.get("etcd")
     tasks: dict[str, TaskSpec] = sections["tasks"]
     specs: dict[str, ServerSpec] = sections["servers"]
     exceptions: list[ExceptionSpec] = sections.get("exceptions", [])
@@ -327,7 +354,7 @@ def _derive(
         if site not in sites:
             problems.add(f"sites.{site}", "required site is missing")
     _check_network_plan(sites, network, shards_spec, problems)
-    if etcd_spec.placement not in etcd_spec.placements:
+    if etcd_spec is not None and etcd_spec.placement not in etcd_spec.placements:
         problems.add(
             "etcd.placement",
             f"unknown placement {etcd_spec.placement!r} (known: {', '.join(etcd_spec.placements)})",
@@ -343,7 +370,13 @@ def _derive(
                 if extra is not None:
                     servers[extra.name] = extra
 
-    shards = _derive_shards(shards_spec, network, tasks, server_types, specs, problems)
+    shards: list[Shard] = []
+    if shards_spec is not None:
+        limit = sites[LOCAL].max_size if LOCAL in sites else None
+        over = size_over_limit(shards_spec.local.size.vcpu, shards_spec.local.size.ram_gb, limit) if limit else None
+        if over:
+            problems.add("shards.local.size", over)
+        shards = _derive_shards(shards_spec, network, tasks, server_types, specs, problems)
     for shard in shards:
         for server in (shard.primary, shard.replica):
             if server.name in specs:
@@ -352,13 +385,15 @@ def _derive(
 
     _check_unique_addresses(servers, sites, network, problems)
     _check_tunnels(servers, network, problems)
-    etcd = _derive_etcd(etcd_spec, servers, problems)
+    etcd = _derive_etcd(etcd_spec, servers, problems) if etcd_spec is not None else []
     _check_exceptions(exceptions, servers, tasks, etcd, problems)
     if sum(1 for s in servers.values() if s.task == "gateway") != 1:
         problems.add("servers", "exactly one server must have task gateway (helsinki-gw)")
 
+    problems.raise_if_any(source)
+    assert shards_spec is not None and etcd_spec is not None  # a missing section is a problem above
     notes = []
-    if etcd_spec.placement in etcd_spec.placements and etcd_spec.placement == "plan":
+    if etcd_spec.placement == "plan":
         notes.append(
             "etcd placement 'plan': Helsinki holds 2 of 3 etcd votes, so losing Helsinki stops "
             "writes on every local primary (SPEC contradiction 3); see `unde-infra scenarios`."
@@ -382,7 +417,7 @@ def _derive(
 
 
 def _check_network_plan(
-    sites: dict[str, SiteSpec], network: NetworkSpec, shards: ShardsSpec, problems: Problems
+    sites: dict[str, SiteSpec], network: NetworkSpec, shards: ShardsSpec | None, problems: Problems
 ) -> None:
     net = network.ip_range
     for name, subnet in network.subnets.items():
@@ -398,11 +433,16 @@ def _check_network_plan(
         problems.add("network.gateway", f"{network.gateway} is outside network.ip_range {net}")
     if LOCAL in sites:
         local = sites[LOCAL].range
-        for path, pool in (("network.scale_out_pool", network.scale_out_pool), ("shards.local.pool", shards.local.pool)):
+        pools = {"network.scale_out_pool": network.scale_out_pool}
+        if shards is not None:
+            pools["shards.local.pool"] = shards.local.pool
+        for path, pool in pools.items():
             if not ipplan.contains(local, pool):
                 problems.add(path, f"{pool} is outside sites.local.range {local}")
-        if network.scale_out_pool.overlaps(shards.local.pool):
+        if shards is not None and network.scale_out_pool.overlaps(shards.local.pool):
             problems.add("shards.local.pool", f"overlaps network.scale_out_pool {network.scale_out_pool}")
+    if shards is None:
+        return
     if shards.replica.subnet not in network.subnets:
         problems.add("shards.replica.subnet", f"unknown subnet {shards.replica.subnet!r}")
     elif network.subnets[shards.replica.subnet].type != "cloud":
@@ -437,7 +477,7 @@ def _server_from_spec(
     network: NetworkSpec,
     tasks: dict[str, TaskSpec],
     server_types: dict[str, ServerTypeSpec],
-    etcd: EtcdSpec,
+    etcd: EtcdSpec | None,
     problems: Problems,
 ) -> Server | None:
     path = f"servers.{name}"
@@ -450,10 +490,11 @@ def _server_from_spec(
     if site is None:
         problems.add(f"{path}.site", f"unknown site {spec.site!r} (known: {', '.join(sites)})")
         return None
-    if spec.etcd_placement is not None and spec.etcd_placement not in etcd.placements:
-        problems.add(f"{path}.etcd_placement", f"unknown placement {spec.etcd_placement!r}")
-    if spec.etcd_placement is not None and spec.etcd_placement != etcd.placement:
-        return None  # this server exists only under another etcd placement
+    if etcd is not None and spec.etcd_placement is not None:
+        if spec.etcd_placement not in etcd.placements:
+            problems.add(f"{path}.etcd_placement", f"unknown placement {spec.etcd_placement!r}")
+        if spec.etcd_placement != etcd.placement:
+            return None  # this server exists only under another etcd placement
 
     size, hcloud_type = _size_of(name, spec, site, server_types, problems)
     if task is None or size is None:
