@@ -26,3 +26,27 @@ def require_tool(name: str) -> str:
 @pytest.fixture(scope="session")
 def inventory() -> Inventory:
     return load_topology()
+
+
+@pytest.fixture
+def fresh_event_loop():
+    """One event loop per test: the Pulumi SDK keeps per-loop state (outputs, RPCs)."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def run_stack(fresh_event_loop):
+    """Run the real program (__main__.py) offline as a stack, with stack-config overrides."""
+    from unde_infra.preview import prepare, run_stacks
+
+    def run(stack: str, shards: int | None = None, topology: Path | None = None, **overrides):
+        (result,) = run_stacks(prepare([stack], topology, shards, config_overrides=overrides))
+        return result
+
+    return run

@@ -53,13 +53,17 @@ class StackResult:
 
 
 def prepare(
-    stacks: list[str], topology: Path | None, shards: int | None, project_dir: Path = ROOT
+    stacks: list[str],
+    topology: Path | None,
+    shards: int | None,
+    project_dir: Path = ROOT,
+    config_overrides: dict[str, Any] | None = None,
 ) -> list[PreparedStack]:
     """Check the topology and every stack's settings before anything runs (all problems at once)."""
     prepared = []
     errors: list[str] = []
     for stack in stacks:
-        config = read_stack_config(stack, project_dir)
+        config = {**read_stack_config(stack, project_dir), **(config_overrides or {})}
         if topology is not None:
             config["topology"] = str(topology.resolve())
         if shards is not None:

@@ -1,0 +1,86 @@
+"""The `unde-infra` command as a person runs it: files written, summaries printed, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from unde_infra.model import DEFAULT_TOPOLOGY
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPORT_KEYS = {"urn", "type", "custom", "parent", "inputs", "dependencies", "protect", "ignoreChanges",
+               "retainOnDelete", "importId"}  # fmt: skip
+
+
+def unde(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "unde_infra", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_validate_prints_the_inventory() -> None:
+    result = unde("validate")
+    assert result.returncode == 0, result.stderr
+    assert "servers: 28 (18 helsinki stack, 10 local stack; 16 existing, 12 to create)" in result.stdout
+    assert "etcd placement three-sites" in result.stdout
+
+
+def test_preview_writes_resources_and_artifacts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = unde("preview", "--stack", "all", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "helsinki: " in result.stdout and "local: " in result.stdout
+    assert "servers: 17 hcloud (15 adopted, 2 created)" in result.stdout
+    assert "stood in ids" in result.stdout  # the committed stack config has no import ids
+    for stack in ("helsinki", "local"):
+        resources = json.loads((out / stack / "resources.json").read_text())
+        assert resources and all(EXPORT_KEYS <= set(entry) for entry in resources)
+        names = {e["urn"].rsplit("::", 1)[1] for e in resources if e["type"] == "hcloud:index/server:Server"}
+        for name in names:
+            user_data = (out / stack / "artifacts" / name / "user-data.yaml").read_text()
+            assert user_data.startswith("#cloud-config\n")
+            assert yaml.safe_load(user_data)["hostname"] == name
+    helsinki = json.loads((out / "helsinki" / "resources.json").read_text())
+    gw = next(e for e in helsinki if e["urn"].endswith("Server::helsinki-gw"))
+    assert gw["importId"] == "90000001" and gw["protect"] is True and "userData" in gw["ignoreChanges"]
+    posthog = next(e for e in helsinki if e["urn"].endswith("Server::posthog"))
+    assert posthog["importId"] is None
+    outputs = json.loads((out / "local" / "outputs.json").read_text())
+    assert outputs["gatewayEndpoint"] == "46.62.233.30"  # from the helsinki run of the same preview
+
+
+def test_preview_with_shards_option(tmp_path: Path) -> None:
+    result = unde("preview", "--stack", "local", "--shards", "4", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    resources = json.loads((tmp_path / "local" / "resources.json").read_text())
+    pairs = [e for e in resources if e["type"] == "unde:local:ShardPair"]
+    assert len(pairs) == 4
+    assert not (tmp_path / "helsinki").exists()
+
+
+def test_bad_topology_exits_2_with_every_problem_and_writes_nothing(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    data["servers"]["local-voice"]["ip"] = "10.2.0.11"
+    data["servers"]["local-mood"]["size"] = {"vcpu": 32, "ram_gb": 8}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    for command in (["validate"], ["preview", "--stack", "all", "--out", str(out)]):
+        result = unde(*command, "--topology", str(bad))
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[0] == f"{bad}: 2 problems"
+        assert "  servers.local-voice.ip: 10.2.0.11 is already used by local-mood" in lines
+        assert any(line.startswith("  servers.local-mood.size: over the local limit") for line in lines)
+        assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_bad_shard_count_exits_2() -> None:
+    result = unde("validate", "--shards", "0")
+    assert result.returncode == 2
+    assert "shards.count: Input should be greater than or equal to 1 (got 0)" in result.stderr

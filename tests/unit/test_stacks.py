@@ -1,0 +1,155 @@
+"""Both stacks, run as the real program under the SDK's mock monitor: which resources they
+register, with which inputs and options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from unde_infra.errors import TopologyError
+from unde_infra.offline import Record, read_stack_config, run_program
+from unde_infra.preview import StackResult
+
+SERVER = "hcloud:index/server:Server"
+REPLACE_FORCING = {"image", "userData", "sshKeys", "location", "datacenter"}
+STATEFUL_URNS = Path(__file__).with_name("stateful_server_urns.txt")
+
+
+def servers(result: StackResult) -> dict[str, Record]:
+    return {r.name: r for r in result.run.records if r.type == SERVER}
+
+
+def by_urn(result: StackResult) -> dict[str, Record]:
+    return {r.urn: r for r in result.run.records}
+
+
+def plain(value):  # the recorded inputs keep secrets wrapped; these tests read plain values
+    from unde_infra.offline import unwrap_secrets
+
+    return unwrap_secrets(value)
+
+
+def test_helsinki_declares_every_helsinki_server(run_stack, inventory) -> None:
+    result = run_stack("helsinki")
+    found = servers(result)
+    expected = {s.name for s in inventory.stack_servers("helsinki") if s.dedicated is None}
+    assert set(found) == expected
+    for name, record in found.items():
+        server = inventory.server(name)
+        inputs = plain(record.inputs)
+        assert inputs["serverType"] == server.hcloud_type
+        assert inputs["location"] == ("fsn1" if server.site == "witness" else "hel1")
+        assert inputs["labels"] == server.labels
+        assert inputs["networks"][0]["ip"] == str(server.ip)
+        assert isinstance(inputs["networks"][0]["networkId"], float | int)  # an integer id, not a string
+        assert inputs["publicNets"][0]["ipv4Enabled"] is server.public_ipv4
+    dedicated = [r for r in result.run.records if r.type == "unde:helsinki:DedicatedHost"]
+    assert [r.name for r in dedicated] == ["production-db"]
+
+
+def test_existing_servers_are_adopted_never_created(run_stack, inventory) -> None:
+    ids = {s.name: str(1000 + i) for i, s in enumerate(inventory.stack_servers("helsinki")) if s.existing and not s.dedicated}
+    result = run_stack("helsinki", importIds=ids)
+    assert result.run.stand_ins == []
+    for name, record in servers(result).items():
+        server = inventory.server(name)
+        if server.existing:
+            assert record.import_id == ids[name]
+            assert record.protect is True
+            assert REPLACE_FORCING <= set(record.ignore_changes)
+            assert record.id == ids[name]
+            inputs = plain(record.inputs)
+            assert inputs["deleteProtection"] is True and inputs["rebuildProtection"] is True
+        else:
+            assert record.import_id is None
+            assert record.id is not None and record.id.isdigit()  # numeric hcloud ids
+
+
+def test_a_real_run_without_import_ids_stops_before_creating_anything(fresh_event_loop) -> None:
+    config = read_stack_config("helsinki")
+    config["importIds"] = {"scraper": "4711"}
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program("helsinki", config)
+    cause = caught.value.__cause__
+    assert isinstance(cause, TopologyError)
+    lines = [str(p) for p in cause.problems]
+    assert any(line.startswith("importIds.helsinki-gw: helsinki-gw already exists, so it is adopted") for line in lines)
+    assert not any(line.startswith("importIds.scraper") for line in lines)
+    assert len(lines) == 14  # 15 adopted cloud servers, one of which has its id
+
+
+def test_every_server_has_a_component_parent(run_stack) -> None:
+    for stack in ("helsinki", "local"):
+        result = run_stack(stack)
+        records = by_urn(result)
+        for record in servers(result).values():
+            parent = records[record.parent]  # type: ignore[index]
+            assert not parent.custom and parent.type.startswith("unde:"), record.urn
+
+
+def test_local_stack_on_hcloud(run_stack, inventory) -> None:
+    result = run_stack("local")
+    found = servers(result)
+    assert set(found) == {s.name for s in inventory.stack_servers("local")}
+    types = {name: plain(r.inputs)["serverType"] for name, r in found.items()}
+    assert types["local-shard-0"] == "cpx62"  # 16 vCPU / 32 GB in Singapore, within the local limit
+    assert types["local-orchestrator"] == "cpx42"
+    assert types["local-etcd-1"] == "cpx12"
+    assert types["shard-replica-0"] == "ccx23"
+    assert plain(found["shard-replica-0"].inputs)["location"] == "hel1"
+    assert plain(found["local-app"].inputs)["location"] == "sin"
+    # The replica joins the Helsinki network, whose id comes from the helsinki stack.
+    replica_network = plain(found["shard-replica-0"].inputs)["networks"][0]["networkId"]
+    assert int(replica_network) == 10000001  # config/offline-stack-outputs.yaml
+    pairs = [r for r in result.run.records if r.type == "unde:local:ShardPair"]
+    assert [r.name for r in pairs] == ["shard0"]
+    children = [r.name for r in result.run.records if r.parent == pairs[0].urn]
+    assert {"local-shard-0", "shard-replica-0"} <= set(children)
+
+
+def test_local_stack_on_existing_hosts(run_stack, inventory) -> None:
+    hosts = {s.name: {"address": f"192.0.2.{10 + i}", "user": "admin"} for i, s in enumerate(inventory.site_servers("local"))}
+    result = run_stack("local", provider="existing", hosts=hosts)
+    found = servers(result)
+    assert set(found) == {"shard-replica-0"}  # the replica stays on hcloud in Helsinki
+    bootstraps = {r.name: plain(r.inputs) for r in result.run.records if r.name.endswith("-bootstrap")}
+    assert set(bootstraps) == {f"{s.name}-bootstrap" for s in inventory.site_servers("local")}
+    app = bootstraps["local-app-bootstrap"]
+    assert app["connection"]["host"] == "192.0.2.10" and app["connection"]["user"] == "admin"
+    assert app["stdin"].startswith("#cloud-config\n")
+    assert app["triggers"] == [app["stdin"]]
+    assert result.artifacts["local-app"]["user-data.yaml"] == app["stdin"]
+
+
+def test_existing_hosts_need_an_address_each(fresh_event_loop) -> None:
+    from unde_infra.preview import PreviewInputError, prepare
+
+    with pytest.raises(PreviewInputError) as caught:
+        prepare(["local"], None, None, config_overrides={"provider": "existing", "hosts": {}})
+    assert "hosts.local-app: provider existing: give this server's address" in str(caught.value)
+
+
+def test_sixteen_shards_make_sixteen_pairs(run_stack) -> None:
+    result = run_stack("local", shards=16)
+    pairs = [r for r in result.run.records if r.type == "unde:local:ShardPair"]
+    assert len(pairs) == 16
+    found = servers(result)
+    assert {plain(found[f"shard-replica-{n}"].inputs)["serverType"] for n in range(16)} == {"ccx33"}
+    addresses = [plain(r.inputs)["networks"][0]["ip"] for r in found.values()]
+    assert len(addresses) == len(set(addresses))
+
+
+def test_stateful_servers_keep_their_urns(run_stack) -> None:
+    """A stateful server whose URN changes would be deleted and created again. If a refactor
+    moves one, add an alias and update stateful_server_urns.txt in the same change."""
+    urns = []
+    for stack in ("helsinki", "local"):
+        result = run_stack(stack)
+        for record in servers(result).values():
+            if record.protect:
+                urns.append(record.urn)
+                assert REPLACE_FORCING <= set(record.ignore_changes), record.urn
+    expected = [line for line in STATEFUL_URNS.read_text().splitlines() if line and not line.startswith("#")]
+    assert sorted(urns) == sorted(expected)
