@@ -81,7 +81,7 @@ class HcloudHosts:
     firewall_ids: list[pulumi.Input[int]] | None = None
     depends_on: list[pulumi.Resource] | None = None
     # Local servers on hcloud take the cheapest type of their location that fits their size.
-    type_for: "TypeChooser | None" = None
+    type_for: TypeChooser | None = None
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         server_type = server.hcloud_type or (self.type_for(server) if self.type_for else None)

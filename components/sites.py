@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_hcloud as hcloud
 
-from unde_infra.errors import Problems, TopologyError
+from unde_infra.errors import Problems
 from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
 from unde_infra.render.cloud_init import bootstrap_user_data
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
@@ -145,5 +145,3 @@ def build_site(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
         return build_helsinki(settings, inventory)
     return build_local(settings, inventory)
 
-
-__all__ = ["build_site", "load_stack", "TopologyError", "HELSINKI_EXPORTS"]

@@ -8,16 +8,17 @@ chosen placement. Nothing here touches Pulumi, so all of it is tested without th
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from . import ipplan
-from .errors import Problems, TopologyError
+from .errors import Problems
 from .limits import size_over_limit
 from .schema import (
     SECTIONS,
@@ -220,7 +221,7 @@ def _read_yaml(path: Path, problems: Problems) -> Any:
         problems.add("", f"cannot read the file: {exc.strerror or exc}")
         return None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except DuplicateKeyError as exc:
         problems.add(exc.where, exc.message)
         return None
@@ -785,16 +786,3 @@ def replace_count(inventory: Inventory, shards: int) -> Inventory:
     """The same topology at another shard count (used by benchmarks and scale tests)."""
     return load_topology(inventory.source, shards=shards, server_types=inventory.server_types)
 
-
-__all__ = [
-    "DEFAULT_TOPOLOGY",
-    "EtcdMember",
-    "Inventory",
-    "Server",
-    "Shard",
-    "Tunnel",
-    "TopologyError",
-    "load_topology",
-    "build_inventory",
-    "IPv4Network",
-]

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import Problems, TopologyError
-from .model import HELSINKI, LOCAL, ROOT, STACKS, Inventory, load_topology
+from .model import HELSINKI, ROOT, STACKS, Inventory, load_topology
 from .offline import (
     STACK_OUTPUTS_FILE,
     STAND_IN_IMPORT_ID_BASE,
@@ -226,5 +226,3 @@ def preview(stacks: list[str], topology: Path | None, shards: int | None, out: P
 def stacks_for(choice: str) -> list[str]:
     return list(STACKS) if choice == "all" else [choice]
 
-
-__all__ = ["preview", "summary", "stacks_for", "PreviewInputError", "LOCAL"]

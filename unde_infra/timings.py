@@ -6,12 +6,36 @@ and the monitoring rules all read these values."""
 from __future__ import annotations
 
 # Patroni (DCS timings, seconds). Rule: loop_wait + 2 * retry_timeout <= ttl.
-PATRONI_TTL = 30
-PATRONI_LOOP_WAIT = 10
-PATRONI_RETRY_TIMEOUT = 10
-# A replica further behind than this is not promoted (bytes of WAL).
+# ttl 20 is the smallest value current Patroni accepts (4.x raises anything lower to 20); the
+# leader key then expires 15-20 s after a primary dies, which is SPEC's "promotion at ~15 s".
+PATRONI_TTL = 20
+# SPEC: "Patroni notices after 5 s": every node runs its HA loop at least this often.
+PATRONI_LOOP_WAIT = 5
+# DCS and PostgreSQL hiccups shorter than this never demote a leader. 7 s is ~60 round trips at
+# 120 ms and more than four etcd election timeouts, so one etcd leader change is absorbed.
+PATRONI_RETRY_TIMEOUT = 7
+# A replica further behind than this is not promoted (bytes of WAL). Replication is
+# asynchronous (synchronous_commit = local), so this is also the most WAL a failover may drop.
 MAXIMUM_LAG_ON_FAILOVER_BYTES = 16 * 1024 * 1024
+# Time from winning the leader race to accepting writes (pg_ctl promote, checkpoint request,
+# first HA loop as leader); measured as 1-3 s in the failover drill.
+PATRONI_PROMOTE_SECONDS = 3
+# The replica asks the old primary's REST API before it races (timeout 2 s in Patroni).
+PATRONI_MEMBER_CHECK_SECONDS = 2
 
-# etcd (milliseconds): heartbeat about 1-1.5x the RTT, election timeout about 10x heartbeat.
+# etcd (milliseconds): heartbeat about 1-1.5x the RTT, election timeout about 10x heartbeat
+# (etcd refuses an election timeout below 5x heartbeat).
 ETCD_HEARTBEAT_MS = 150
 ETCD_ELECTION_TIMEOUT_MS = 1500
+
+
+def patroni_rule_holds(ttl: int = PATRONI_TTL, loop_wait: int = PATRONI_LOOP_WAIT,
+                       retry_timeout: int = PATRONI_RETRY_TIMEOUT) -> bool:
+    """Patroni's documented rule: a leader must be able to retry the DCS twice within one ttl."""
+    return loop_wait + 2 * retry_timeout <= ttl
+
+
+def failover_rto_seconds(ttl: int = PATRONI_TTL) -> int:
+    """Worst case from a primary's death to a writable replica: the leader key lives up to ttl
+    after its last renewal, then the replica checks the old primary and promotes."""
+    return ttl + PATRONI_MEMBER_CHECK_SECONDS + PATRONI_PROMOTE_SECONDS
