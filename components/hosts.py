@@ -65,6 +65,14 @@ class Host:
         return command.remote.ConnectionArgs(host=self.address, user=user)
 
 
+class TypeChooser(Protocol):
+    def __call__(self, server: Server) -> str: ...
+
+
+class PlacementChooser(Protocol):
+    def __call__(self, server: Server) -> pulumi.Input[int] | None: ...
+
+
 class HostProvider(Protocol):
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host: ...
 
@@ -78,10 +86,10 @@ class HcloudHosts:
     ssh_key_ids: list[pulumi.Input[str]]
     network_id: pulumi.Input[int] | None = None
     provider: pulumi.ProviderResource | None = None
-    firewall_ids: list[pulumi.Input[int]] | None = None
     depends_on: list[pulumi.Resource] | None = None
     # Local servers on hcloud take the cheapest type of their location that fits their size.
     type_for: TypeChooser | None = None
+    placement_for: PlacementChooser | None = None
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         server_type = server.hcloud_type or (self.type_for(server) if self.type_for else None)
@@ -101,7 +109,9 @@ class HcloudHosts:
             ssh_keys=self.ssh_key_ids,
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=server.public_ipv4, ipv6_enabled=True)],
             networks=networks,
-            firewall_ids=self.firewall_ids,
+            # Adopted servers keep their placement: hcloud moves a server into a group only while
+            # it is powered off.
+            placement_group_id=self.placement_for(server) if self.placement_for and not server.existing else None,
             # hcloud requires both protections to have the same value.
             delete_protection=server.stateful or server.existing,
             rebuild_protection=server.stateful or server.existing,
@@ -110,9 +120,6 @@ class HcloudHosts:
         address = resource.ipv4_address if server.public_ipv4 else pulumi.Output.from_input(str(server.ip))
         return Host(server, address, resource)
 
-
-class TypeChooser(Protocol):
-    def __call__(self, server: Server) -> str: ...
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from unde_infra.errors import Problems
+from unde_infra.firewall import firewall_plans
 from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
 from unde_infra.render.cloud_init import bootstrap_user_data
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
@@ -17,12 +18,15 @@ from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 from .agent_host import AgentHost
 from .batch_host import BatchHost
 from .dedicated_host import DedicatedHost
+from .firewalls import Firewalls
 from .helsinki_gateway import HelsinkiGateway
-from .hosts import ExistingHosts, HcloudHosts, HostProvider
+from .hosts import ExistingHosts, HcloudHosts, Host, HostProvider
 from .monitoring import Monitoring
 from .network import HelsinkiNetwork, LocalNetwork
+from .object_storage import ObjectStorage
 from .shard_pair import ShardPair
 
+PLACEMENT_GROUP_SIZE = 10  # hcloud's limit of servers in one spread placement group
 HELSINKI_EXPORTS = ("networkId", "gatewayPublicAddress", "gatewayPrivateAddress", "gatewaySshEndpoint")
 
 
@@ -81,17 +85,21 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
             settings, site.location or "hel1", keys, network_id=network.network_id, depends_on=depends
         )
     gateway: HelsinkiGateway | None = None
+    built: dict[str, Host] = {}
     for server in inventory.stack_servers(HELSINKI):
         user_data = bootstrap_user_data(server, inventory, settings.ssh_keys)
         if server.dedicated is not None:
             DedicatedHost(server)
         elif server.task == "gateway":
             gateway = HelsinkiGateway(server, hosts[server.site], user_data)
+            built[server.name] = gateway.host
         elif server.task == "monitoring":
-            Monitoring(server, hosts[server.site], user_data)
+            built[server.name] = Monitoring(server, hosts[server.site], user_data).host
         else:
-            BatchHost(server, hosts[server.site], user_data)
+            built[server.name] = BatchHost(server, hosts[server.site], user_data).host
     assert gateway is not None  # the model requires exactly one gateway
+    Firewalls("helsinki", firewall_plans(inventory, HELSINKI, settings.admin_cidrs), _server_ids(built))
+    ObjectStorage("object-storage", inventory)
     return {
         "networkId": network.network_id,
         "gatewayPublicAddress": gateway.public_address,
@@ -116,18 +124,27 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         )
     else:
         local_hosts = ExistingHosts(settings)
+    # Replicas of one spread group never share a physical host; hcloud allows 10 servers a group.
+    spread_groups = [
+        hcloud.PlacementGroup(f"replicas-{k}", name=f"unde-replicas-{k}", type="spread", labels={"managed-by": "unde-infra"})
+        for k in range(-(-len(inventory.shards) // PLACEMENT_GROUP_SIZE))
+    ]
     replica_hosts = HcloudHosts(
         settings,
         settings.replica_location,
         keys,
         network_id=helsinki.require_output("networkId").apply(int),
+        placement_for=lambda server: spread_groups[(server.shard or 0) // PLACEMENT_GROUP_SIZE].id.apply(int),
     )
+    built: dict[str, Host] = {}
     for server in inventory.site_servers(LOCAL):
         if server.shard is None:
-            AgentHost(server, local_hosts, bootstrap_user_data(server, inventory, settings.ssh_keys))
+            built[server.name] = AgentHost(server, local_hosts, bootstrap_user_data(server, inventory, settings.ssh_keys)).host
     for shard in inventory.shards:
         user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
-        ShardPair(shard, local_hosts, replica_hosts, user_data)
+        built[shard.primary.name] = ShardPair(shard, local_hosts, replica_hosts, user_data).primary
+    if settings.provider == "hcloud":
+        Firewalls("local", firewall_plans(inventory, LOCAL, settings.admin_cidrs), _server_ids(built))
     return {
         "shards": [
             {"shard": s.index, "primary": str(s.primary.ip), "replica": str(s.replica.ip)} for s in inventory.shards
@@ -138,6 +155,10 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         },
         "gatewayEndpoint": helsinki.require_output("gatewayPublicAddress"),
     }
+
+
+def _server_ids(hosts: dict[str, Host]) -> dict[str, pulumi.Output[int]]:
+    return {name: host.resource.id.apply(int) for name, host in hosts.items()}
 
 
 def build_site(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from .settings import StackSettings, check_against_inventory, missing_import_ids
 USER_DATA_ARTIFACT = "user-data.yaml"
 SERVER_TYPE = "hcloud:index/server:Server"
 BOOTSTRAP_SUFFIX = "-bootstrap"  # ExistingHosts' bootstrap command of a server
-FILE_DELIVERY_TYPE = "command:remote:CopyToRemote"
+FILE_DELIVERY_TYPE = "command:remote:Command"  # components/delivery.py: named `<server>:<path>`
 
 
 @dataclass
@@ -128,12 +128,9 @@ def collect_artifacts(run: StackRun) -> dict[str, dict[str, str]]:
             files.setdefault(inputs.get("name", record.name), {})[USER_DATA_ARTIFACT] = inputs["userData"]
         elif record.type == "command:remote:Command" and record.name.endswith(BOOTSTRAP_SUFFIX) and "stdin" in inputs:
             files.setdefault(record.name[: -len(BOOTSTRAP_SUFFIX)], {})[USER_DATA_ARTIFACT] = inputs["stdin"]
-        elif record.type == FILE_DELIVERY_TYPE and ":" in record.name:
+        elif record.type == FILE_DELIVERY_TYPE and ":/" in record.name and "stdin" in inputs:
             server, _, path = record.name.partition(":")
-            source = inputs.get("source")
-            text = getattr(source, "text", None)
-            if text is not None:
-                files.setdefault(server, {})[path] = text
+            files.setdefault(server, {})[path] = inputs["stdin"]
     return files
 
 

@@ -1,0 +1,72 @@
+"""Day-2 delivery: configuration files reach a server through remote commands, never user data.
+
+Each file is one `command.remote.Command` named `<server>:<absolute path>` that writes its
+stdin with `install` (mode and owner set as the file is created, so a secret is never readable
+by others, not even for a moment). A changed file changes its trigger and the command runs
+again; the server itself is untouched. The offline preview reads the files back from these
+commands, by that name, as the server's artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+from .hosts import Host
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    content: pulumi.Input[str]
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def deliver(
+    host: Host,
+    files: Mapping[str, RemoteFile],
+    parent: pulumi.Resource,
+    apply: str | None = None,
+    depends_on: list[pulumi.Resource] | None = None,
+) -> list[pulumi.Resource]:
+    """Write `files` on `host`, then run `apply` (a reload) whenever any of them changed."""
+    written: list[pulumi.Resource] = []
+    digests: list[pulumi.Output[str]] = []
+    for path, spec in sorted(files.items()):
+        content = pulumi.Output.secret(spec.content) if spec.secret else pulumi.Output.from_input(spec.content)
+        digest = content.apply(_digest)
+        digests.append(digest)
+        written.append(
+            command.remote.Command(
+                f"{host.server.name}:{path}",
+                connection=host.connection(),
+                create=(
+                    f"install -D -m {spec.mode} -o {shlex.quote(spec.owner)} -g {shlex.quote(spec.group)} "
+                    f"/dev/stdin {shlex.quote(path)}"
+                ),
+                stdin=content,
+                triggers=[digest],
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=[host.resource, *(depends_on or [])]),
+            )
+        )
+    if apply:
+        written.append(
+            command.remote.Command(
+                f"{host.server.name}:apply",
+                connection=host.connection(),
+                create=apply,
+                triggers=digests,
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=list(written)),
+            )
+        )
+    return written

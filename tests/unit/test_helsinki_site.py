@@ -1,0 +1,104 @@
+"""The Helsinki site as registered: network, routes, subnets, firewalls, placement, buckets."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from unde_infra.offline import unwrap_secrets
+
+
+def by_type(result, kind: str) -> dict[str, dict]:
+    return {r.name: unwrap_secrets(r.inputs) for r in result.run.records if r.type == kind}
+
+
+def server_ids(result) -> dict[str, int]:
+    return {r.name: int(r.id) for r in result.run.records if r.type == "hcloud:index/server:Server"}
+
+
+def test_network_contains_every_routed_destination(run_stack) -> None:
+    result = run_stack("helsinki")
+    (network,) = by_type(result, "hcloud:index/network:Network").values()
+    assert network["ipRange"] == "10.0.0.0/14"
+    routes = {r["destination"]: r["gateway"] for r in by_type(result, "hcloud:index/networkRoute:NetworkRoute").values()}
+    assert routes == {"10.2.0.0/24": "10.1.0.2", "10.3.0.0/16": "10.1.0.2", "0.0.0.0/0": "10.1.0.2"}
+    subnets = {s["ipRange"]: s for s in by_type(result, "hcloud:index/networkSubnet:NetworkSubnet").values()}
+    assert subnets["10.1.1.0/24"]["type"] == "vswitch" and subnets["10.1.1.0/24"]["vswitchId"] == 71001
+    assert {ip for ip, s in subnets.items() if s["type"] == "cloud"} == {"10.1.0.0/24", "10.1.2.0/24", "10.1.3.0/24"}
+    assert {s["networkZone"] for s in subnets.values()} == {"eu-central"}
+
+
+def test_firewalls_open_only_what_the_plan_exposes(run_stack) -> None:
+    result = run_stack("helsinki", adminCidrs=["198.51.100.0/24", "203.0.113.7/32"])
+    firewalls = by_type(result, "hcloud:index/firewall:Firewall")
+    rules = {
+        name: sorted((r["protocol"], r.get("port"), tuple(r["sourceIps"])) for r in fw["rules"])
+        for name, fw in firewalls.items()
+    }
+    assert rules == {
+        "unde-helsinki-base": [
+            ("icmp", None, ("0.0.0.0/0", "::/0")),
+            ("tcp", "22", ("198.51.100.0/24", "203.0.113.7/32")),
+        ],
+        "unde-helsinki-https": [("tcp", "443", ("0.0.0.0/0", "::/0"))],
+        "unde-helsinki-wireguard": [("udp", "51820-52075", ("0.0.0.0/0", "::/0"))],
+    }
+    assert all(r["direction"] == "in" for fw in firewalls.values() for r in fw["rules"])
+    ids = server_ids(result)
+    attached = {name: sorted(int(i) for i in a["serverIds"]) for name, a in by_type(result, "hcloud:index/firewallAttachment:FirewallAttachment").items()}
+    assert attached["unde-helsinki-https"] == [ids["helsinki-gw"]]
+    assert attached["unde-helsinki-wireguard"] == sorted([ids["helsinki-gw"], ids["etcd-witness"]])
+    # Data servers have no public interface to protect; every server with one has the base rules.
+    servers = by_type(result, "hcloud:index/server:Server")
+    public = {name for name, s in servers.items() if s["publicNets"][0]["ipv4Enabled"]}
+    assert sorted(ids[n] for n in public) == attached["unde-helsinki-base"]
+    assert {"staging-db", "etcd-3"} & public == {"etcd-3"}
+
+
+def test_data_servers_are_private_and_route_through_the_gateway(run_stack) -> None:
+    result = run_stack("helsinki")
+    servers = by_type(result, "hcloud:index/server:Server")
+    assert servers["staging-db"]["publicNets"][0]["ipv4Enabled"] is False
+    user_data = result.artifacts["staging-db"]["user-data.yaml"]
+    assert "ExecStart=/sbin/ip route replace default via 10.0.0.1" in user_data
+    assert "ExecStart=/sbin/ip route replace 10.0.0.0/14 via 10.0.0.1" in user_data
+    assert "route replace default" not in result.artifacts["scraper"]["user-data.yaml"]
+
+
+def test_replicas_are_spread_at_most_ten_a_group(run_stack) -> None:
+    result = run_stack("local", shards=16)
+    groups = by_type(result, "hcloud:index/placementGroup:PlacementGroup")
+    assert {g["type"] for g in groups.values()} == {"spread"} and len(groups) == 2
+    group_ids = {r.name: int(r.id) for r in result.run.records if r.type == "hcloud:index/placementGroup:PlacementGroup"}
+    servers = by_type(result, "hcloud:index/server:Server")
+    members = Counter(s.get("placementGroupId") for name, s in servers.items() if name.startswith("shard-replica-"))
+    assert members == {group_ids["replicas-0"]: 10, group_ids["replicas-1"]: 6}
+    assert all("placementGroupId" not in s for name, s in servers.items() if name.startswith("local-"))
+
+
+def test_buckets_on_hetzner_object_storage(run_stack) -> None:
+    result = run_stack("helsinki")
+    (provider,) = by_type(result, "pulumi:providers:minio").values()
+    assert provider["minioServer"] == "hel1.your-objectstorage.com" and provider["minioSsl"] in (True, "true")
+    secret_inputs = next(r for r in result.run.records if r.type == "pulumi:providers:minio").export()["inputs"]
+    assert secret_inputs["minioPassword"] == "[secret]" and secret_inputs["minioUser"] == "[secret]"
+    buckets = by_type(result, "minio:index/s3Bucket:S3Bucket")
+    assert sorted(b["bucket"] for b in buckets.values()) == ["unde-backups", "unde-images", "unde-user-media"]
+    assert all(r.protect for r in result.run.records if r.type == "minio:index/s3Bucket:S3Bucket")
+    versioned = by_type(result, "minio:index/s3BucketVersioning:S3BucketVersioning")
+    assert sorted(versioned) == ["unde-backups", "unde-user-media"]
+    policies = by_type(result, "minio:index/ilmPolicy:IlmPolicy")
+    assert all(p["rules"][0]["noncurrentVersionExpirationDays"] == 30 for p in policies.values())
+
+
+def test_gateway_outputs_for_the_local_stack(run_stack) -> None:
+    result = run_stack("helsinki")
+    outputs = result.run.plain_outputs()
+    assert outputs["gatewayPublicAddress"] == "46.62.233.30"
+    assert outputs["gatewayPrivateAddress"] == "10.1.0.2"
+    assert outputs["gatewaySshEndpoint"] == "root@46.62.233.30:22"
+    import yaml
+
+    from unde_infra.offline import STACK_OUTPUTS_FILE
+
+    documented = yaml.safe_load(STACK_OUTPUTS_FILE.read_text())["helsinki"]
+    assert set(documented) == set(outputs)
