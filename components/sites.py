@@ -12,12 +12,14 @@ from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
 from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
 from unde_infra.render.cloud_init import bootstrap_user_data
+from unde_infra.render.entry import api_instances, needs_load_balancer
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
 from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 
 from .agent_host import AgentHost
 from .batch_host import BatchHost
 from .dedicated_host import DedicatedHost
+from .entry_point import HcloudEntryPoint, NginxEntryPoint
 from .firewalls import Firewalls
 from .helsinki_gateway import HelsinkiGateway
 from .hosts import ExistingHosts, HcloudHosts, Host, HostProvider
@@ -143,9 +145,19 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
     for shard in inventory.shards:
         user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
         built[shard.primary.name] = ShardPair(shard, local_hosts, replica_hosts, user_data).primary
+    entry_address: pulumi.Input[str] = built[api_instances(inventory)[0].name].address
+    if needs_load_balancer(inventory):
+        instances = [built[s.name] for s in api_instances(inventory)]
+        if settings.provider == "hcloud":
+            entry_address = HcloudEntryPoint(
+                "local-app-lb", settings.location, network.network_id, instances
+            ).address
+        else:
+            entry_address = NginxEntryPoint("local-app-entry", inventory, instances[0]).address
     if settings.provider == "hcloud":
         Firewalls("local", firewall_plans(inventory, LOCAL, settings.admin_cidrs), _server_ids(built))
     return {
+        "entryAddress": entry_address,
         "shards": [
             {"shard": s.index, "primary": str(s.primary.ip), "replica": str(s.replica.ip)} for s in inventory.shards
         ],

@@ -1,0 +1,57 @@
+"""The local site: scale-out of stateless tasks and the entry point in front of local-app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from unde_infra.model import DEFAULT_TOPOLOGY
+from unde_infra.offline import unwrap_secrets
+
+
+def scaled_topology(tmp_path: Path, **instances: int) -> Path:
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    for name, count in instances.items():
+        data["servers"][name.replace("_", "-")]["instances"] = count
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def of_type(result, kind: str) -> dict[str, dict]:
+    return {r.name: unwrap_secrets(r.inputs) for r in result.run.records if r.type == kind}
+
+
+def test_one_app_instance_needs_no_load_balancer(run_stack) -> None:
+    result = run_stack("local")
+    assert of_type(result, "hcloud:index/loadBalancer:LoadBalancer") == {}
+    assert result.run.plain_outputs()["entryAddress"].startswith("203.0.113.")  # local-app's own address
+
+
+def test_two_app_instances_on_hcloud_get_a_load_balancer(run_stack, tmp_path: Path) -> None:
+    result = run_stack("local", topology=scaled_topology(tmp_path, local_app=2))
+    servers = of_type(result, "hcloud:index/server:Server")
+    assert servers["local-app-2"]["networks"][0]["ip"] == "10.2.0.65"
+    (balancer,) = of_type(result, "hcloud:index/loadBalancer:LoadBalancer").values()
+    assert balancer["location"] == "sin" and balancer["loadBalancerType"] == "lb11"
+    (service,) = of_type(result, "hcloud:index/loadBalancerService:LoadBalancerService").values()
+    assert (service["protocol"], service["listenPort"], service["destinationPort"]) == ("tcp", 443, 443)
+    server_ids = {r.name: int(r.id) for r in result.run.records if r.type == "hcloud:index/server:Server"}
+    targets = of_type(result, "hcloud:index/loadBalancerTarget:LoadBalancerTarget").values()
+    assert sorted(int(t["serverId"]) for t in targets) == sorted([server_ids["local-app"], server_ids["local-app-2"]])
+    assert all(t["usePrivateIp"] is True for t in targets)
+    # Each instance has its own tunnel too.
+    assert result.run.plain_outputs()["tunnels"]["local-app-2"]["interface"] == "wg-app-2"
+
+
+def test_two_app_instances_on_existing_hosts_use_the_entry_hosts_nginx(run_stack, inventory, tmp_path: Path) -> None:
+    topology = scaled_topology(tmp_path, local_app=2)
+    names = [s.name for s in inventory.site_servers("local")] + ["local-app-2"]
+    hosts = {name: {"address": f"192.0.2.{10 + i}"} for i, name in enumerate(names)}
+    result = run_stack("local", topology=topology, provider="existing", hosts=hosts)
+    upstream = result.artifacts["local-app"]["/etc/nginx/conf.d/unde-api-upstream.conf"]
+    assert "server 10.2.0.2:8000 max_fails=3 fail_timeout=10s;  # local-app" in upstream
+    assert "server 10.2.0.65:8000 max_fails=3 fail_timeout=10s;  # local-app-2" in upstream
+    assert of_type(result, "hcloud:index/loadBalancer:LoadBalancer") == {}
+    assert result.run.plain_outputs()["entryAddress"] == "192.0.2.10"
