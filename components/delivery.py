@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pulumi
 import pulumi_command as command
@@ -70,3 +71,18 @@ def deliver(
             )
         )
     return written
+
+
+T = TypeVar("T")
+
+
+def secret_files(
+    render: Callable[[T], dict[str, str]], values: pulumi.Output[T], sample: T, **options: str
+) -> dict[str, RemoteFile]:
+    """Files rendered from secret values, as secret RemoteFiles. The paths are known before the
+    values (a render of `sample` gives them), so each file is its own resource from the start."""
+    rendered = pulumi.Output.secret(values).apply(render)
+    return {
+        path: RemoteFile(rendered.apply(lambda files, p=path: files[p]), mode="0600", secret=True, **options)
+        for path in render(sample)
+    }

@@ -96,7 +96,7 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
             gateway = HelsinkiGateway(server, hosts[server.site], user_data)
             built[server.name] = gateway.host
         elif server.task == "monitoring":
-            built[server.name] = Monitoring(server, hosts[server.site], user_data).host
+            built[server.name] = Monitoring(server, hosts[server.site], user_data, inventory, settings).host
         else:
             built[server.name] = BatchHost(server, hosts[server.site], user_data).host
     assert gateway is not None  # the model requires exactly one gateway

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pulumi
 
+from . import scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -46,6 +47,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for result in results:
         print(summary(result))
     print(f"written: {', '.join(str(args.out / r.run.stack) for r in results)}")
+    if any(r.mandatory_violations for r in results):
+        print("mandatory policy violations: see policy.json of each stack", file=sys.stderr)
+        return EXIT_POLICY
     return EXIT_OK
 
 
@@ -62,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--shards", type=int, default=None, help="override shards.count")
     prev.add_argument("--out", type=Path, default=Path("build/preview"))
     prev.set_defaults(func=cmd_preview)
+    scenarios.register(sub)
     return parser
 
 

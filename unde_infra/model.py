@@ -8,7 +8,6 @@ chosen placement. Nothing here touches Pulumi, so all of it is tested without th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -24,7 +23,6 @@ from .schema import (
     SECTIONS,
     SERVER_NAME_PATTERN,
     EtcdSpec,
-    ExceptionSpec,
     NetworkSpec,
     ObjectStorageSpec,
     ServerSpec,
@@ -130,7 +128,6 @@ class Inventory:
     tasks: dict[str, TaskSpec]
     server_types: dict[str, ServerTypeSpec]
     object_storage: ObjectStorageSpec
-    exceptions: tuple[ExceptionSpec, ...]
     etcd_placement: str
     servers: dict[str, Server]
     shards: tuple[Shard, ...]
@@ -269,13 +266,10 @@ def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     mapping_sections = {"sites", "tasks", "servers"}
     for name, model in SECTIONS.items():
         raw = data.get(name)
-        if raw is None and name == "exceptions":
-            parsed[name] = []
-            continue
         if raw is None:
             problems.add(name, "required section is missing")
             continue
-        if name in mapping_sections or name == "exceptions":
+        if name in mapping_sections:
             entries = _parse_entries(name, raw, model, problems)
             if entries is not None:
                 parsed[name] = entries
@@ -288,17 +282,6 @@ def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
 
 
 def _parse_entries(name: str, raw: Any, model: type[BaseModel], problems: Problems) -> Any:
-    if name == "exceptions":
-        if not isinstance(raw, list):
-            problems.add(name, f"must be a list, got {type(raw).__name__}")
-            return None
-        items: list[Any] = []
-        for i, entry in enumerate(raw):
-            try:
-                items.append(model.model_validate(entry))
-            except ValidationError as exc:
-                _add_validation_problems(problems, f"{name}[{i}]", exc)
-        return items
     if not isinstance(raw, dict):
         problems.add(name, f"must be a mapping of name to settings, got {type(raw).__name__}")
         return None
@@ -349,7 +332,6 @@ def _derive(
     etcd_spec: EtcdSpec | None = sections.get("etcd")
     tasks: dict[str, TaskSpec] = sections["tasks"]
     specs: dict[str, ServerSpec] = sections["servers"]
-    exceptions: list[ExceptionSpec] = sections.get("exceptions", [])
 
     for site in (HELSINKI, LOCAL):
         if site not in sites:
@@ -387,7 +369,6 @@ def _derive(
     _check_unique_addresses(servers, sites, network, problems)
     _check_tunnels(servers, network, problems)
     etcd = _derive_etcd(etcd_spec, servers, problems) if etcd_spec is not None else []
-    _check_exceptions(exceptions, servers, tasks, etcd, problems)
     if sum(1 for s in servers.values() if s.task == "gateway") != 1:
         problems.add("servers", "exactly one server must have task gateway (helsinki-gw)")
 
@@ -408,7 +389,6 @@ def _derive(
         tasks=tasks,
         server_types=server_types,
         object_storage=sections["object_storage"],
-        exceptions=tuple(exceptions),
         etcd_placement=etcd_spec.placement,
         servers=servers,
         shards=tuple(shards),
@@ -751,26 +731,6 @@ def _derive_etcd(spec: EtcdSpec, servers: dict[str, Server], problems: Problems)
             continue
         result.append(EtcdMember(m.member, host))
     return result
-
-
-def _check_exceptions(
-    exceptions: Iterable[ExceptionSpec],
-    servers: dict[str, Server],
-    tasks: dict[str, TaskSpec],
-    etcd: list[EtcdMember],
-    problems: Problems,
-) -> None:
-    for i, exc in enumerate(exceptions):
-        if exc.task not in tasks:
-            problems.add(f"exceptions[{i}].task", f"unknown task {exc.task!r}")
-    allowed = {(e.host, e.task) for e in exceptions}
-    for member in etcd:
-        if member.host.task != "etcd" and (member.host.name, "etcd") not in allowed:
-            problems.add(
-                "etcd.placement",
-                f"member {member.member} would run on {member.host.name} (task {member.host.task}); "
-                "one server, one task: add an entry to exceptions with a reason, or use an etcd server",
-            )
 
 
 def colocated_tasks(inventory: Inventory) -> dict[str, list[str]]:

@@ -37,7 +37,11 @@ STAND_IN_PUBLIC_NET = "203.0.113."
 STAND_IN_IMPORT_ID_BASE = 90_000_000
 STAND_IN_ID_BASE = 10_000_000
 STACK_OUTPUTS_FILE = ROOT / "config" / "offline-stack-outputs.yaml"
-OFFLINE_REQUIRED_SECRETS = ("objectStorageAccessKey", "objectStorageSecretKey")
+# Config secrets the program requires (`require_secret`); a real stack sets them encrypted.
+OFFLINE_REQUIRED_SECRETS = {
+    "helsinki": ("objectStorageAccessKey", "objectStorageSecretKey", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl"),
+    "local": ("objectStorageAccessKey", "objectStorageSecretKey", "posthogApiKey"),
+}
 
 
 @dataclass
@@ -286,7 +290,7 @@ def run_program(
     pulumi_config: dict[str, str] = {}
     secret_keys: list[str] = []
     # Secrets the program requires but the committed stack config cannot hold unencrypted.
-    config = {**{key: {"secure": "offline"} for key in OFFLINE_REQUIRED_SECRETS}, **config}
+    config = {**{key: {"secure": "offline"} for key in OFFLINE_REQUIRED_SECRETS.get(stack, ())}, **config}
     for key, value in config.items():
         full = key if ":" in key else f"{PROJECT}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:

@@ -30,6 +30,8 @@ from .offline import (
 from .settings import StackSettings, check_against_inventory, missing_import_ids, parse_settings
 
 USER_DATA_ARTIFACT = "user-data.yaml"
+# A file built from secret values is listed among the artifacts, its content never shown.
+SECRET_ARTIFACT = "[secret: built from secret values; delivered root-only, never shown in a preview]\n"
 SERVER_TYPE = "hcloud:index/server:Server"
 BOOTSTRAP_SUFFIX = "-bootstrap"  # ExistingHosts' bootstrap command of a server
 FILE_DELIVERY_TYPE = "command:remote:Command"  # components/delivery.py: named `<server>:<path>`
@@ -50,6 +52,11 @@ class StackResult:
     inventory: Inventory
     seconds: float
     artifacts: dict[str, dict[str, str]]  # server -> absolute path -> content
+    violations: list[Any] = field(default_factory=list)  # policies.rules.Violation
+
+    @property
+    def mandatory_violations(self) -> list[Any]:
+        return [v for v in self.violations if v.enforcement == "mandatory"]
 
 
 def prepare(
@@ -114,8 +121,22 @@ def run_stacks(prepared: list[PreparedStack]) -> list[StackResult]:
         if item.stack == HELSINKI:
             # The local stack reads what helsinki really exported in this same preview.
             stack_outputs = {**stack_outputs, HELSINKI: run.plain_outputs()}
-        results.append(StackResult(run, item.inventory, seconds, collect_artifacts(run)))
+        result = StackResult(run, item.inventory, seconds, collect_artifacts(run))
+        result.violations = check_policies(result, item.settings)
+        results.append(result)
     return results
+
+
+def check_policies(result: StackResult, settings: StackSettings) -> list[Any]:
+    """The policy pack's rules over what this stack registered (the same functions the Pulumi
+    CLI runs with `--policy-pack policies`)."""
+    from policies.rules import evaluate
+    from policies.views import context_for, from_record
+
+    ctx = context_for(
+        result.run.stack, inventory=result.inventory, admin_cidrs=tuple(str(c) for c in settings.admin_cidrs)
+    )
+    return evaluate([from_record(r) for r in result.run.records], ctx)
 
 
 def collect_artifacts(run: StackRun) -> dict[str, dict[str, str]]:
@@ -130,7 +151,8 @@ def collect_artifacts(run: StackRun) -> dict[str, dict[str, str]]:
             files.setdefault(record.name[: -len(BOOTSTRAP_SUFFIX)], {})[USER_DATA_ARTIFACT] = inputs["stdin"]
         elif record.type == FILE_DELIVERY_TYPE and ":/" in record.name and "stdin" in inputs:
             server, _, path = record.name.partition(":")
-            files.setdefault(server, {})[path] = inputs["stdin"]
+            secret = "stdin" in record.secret_paths
+            files.setdefault(server, {})[path] = SECRET_ARTIFACT if secret else inputs["stdin"]
     return files
 
 
@@ -143,6 +165,7 @@ def write_results(results: list[StackResult], out: Path) -> None:
             (stack_dir / "artifacts").mkdir(parents=True)
             _write_json(stack_dir / "resources.json", result.run.resources())
             _write_json(stack_dir / "outputs.json", result.run.masked_outputs())
+            _write_json(stack_dir / "policy.json", [v.as_dict() for v in result.violations])
             for server, files in result.artifacts.items():
                 for path, content in files.items():
                     target = stack_dir / "artifacts" / server / path.lstrip("/")
@@ -197,6 +220,11 @@ def summary(result: StackResult) -> str:
         )
     for note in result.inventory.notes:
         lines.append(f"  note: {note}")
+    mandatory = len(result.mandatory_violations)
+    advisory = len(result.violations) - mandatory
+    lines.append(f"  policies: {mandatory} mandatory violations, {advisory} advisory")
+    for v in result.violations:
+        lines.append(f"    [{v.enforcement}] {v.policy}: {v.message}")
     artifact_count = sum(len(files) for files in result.artifacts.values())
     lines.append(f"  artifacts: {artifact_count} files for {len(result.artifacts)} servers")
     return "\n".join(lines)

@@ -130,12 +130,6 @@ class TaskSpec(Strict):
     services: list[SERVICE] = []
 
 
-class ExceptionSpec(Strict):
-    host: str
-    task: str
-    reason: str = Field(min_length=1)
-
-
 class BucketSpec(Strict):
     purpose: str
 
@@ -153,6 +147,5 @@ SECTIONS: dict[str, type[Strict]] = {
     "etcd": EtcdSpec,
     "tasks": TaskSpec,
     "servers": ServerSpec,
-    "exceptions": ExceptionSpec,
     "object_storage": ObjectStorageSpec,
 }

@@ -38,15 +38,21 @@ class StackSettings:
     hosts: dict[str, ExistingHost] = field(default_factory=dict)
     helsinki_stack: str = "organization/unde-infra/helsinki"
     replica_location: str = "hel1"
+    telegram_chat_id: int = 0
+    slack_channel: str = "#unde-alerts"
 
 
 KNOWN_KEYS = {
     "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "provider",
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
-    "sshPrivateKey",
+    "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
+    "posthogApiKey",
 }  # fmt: skip
 # Read by the components with `require_secret`, never into StackSettings.
-SECRET_KEYS = {"objectStorageAccessKey", "objectStorageSecretKey", "sshPrivateKey"}
+SECRET_KEYS = {
+    "objectStorageAccessKey", "objectStorageSecretKey", "sshPrivateKey", "telegramBotToken", "slackWebhookUrl",
+    "heartbeatUrl", "posthogApiKey",
+}  # fmt: skip
 
 
 def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> StackSettings:
@@ -104,7 +110,18 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         location=str(raw.get("location", "sin")),
         hosts=hosts,
         helsinki_stack=str(raw.get("helsinkiStack", "organization/unde-infra/helsinki")),
+        telegram_chat_id=_int_setting(raw, "telegramChatId", problems),
+        slack_channel=str(raw.get("slackChannel", "#unde-alerts")),
     )
+
+
+def _int_setting(raw: dict[str, Any], key: str, problems: Problems) -> int:
+    value = raw.get(key, 0)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        problems.add(key, f"must be a whole number (got {value!r})")
+        return 0
 
 
 def check_against_inventory(settings: StackSettings, inventory: Inventory, problems: Problems) -> None:

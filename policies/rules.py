@@ -1,0 +1,417 @@
+"""The rules of the plan, as plain functions over a neutral view of a stack's resources.
+
+The same functions run in `pulumi preview --policy-pack policies` (policies/__main__.py wraps
+them in a PolicyPack) and in the offline preview (`unde-infra preview`), so a rule lives in one
+place. Each rule takes every resource of the stack and the context (inventory, policy config)
+and returns its violations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unde_infra.firewall import ANYWHERE, HTTPS_PORT, SSH_PORT, tunnel_endpoints, wireguard_port_range
+from unde_infra.limits import size_over_limit
+from unde_infra.model import LOCAL, ROOT, Inventory, colocated_tasks, stack_of
+from unde_infra.schema import Size
+
+POLICY_CONFIG = ROOT / "config" / "policy.yaml"
+SERVER = "hcloud:index/server:Server"
+FIREWALL = "hcloud:index/firewall:Firewall"
+COMMAND = "command:remote:Command"
+WIREGUARD_PEER = "unde:network:WireGuardPeer"
+BOOTSTRAP_SUFFIX = "-bootstrap"
+REPLACE_FORCING = ("image", "userData", "sshKeys", "location", "datacenter")
+MANDATORY, ADVISORY, DISABLED = "mandatory", "advisory", "disabled"
+# Text that gives a secret away wherever it appears in user data.
+SECRET_MARKERS = ("PrivateKey", "PresharedKey", "PASSWORD=", "password:", "BEGIN PRIVATE KEY", "BEGIN OPENSSH PRIVATE KEY")
+
+
+@dataclass(frozen=True)
+class ResourceView:
+    type: str
+    name: str
+    urn: str
+    inputs: Mapping[str, Any]
+    protect: bool = False
+    ignore_changes: tuple[str, ...] = ()
+    import_id: str | None = None
+    parent: str | None = None
+    secret_inputs: frozenset[str] = frozenset()
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Exception_:
+    host: str
+    task: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    local_limit: Size
+    exceptions: tuple[Exception_, ...]
+    enforcement: Mapping[str, str] = field(default_factory=dict)
+
+
+def load_policy_config(path: Path = POLICY_CONFIG) -> PolicyConfig:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return PolicyConfig(
+        local_limit=Size.model_validate(data["local_limit"]),
+        exceptions=tuple(Exception_(**e) for e in data.get("exceptions") or []),
+        enforcement=dict(data.get("enforcement") or {}),
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    stack: str
+    inventory: Inventory
+    config: PolicyConfig
+    admin_cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    enforcement: str
+    urn: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"policy": self.policy, "enforcement": self.enforcement, "urn": self.urn, "message": self.message}
+
+
+RuleFunction = Callable[[list[ResourceView], Context], Iterable[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    enforcement: str
+    check: RuleFunction
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers over the view
+
+
+def servers(resources: list[ResourceView]) -> list[ResourceView]:
+    return [r for r in resources if r.type == SERVER]
+
+
+def server_name(resource: ResourceView) -> str:
+    return str(resource.inputs.get("name") or resource.name)
+
+
+def bootstrapped_hosts(resources: list[ResourceView]) -> list[tuple[str, ResourceView]]:
+    """Existing hosts: the bootstrap command of each (see components/hosts.py)."""
+    return [
+        (r.name[: -len(BOOTSTRAP_SUFFIX)], r) for r in resources if r.type == COMMAND and r.name.endswith(BOOTSTRAP_SUFFIX)
+    ]
+
+
+def labels(resource: ResourceView) -> Mapping[str, str]:
+    return resource.inputs.get("labels") or {}
+
+
+def has_public_ipv4(resource: ResourceView) -> bool:
+    nets = resource.inputs.get("publicNets") or [{}]
+    return any(net.get("ipv4Enabled", True) for net in nets)
+
+
+# --------------------------------------------------------------------------------------------
+# Mandatory rules
+
+
+def local_server_size(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    types = ctx.inventory.server_types
+    for r in servers(resources):
+        if labels(r).get("site") != LOCAL:
+            continue
+        kind = str(r.inputs.get("serverType"))
+        spec = types.get(kind)
+        if spec is None:
+            yield r.urn, f"{server_name(r)}: unknown server type {kind!r}, its size cannot be checked"
+            continue
+        over = size_over_limit(spec.vcpu, spec.ram_gb, ctx.config.local_limit)
+        if over:
+            yield r.urn, f"{server_name(r)}: type {kind} ({spec.vcpu} vCPU / {spec.ram_gb:g} GB) is {over}"
+    for name, r in bootstrapped_hosts(resources):
+        server = ctx.inventory.servers.get(name)
+        if server is None:
+            yield r.urn, f"{name}: existing host not in the topology, its size is unknown"
+            continue
+        over = size_over_limit(server.vcpu, server.ram_gb, ctx.config.local_limit)
+        if over:
+            yield r.urn, f"{name}: declared {server.vcpu} vCPU / {server.ram_gb:g} GB is {over}"
+
+
+def one_server_one_task(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    known = set(ctx.inventory.tasks)
+    for r in servers(resources):
+        task = labels(r).get("task", "")
+        if not task:
+            yield r.urn, f"{server_name(r)}: no task label; every server has exactly one task"
+        elif task not in known:
+            yield r.urn, f"{server_name(r)}: task label {task!r} is not one known task (merged tasks?)"
+    allowed = {(e.host, e.task) for e in ctx.config.exceptions}
+    by_name = {server_name(r): r for r in servers(resources)}
+    for host, extra in colocated_tasks(ctx.inventory).items():
+        if host not in by_name:
+            continue  # built by the other stack
+        for task in extra:
+            if (host, task) not in allowed:
+                yield by_name[host].urn, (
+                    f"{host}: runs {task} beside its own task {ctx.inventory.servers[host].task}; "
+                    "list it under exceptions in config/policy.yaml with a reason, or give it a server"
+                )
+
+
+def no_public_ipv4_on_data_servers(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    data_tasks = {name for name, task in ctx.inventory.tasks.items() if task.data}
+    for r in servers(resources):
+        task = labels(r).get("task")
+        explicitly_public = ctx.inventory.servers.get(server_name(r))
+        if task in data_tasks and has_public_ipv4(r):
+            if explicitly_public is not None and explicitly_public.public_address is not None:
+                continue  # an existing data server the topology declares public, on purpose
+            yield r.urn, f"{server_name(r)}: data server ({task}) with a public IPv4 address"
+
+
+def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    wireguard = wireguard_port_range(ctx.inventory)
+    for r in resources:
+        if r.type != FIREWALL:
+            continue
+        for rule in r.inputs.get("rules") or []:
+            sources = set(rule.get("sourceIps") or [])
+            if rule.get("direction", "in") != "in" or not sources & set(ANYWHERE):
+                continue
+            proto, port = rule.get("protocol"), rule.get("port")
+            if proto == "icmp":
+                continue
+            if (proto, port) == ("tcp", str(HTTPS_PORT)):
+                continue
+            if (proto, port) == ("udp", wireguard):
+                continue
+            yield r.urn, f"{r.inputs.get('name', r.name)}: {proto} {port or 'any'} open to the internet"
+    attached = _attachments(resources)
+    entry = {s.name for s in ctx.inventory.servers.values() if s.entry_point}
+    endpoints = {s.name for s in tunnel_endpoints(ctx.inventory)}
+    for firewall, names in attached.values():
+        for rule in firewall.inputs.get("rules") or []:
+            if not set(rule.get("sourceIps") or []) & set(ANYWHERE):
+                continue
+            port = (rule.get("protocol"), rule.get("port"))
+            if port == ("tcp", str(HTTPS_PORT)):
+                for name in sorted(names - entry):
+                    yield firewall.urn, f"HTTPS open on {name}, which is not an entry point"
+            if port == ("udp", wireguard):
+                for name in sorted(names - endpoints):
+                    yield firewall.urn, f"WireGuard open on {name}, which is not a tunnel endpoint"
+
+
+def _attachments(resources: list[ResourceView]) -> dict[str, tuple[ResourceView, set[str]]]:
+    """Firewall -> names of the servers it is attached to. An attachment depends on its firewall
+    and on its servers (their ids are its inputs), which works in a preview too, where the ids of
+    resources to create are not known yet."""
+    by_urn = {r.urn: r for r in resources}
+    result: dict[str, tuple[ResourceView, set[str]]] = {}
+    for r in resources:
+        if r.type != "hcloud:index/firewallAttachment:FirewallAttachment":
+            continue
+        deps = [by_urn[d] for d in r.dependencies if d in by_urn]
+        for firewall in (d for d in deps if d.type == FIREWALL):
+            _, names = result.setdefault(firewall.urn, (firewall, set()))
+            names.update(server_name(d) for d in deps if d.type == SERVER)
+    return result
+
+
+def ssh_from_admin_cidrs_only(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    admin = [ip_network(c) for c in ctx.admin_cidrs]
+    for r in resources:
+        if r.type != FIREWALL:
+            continue
+        for rule in r.inputs.get("rules") or []:
+            if rule.get("protocol") != "tcp" or not _port_covers(rule.get("port"), SSH_PORT):
+                continue
+            for source in rule.get("sourceIps") or []:
+                net = ip_network(source, strict=False)
+                if not any(net.version == a.version and net.subnet_of(a) for a in admin):  # type: ignore[arg-type]
+                    yield r.urn, f"{r.inputs.get('name', r.name)}: SSH open to {source}, outside the admin CIDRs"
+
+
+def _port_covers(port: str | None, wanted: int) -> bool:
+    if port in (None, "any"):
+        return True
+    low, _, high = str(port).partition("-")
+    return int(low) <= wanted <= int(high or low)
+
+
+def stateful_servers_protected(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    for r in servers(resources):
+        server = ctx.inventory.servers.get(server_name(r))
+        if server is None:
+            continue
+        if server.stateful or server.existing:
+            if not r.protect:
+                yield r.urn, f"{server.name}: stateful or adopted server without protect"
+            if not (r.inputs.get("deleteProtection") and r.inputs.get("rebuildProtection")):
+                yield r.urn, f"{server.name}: stateful or adopted server without hcloud delete and rebuild protection"
+        missing = [f for f in REPLACE_FORCING if f not in r.ignore_changes]
+        if (server.stateful or server.existing) and missing:
+            yield r.urn, f"{server.name}: a change to {', '.join(missing)} would replace it; add to ignoreChanges"
+
+
+def no_secret_in_user_data(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    secrets = _secret_values(resources)
+    for r in resources:
+        if r.type == SERVER:
+            text, field_name = r.inputs.get("userData"), "userData"
+        elif r.type == COMMAND and r.name.endswith(BOOTSTRAP_SUFFIX):
+            text, field_name = r.inputs.get("stdin"), "stdin"
+        else:
+            continue
+        if not isinstance(text, str):
+            continue
+        if field_name in r.secret_inputs:
+            yield r.urn, f"{r.name}: user data is built from a secret value"
+            continue
+        for marker in SECRET_MARKERS:
+            if marker in text:
+                yield r.urn, f"{r.name}: user data contains {marker!r}"
+        for value in secrets:
+            if value in text:
+                yield r.urn, f"{r.name}: user data contains the value of a secret"
+                break
+
+
+def _secret_values(resources: list[ResourceView]) -> set[str]:
+    """Every secret value the stack hands to a resource (a delivered key file, a provider's
+    password): long enough that finding one inside user data cannot be a coincidence."""
+    values: set[str] = set()
+    for r in resources:
+        for key in r.secret_inputs:
+            value = r.inputs.get(key)
+            if isinstance(value, str):
+                values.update(line.partition("=")[2] or line for line in value.splitlines() if len(line) >= 16)
+    return {v.strip() for v in values if len(v.strip()) >= 16}
+
+
+def every_shard_has_a_replica(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    by_shard: dict[str, dict[str, ResourceView]] = {}
+    primaries: dict[str, str] = {}
+    for r in servers(resources):
+        lab = labels(r)
+        if lab.get("task") in ("shard", "shard-replica") and "shard" in lab:
+            by_shard.setdefault(lab["shard"], {})[lab["task"]] = r
+    for name, host in bootstrapped_hosts(resources):
+        server = ctx.inventory.servers.get(name)
+        if server is not None and server.task == "shard":
+            primaries[str(server.shard)] = name
+            by_shard.setdefault(str(server.shard), {}).setdefault("shard", host)
+    for shard, members in sorted(by_shard.items()):
+        primary, replica = members.get("shard"), members.get("shard-replica")
+        if primary is None:
+            continue
+        if replica is None:
+            yield primary.urn, f"shard {shard}: no replica in the stack"
+            continue
+        primary_site = labels(primary).get("site", LOCAL)
+        if labels(replica).get("site") == primary_site:
+            yield replica.urn, f"shard {shard}: the replica is in the same site ({primary_site}) as its primary"
+
+
+# --------------------------------------------------------------------------------------------
+# Advisory rule
+
+
+def etcd_quorum_survives_site_loss(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    members = ctx.inventory.etcd
+    if not members:
+        return
+    majority = len(members) // 2 + 1
+    urn = next((r.urn for r in resources if r.type.startswith("unde:")), "")
+    for site in ("local", "helsinki"):
+        left = [m.member for m in members if m.site != site]
+        if len(left) < majority:
+            yield urn, (
+                f"etcd placement {ctx.inventory.etcd_placement}: losing {site} leaves {len(left)} of {len(members)} "
+                f"members ({', '.join(left) or 'none'}), no quorum: primaries stop taking writes"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Stack rules
+
+
+def every_server_is_a_monitoring_target(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    delivered = [
+        r for r in resources if r.type == COMMAND and r.name.startswith("monitoring:/") and "/file_sd/" in r.name
+    ]
+    if stack_of(ctx.inventory.servers["monitoring"]) != ctx.stack:
+        return
+    if not delivered:
+        yield "", "the monitoring server receives no file_sd target files"
+        return
+    targets: set[str] = set()
+    for r in delivered:
+        try:
+            for group in json.loads(str(r.inputs.get("stdin", "[]"))):
+                targets.update(t.rsplit(":", 1)[0] for t in group.get("targets", []))
+        except json.JSONDecodeError:
+            yield r.urn, f"{r.name}: not valid file_sd JSON"
+    for server in ctx.inventory.servers.values():
+        if str(server.ip) not in targets:
+            yield delivered[0].urn, f"{server.name} ({server.ip}) is not a monitoring target"
+
+
+def every_local_server_has_a_tunnel(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    if ctx.stack != LOCAL:
+        return
+    peers = {r.name for r in resources if r.type == WIREGUARD_PEER}
+    local_hosts = {server_name(r): r for r in servers(resources) if labels(r).get("site") == LOCAL}
+    local_hosts.update({name: r for name, r in bootstrapped_hosts(resources)})
+    for name, r in sorted(local_hosts.items()):
+        server = ctx.inventory.servers.get(name)
+        if server is None or server.tunnel is None or f"{name}-{server.tunnel.interface}" not in peers:
+            yield r.urn, f"{name}: local server without its own WireGuard tunnel"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("local-server-size", "Local servers have at most 16 vCPU / 32 GB", MANDATORY, local_server_size),
+    Rule("one-server-one-task", "Every server has exactly one task; co-location only by listed exception", MANDATORY, one_server_one_task),
+    Rule("no-public-ipv4-on-data-servers", "Data servers have no public IPv4", MANDATORY, no_public_ipv4_on_data_servers),
+    Rule("public-ingress", "Only HTTPS on entry points and WireGuard on tunnel endpoints are open to the internet", MANDATORY, public_ingress),
+    Rule("ssh-from-admin-cidrs", "SSH only from the admin CIDRs", MANDATORY, ssh_from_admin_cidrs_only),
+    Rule("stateful-protected", "Stateful and adopted servers are protected and never replaced", MANDATORY, stateful_servers_protected),
+    Rule("no-secret-in-user-data", "User data carries no secret", MANDATORY, no_secret_in_user_data),
+    Rule("shard-has-replica", "Every shard has a replica in the other site", MANDATORY, every_shard_has_a_replica),
+    Rule("etcd-quorum-survives-site-loss", "The etcd quorum survives the loss of either site", ADVISORY, etcd_quorum_survives_site_loss),
+    Rule("monitoring-targets", "Every server is a monitoring target", MANDATORY, every_server_is_a_monitoring_target),
+    Rule("local-server-tunnel", "Every local server has its own tunnel", MANDATORY, every_local_server_has_a_tunnel),
+)
+
+
+def enforcement_of(rule: Rule, config: PolicyConfig) -> str:
+    return config.enforcement.get(rule.name, rule.enforcement)
+
+
+def evaluate(resources: list[ResourceView], ctx: Context) -> list[Violation]:
+    violations = []
+    for rule in RULES:
+        level = enforcement_of(rule, ctx.config)
+        if level == DISABLED:
+            continue
+        for urn, message in rule.check(resources, ctx):
+            violations.append(Violation(rule.name, level, urn, message))
+    return violations
