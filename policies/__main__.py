@@ -27,15 +27,19 @@ def stack_policy(rule: Rule) -> StackValidationPolicy:
     return StackValidationPolicy(name=rule.name, description=rule.description, validate=validate)
 
 
-def build_pack() -> list[StackValidationPolicy]:
-    return [stack_policy(rule) for rule in RULES]
+PACK_NAME = "unde-infra-policies"
+
+
+def pack_arguments() -> dict:
+    """What PolicyPack is built from; the tests hand the same to pulumi_policy's analyzer."""
+    config = load_policy_config()
+    return {
+        "name": PACK_NAME,
+        "policies": [stack_policy(rule) for rule in RULES],
+        "enforcement_level": EnforcementLevel.MANDATORY,
+        "initial_config": {rule.name: LEVELS[enforcement_of(rule, config)] for rule in RULES},
+    }
 
 
 if __name__ == "__main__":
-    config = load_policy_config()
-    PolicyPack(
-        name="unde-infra-policies",
-        policies=build_pack(),
-        enforcement_level=EnforcementLevel.MANDATORY,
-        initial_config={rule.name: LEVELS[enforcement_of(rule, config)] for rule in RULES},
-    )
+    PolicyPack(**pack_arguments())

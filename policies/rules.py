@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from unde_infra.firewall import ANYWHERE, HTTPS_PORT, SSH_PORT, tunnel_endpoints, wireguard_port_range
+from unde_infra.firewall import ANYWHERE, HTTPS_PORT, SSH_PORT, wireguard_port_range
 from unde_infra.limits import size_over_limit
 from unde_infra.model import LOCAL, ROOT, Inventory, colocated_tasks, stack_of
 from unde_infra.schema import Size
@@ -58,6 +58,11 @@ class Exception_:
 class PolicyConfig:
     local_limit: Size
     exceptions: tuple[Exception_, ...]
+    entry_point_tasks: frozenset[str]
+    tunnel_endpoint_tasks: frozenset[str]
+    tunnel_endpoint_sites: frozenset[str]
+    stateful_tasks: frozenset[str]
+    ssh_max_prefix: int
     enforcement: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -66,6 +71,11 @@ def load_policy_config(path: Path = POLICY_CONFIG) -> PolicyConfig:
     return PolicyConfig(
         local_limit=Size.model_validate(data["local_limit"]),
         exceptions=tuple(Exception_(**e) for e in data.get("exceptions") or []),
+        entry_point_tasks=frozenset(data["entry_point_tasks"]),
+        tunnel_endpoint_tasks=frozenset(data["tunnel_endpoint_tasks"]),
+        tunnel_endpoint_sites=frozenset(data.get("tunnel_endpoint_sites") or []),
+        stateful_tasks=frozenset(data["stateful_tasks"]),
+        ssh_max_prefix=int(data["ssh_max_prefix"]),
         enforcement=dict(data.get("enforcement") or {}),
     )
 
@@ -205,8 +215,13 @@ def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tupl
                 continue
             yield r.urn, f"{r.inputs.get('name', r.name)}: {proto} {port or 'any'} open to the internet"
     attached = _attachments(resources)
-    entry = {s.name for s in ctx.inventory.servers.values() if s.entry_point}
-    endpoints = {s.name for s in tunnel_endpoints(ctx.inventory)}
+    cfg = ctx.config
+    entry = {s.name for s in ctx.inventory.servers.values() if s.task in cfg.entry_point_tasks}
+    endpoints = {
+        s.name
+        for s in ctx.inventory.servers.values()
+        if s.task in cfg.tunnel_endpoint_tasks or s.site in cfg.tunnel_endpoint_sites
+    }
     for firewall, names in attached.values():
         for rule in firewall.inputs.get("rules") or []:
             if not set(rule.get("sourceIps") or []) & set(ANYWHERE):
@@ -246,8 +261,11 @@ def ssh_from_admin_cidrs_only(resources: list[ResourceView], ctx: Context) -> It
                 continue
             for source in rule.get("sourceIps") or []:
                 net = ip_network(source, strict=False)
-                if not any(net.version == a.version and net.subnet_of(a) for a in admin):  # type: ignore[arg-type]
-                    yield r.urn, f"{r.inputs.get('name', r.name)}: SSH open to {source}, outside the admin CIDRs"
+                name = r.inputs.get("name", r.name)
+                if net.prefixlen < ctx.config.ssh_max_prefix:
+                    yield r.urn, f"{name}: SSH open to {source}, wider than /{ctx.config.ssh_max_prefix}: that is the internet"
+                elif not any(net.version == a.version and net.subnet_of(a) for a in admin):  # type: ignore[arg-type]
+                    yield r.urn, f"{name}: SSH open to {source}, outside the admin CIDRs"
 
 
 def _port_covers(port: str | None, wanted: int) -> bool:
@@ -262,13 +280,14 @@ def stateful_servers_protected(resources: list[ResourceView], ctx: Context) -> I
         server = ctx.inventory.servers.get(server_name(r))
         if server is None:
             continue
-        if server.stateful or server.existing:
+        guarded = server.existing or labels(r).get("task") in ctx.config.stateful_tasks
+        if guarded:
             if not r.protect:
                 yield r.urn, f"{server.name}: stateful or adopted server without protect"
             if not (r.inputs.get("deleteProtection") and r.inputs.get("rebuildProtection")):
                 yield r.urn, f"{server.name}: stateful or adopted server without hcloud delete and rebuild protection"
         missing = [f for f in REPLACE_FORCING if f not in r.ignore_changes]
-        if (server.stateful or server.existing) and missing:
+        if guarded and missing:
             yield r.urn, f"{server.name}: a change to {', '.join(missing)} would replace it; add to ignoreChanges"
 
 
