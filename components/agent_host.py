@@ -8,16 +8,21 @@ from unde_infra.model import Server
 
 from .base import UndeComponent
 from .hosts import HostProvider
-from .wireguard_peer import WireGuardPeer
+from .wireguard_peer import TunnelWiring, WireGuardPeer
 
 
 class AgentHost(UndeComponent):
     TYPE = "unde:local:AgentHost"
 
     def __init__(
-        self, server: Server, hosts: HostProvider, user_data: str, opts: pulumi.ResourceOptions | None = None
+        self,
+        server: Server,
+        hosts: HostProvider,
+        user_data: str,
+        tunnels: TunnelWiring,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(server.name, opts)
         self.host = hosts.host(server, user_data, self)
-        self.tunnel = WireGuardPeer(server, self.host, opts=self.child())
+        self.tunnel = WireGuardPeer(server, self.host, tunnels, opts=self.child())
         self.register_outputs({"private_ip": str(server.ip), "address": self.host.address})

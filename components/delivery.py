@@ -39,8 +39,10 @@ def deliver(
     parent: pulumi.Resource,
     apply: str | None = None,
     depends_on: list[pulumi.Resource] | None = None,
+    apply_label: str | None = None,
 ) -> list[pulumi.Resource]:
-    """Write `files` on `host`, then run `apply` (a reload) whenever any of them changed."""
+    """Write `files` on `host`, then run `apply` (a reload) whenever any of them changed.
+    `apply_label` tells apart several deliveries to one host (each tunnel on helsinki-gw)."""
     written: list[pulumi.Resource] = []
     digests: list[pulumi.Output[str]] = []
     for path, spec in sorted(files.items()):
@@ -63,7 +65,7 @@ def deliver(
     if apply:
         written.append(
             command.remote.Command(
-                f"{host.server.name}:apply",
+                f"{host.server.name}:apply" + (f":{apply_label}" if apply_label else ""),
                 connection=host.connection(),
                 create=apply,
                 triggers=digests,

@@ -58,11 +58,16 @@ class Host:
     """A machine a component can deliver files to."""
 
     server: Server
-    address: pulumi.Output[str]  # where SSH reaches it (public address, or private via the gateway)
+    address: pulumi.Output[str]  # where SSH reaches it: its public address, or its private one via `jump`
     resource: pulumi.Resource
+    jump: pulumi.Input[str] | None = None  # a host with a public address on the same private network
+    ipv6_address: pulumi.Output[str] | None = None
+    user: str = "root"
+    port: int = 22
 
-    def connection(self, user: str = "root") -> command.remote.ConnectionArgs:
-        return command.remote.ConnectionArgs(host=self.address, user=user)
+    def connection(self) -> command.remote.ConnectionArgs:
+        proxy = command.remote.ProxyConnectionArgs(host=self.jump, user="root") if self.jump is not None else None
+        return command.remote.ConnectionArgs(host=self.address, user=self.user, port=self.port, proxy=proxy)
 
 
 class TypeChooser(Protocol):
@@ -90,6 +95,9 @@ class HcloudHosts:
     # Local servers on hcloud take the cheapest type of their location that fits their size.
     type_for: TypeChooser | None = None
     placement_for: PlacementChooser | None = None
+    # Servers without a public IPv4 are reached through this host (helsinki-gw in Helsinki, the
+    # entry host at the local site), over the private network.
+    jump: pulumi.Input[str] | None = None
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         server_type = server.hcloud_type or (self.type_for(server) if self.type_for else None)
@@ -117,8 +125,11 @@ class HcloudHosts:
             rebuild_protection=server.stateful or server.existing,
             opts=server_options(server, self.settings, parent, provider=self.provider, depends_on=self.depends_on),
         )
-        address = resource.ipv4_address if server.public_ipv4 else pulumi.Output.from_input(str(server.ip))
-        return Host(server, address, resource)
+        if server.public_ipv4:
+            return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address)
+        return Host(
+            server, pulumi.Output.from_input(str(server.ip)), resource, jump=self.jump, ipv6_address=resource.ipv6_address
+        )
 
 
 
@@ -132,6 +143,7 @@ class ExistingHosts:
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         entry = self.settings.hosts[server.name]
         connection = command.remote.ConnectionArgs(host=entry.address, user=entry.user, port=entry.port)
+        address = pulumi.Output.from_input(entry.address)
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
         seed = command.remote.Command(
@@ -149,4 +161,4 @@ class ExistingHosts:
             triggers=[user_data],
             opts=server_options(server, self.settings, parent, replace_forcing=[]),
         )
-        return Host(server, pulumi.Output.from_input(entry.address), seed)
+        return Host(server, address, seed, user=entry.user, port=entry.port)

@@ -8,7 +8,7 @@ from unde_infra.model import Shard
 
 from .base import UndeComponent
 from .hosts import HostProvider
-from .wireguard_peer import WireGuardPeer
+from .wireguard_peer import TunnelWiring, WireGuardPeer
 
 
 class ShardPair(UndeComponent):
@@ -20,13 +20,14 @@ class ShardPair(UndeComponent):
         local_hosts: HostProvider,
         replica_hosts: HostProvider,
         user_data: dict[str, str],
+        tunnels: TunnelWiring,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(shard.scope, opts)
         self.shard = shard
         self.primary = local_hosts.host(shard.primary, user_data[shard.primary.name], self)
         self.replica = replica_hosts.host(shard.replica, user_data[shard.replica.name], self)
-        self.tunnel = WireGuardPeer(shard.primary, self.primary, opts=self.child())
+        self.tunnel = WireGuardPeer(shard.primary, self.primary, tunnels, opts=self.child())
         self.register_outputs(
             {"primary_ip": str(shard.primary.ip), "replica_ip": str(shard.replica.ip), "scope": shard.scope}
         )

@@ -27,9 +27,13 @@ from .monitoring import Monitoring
 from .network import HelsinkiNetwork, LocalNetwork
 from .object_storage import ObjectStorage
 from .shard_pair import ShardPair
+from .wireguard_peer import RouterOsTunnels, TunnelWiring, WireGuardPeer, WitnessTunnel
 
 PLACEMENT_GROUP_SIZE = 10  # hcloud's limit of servers in one spread placement group
-HELSINKI_EXPORTS = ("networkId", "gatewayPublicAddress", "gatewayPrivateAddress", "gatewaySshEndpoint")
+HELSINKI_EXPORTS = (
+    "networkId", "gatewayPublicAddress", "gatewayPrivateAddress", "gatewaySshEndpoint", "gatewayPublicAddress6",
+    "witnessPublicAddress",
+)  # fmt: skip
 
 
 def load_stack() -> tuple[StackSettings, Inventory]:
@@ -88,13 +92,16 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         )
     gateway: HelsinkiGateway | None = None
     built: dict[str, Host] = {}
-    for server in inventory.stack_servers(HELSINKI):
+    # The gateway first: servers without a public address are reached through it.
+    for server in sorted(inventory.stack_servers(HELSINKI), key=lambda s: s.task != "gateway"):
         user_data = bootstrap_user_data(server, inventory, settings.ssh_keys)
         if server.dedicated is not None:
             DedicatedHost(server)
         elif server.task == "gateway":
-            gateway = HelsinkiGateway(server, hosts[server.site], user_data)
+            gateway = HelsinkiGateway(server, hosts[server.site], user_data, inventory, settings)
             built[server.name] = gateway.host
+            for provider in hosts.values():
+                provider.jump = gateway.public_address
         elif server.task == "monitoring":
             built[server.name] = Monitoring(server, hosts[server.site], user_data, inventory, settings).host
         else:
@@ -107,6 +114,8 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         "gatewayPublicAddress": gateway.public_address,
         "gatewayPrivateAddress": gateway.private_address,
         "gatewaySshEndpoint": gateway.public_address.apply(lambda a: f"root@{a}:22"),
+        "gatewayPublicAddress6": gateway.public_address6,
+        "witnessPublicAddress": built["etcd-witness"].address if "etcd-witness" in built else "",
     }
 
 
@@ -131,20 +140,54 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         hcloud.PlacementGroup(f"replicas-{k}", name=f"unde-replicas-{k}", type="spread", labels={"managed-by": "unde-infra"})
         for k in range(-(-len(inventory.shards) // PLACEMENT_GROUP_SIZE))
     ]
+    gateway_address = helsinki.require_output("gatewayPublicAddress")
     replica_hosts = HcloudHosts(
         settings,
         settings.replica_location,
         keys,
         network_id=helsinki.require_output("networkId").apply(int),
         placement_for=lambda server: spread_groups[(server.shard or 0) // PLACEMENT_GROUP_SIZE].id.apply(int),
+        jump=gateway_address,
+    )
+    linux_gateway = inventory.network.wireguard.mode == "linux"
+    gateway_host = Host(inventory.gateway, gateway_address, helsinki)
+    wiring = TunnelWiring(
+        inventory,
+        gateway_host if linux_gateway else None,
+        gateway_address,
+        helsinki.require_output("gatewayPublicAddress6"),
+        private_servers_use_ipv6=settings.provider == "hcloud",
     )
     built: dict[str, Host] = {}
-    for server in inventory.site_servers(LOCAL):
+    peers: dict[str, WireGuardPeer] = {}
+    # The entry host first: local servers without a public address are reached through it.
+    for server in sorted(inventory.site_servers(LOCAL), key=lambda s: not s.entry_point):
         if server.shard is None:
-            built[server.name] = AgentHost(server, local_hosts, bootstrap_user_data(server, inventory, settings.ssh_keys)).host
+            agent = AgentHost(server, local_hosts, bootstrap_user_data(server, inventory, settings.ssh_keys), wiring)
+            built[server.name], peers[server.name] = agent.host, agent.tunnel
+            if isinstance(local_hosts, HcloudHosts) and local_hosts.jump is None and server.public_ipv4:
+                local_hosts.jump = agent.host.address
     for shard in inventory.shards:
         user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
-        built[shard.primary.name] = ShardPair(shard, local_hosts, replica_hosts, user_data).primary
+        pair = ShardPair(shard, local_hosts, replica_hosts, user_data, wiring)
+        built[shard.primary.name], peers[shard.primary.name] = pair.primary, pair.tunnel
+    if not linux_gateway:
+        RouterOsTunnels(
+            inventory,
+            Host(inventory.gateway, gateway_address, helsinki, user=settings.routeros_user),
+            {name: peer.keys for name, peer in peers.items()},
+            [str(c) for c in settings.admin_cidrs],
+            settings.routeros_private_interface,
+        )
+    witness = next((m.host for m in inventory.etcd if m.site == "witness"), None)
+    etcd_local = next((m.host for m in inventory.etcd if m.site == LOCAL), None)
+    if witness is not None and etcd_local is not None and etcd_local.name in built:
+        witness_address = helsinki.require_output("witnessPublicAddress")
+        WitnessTunnel(
+            inventory,
+            {etcd_local.name: built[etcd_local.name], witness.name: Host(witness, witness_address, helsinki)},
+            witness_address,
+        )
     entry_address: pulumi.Input[str] = built[api_instances(inventory)[0].name].address
     if needs_load_balancer(inventory):
         instances = [built[s.name] for s in api_instances(inventory)]

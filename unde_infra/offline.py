@@ -9,6 +9,7 @@ the program's own inputs are recorded exactly as the program produced them.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -122,7 +123,13 @@ class OfflineMocks(pulumi_mocks.Mocks):
     """Answers what the providers would compute: numeric hcloud ids, assigned addresses,
     placeholder values for generated secrets, and the other stack's outputs."""
 
-    def __init__(self, stack_outputs: dict[str, dict[str, Any]], public_addresses: dict[str, str]) -> None:
+    def __init__(
+        self,
+        stack_outputs: dict[str, dict[str, Any]],
+        public_addresses: dict[str, str],
+        secret_prefix: str = OFFLINE_SECRET_PREFIX,
+    ) -> None:
+        self.secret_prefix = secret_prefix
         self.stack_outputs = stack_outputs
         self.public_addresses = public_addresses
         self._next_id = STAND_IN_ID_BASE
@@ -146,11 +153,16 @@ class OfflineMocks(pulumi_mocks.Mocks):
             if public and address is None:
                 self._next_public += 1
                 address = f"{STAND_IN_PUBLIC_NET}{self._next_public}"
-            state.update(ipv4Address=address or "", status="running")
+            self._next_public += 1
+            state.update(ipv4Address=address or "", ipv6Address=f"2001:db8:{self._next_public:x}::1", status="running")
+        elif args.typ == "random:index/randomBytes:RandomBytes":
+            # Deterministic bytes of the requested length, so that derived values (WireGuard
+            # public keys) are real derivations of a placeholder, never of a real secret.
+            raw = hashlib.sha256(f"{self.secret_prefix}-{args.name}".encode()).digest() * 8
+            raw = raw[: int(state.get("length", 32))]
+            state.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
         elif args.typ.startswith("random:index/random"):
-            state["result"] = f"{OFFLINE_SECRET_PREFIX}-{args.name}"
-            state["hex"] = hashlib.sha256(args.name.encode()).hexdigest()
-            state["b64Std"] = state["result"]
+            state["result"] = f"{self.secret_prefix}-{args.name}"
         elif args.typ.startswith("command:remote:") or args.typ.startswith("command:local:"):
             state.setdefault("stdout", "")
             state.setdefault("stderr", "")
@@ -285,6 +297,7 @@ def run_program(
     public_addresses: dict[str, str] | None = None,
     program: Path = ROOT / "__main__.py",
     stand_ins: list[str] | None = None,
+    secret_prefix: str = OFFLINE_SECRET_PREFIX,
 ) -> StackRun:
     """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks."""
     pulumi_config: dict[str, str] = {}
@@ -295,10 +308,10 @@ def run_program(
         full = key if ":" in key else f"{PROJECT}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             # An encrypted config secret cannot be read offline: a placeholder stands in.
-            value = f"{OFFLINE_SECRET_PREFIX}-{key}"
+            value = f"{secret_prefix}-{key}"
             secret_keys.append(full)
         pulumi_config[full] = value if isinstance(value, str) else json.dumps(value)
-    mocks = OfflineMocks(stack_outputs or {}, public_addresses or {})
+    mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix)
     monitor = RecordingMonitor(mocks)
     _configure(monitor, stack)
     set_all_config(pulumi_config, secret_keys)

@@ -30,8 +30,6 @@ from .offline import (
 from .settings import StackSettings, check_against_inventory, missing_import_ids, parse_settings
 
 USER_DATA_ARTIFACT = "user-data.yaml"
-# A file built from secret values is listed among the artifacts, its content never shown.
-SECRET_ARTIFACT = "[secret: built from secret values; delivered root-only, never shown in a preview]\n"
 SERVER_TYPE = "hcloud:index/server:Server"
 BOOTSTRAP_SUFFIX = "-bootstrap"  # ExistingHosts' bootstrap command of a server
 FILE_DELIVERY_TYPE = "command:remote:Command"  # components/delivery.py: named `<server>:<path>`
@@ -151,9 +149,17 @@ def collect_artifacts(run: StackRun) -> dict[str, dict[str, str]]:
             files.setdefault(record.name[: -len(BOOTSTRAP_SUFFIX)], {})[USER_DATA_ARTIFACT] = inputs["stdin"]
         elif record.type == FILE_DELIVERY_TYPE and ":/" in record.name and "stdin" in inputs:
             server, _, path = record.name.partition(":")
-            secret = "stdin" in record.secret_paths
-            files.setdefault(server, {})[path] = SECRET_ARTIFACT if secret else inputs["stdin"]
+            files.setdefault(server, {})[path] = inputs["stdin"]
     return files
+
+
+def secret_artifacts(run: StackRun) -> list[str]:
+    """`server:path` of every file built from secret values. Offline those values are
+    placeholders (generated secrets and config secrets alike), so the artifacts show the files'
+    shape and never a real secret; a real run delivers them root-only."""
+    return sorted(
+        r.name for r in run.records if r.type == FILE_DELIVERY_TYPE and ":/" in r.name and "stdin" in r.secret_paths
+    )
 
 
 def write_results(results: list[StackResult], out: Path) -> None:
@@ -166,6 +172,7 @@ def write_results(results: list[StackResult], out: Path) -> None:
             _write_json(stack_dir / "resources.json", result.run.resources())
             _write_json(stack_dir / "outputs.json", result.run.masked_outputs())
             _write_json(stack_dir / "policy.json", [v.as_dict() for v in result.violations])
+            _write_json(stack_dir / "secret-files.json", secret_artifacts(result.run))
             for server, files in result.artifacts.items():
                 for path, content in files.items():
                     target = stack_dir / "artifacts" / server / path.lstrip("/")

@@ -40,13 +40,16 @@ class StackSettings:
     replica_location: str = "hel1"
     telegram_chat_id: int = 0
     slack_channel: str = "#unde-alerts"
+    # Gateway mode routeros: the router's SSH user and its interface on the Helsinki network.
+    routeros_user: str = "admin"
+    routeros_private_interface: str = "ether2"
 
 
 KNOWN_KEYS = {
     "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "provider",
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
-    "posthogApiKey",
+    "posthogApiKey", "routerosUser", "routerosPrivateInterface",
 }  # fmt: skip
 # Read by the components with `require_secret`, never into StackSettings.
 SECRET_KEYS = {
@@ -112,6 +115,8 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         helsinki_stack=str(raw.get("helsinkiStack", "organization/unde-infra/helsinki")),
         telegram_chat_id=_int_setting(raw, "telegramChatId", problems),
         slack_channel=str(raw.get("slackChannel", "#unde-alerts")),
+        routeros_user=str(raw.get("routerosUser", "admin")),
+        routeros_private_interface=str(raw.get("routerosPrivateInterface", "ether2")),
     )
 
 

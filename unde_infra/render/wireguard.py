@@ -756,6 +756,12 @@ def gateway_apply_command(inventory: Inventory, mode: Mode | None = None) -> str
         name = ROUTEROS_SCRIPT_PATH.lstrip("/")
         return f"/import file-name={name} verbose=yes; /file/remove [find name={name}]"
     interfaces = [t.interface for _, t in local_tunnels(inventory)]
+    return "\n".join([gateway_base_apply_command(), local_apply_command(interfaces)])
+
+
+def gateway_base_apply_command() -> str:
+    """Forwarding and the ruleset of helsinki-gw (linux mode), without the tunnels: the helsinki
+    stack applies these before any local server exists; each tunnel is applied with its peer."""
     return "\n".join(
         [
             "set -e",
@@ -764,6 +770,5 @@ def gateway_apply_command(inventory: Inventory, mode: Mode | None = None) -> str
             f"nft -c -f {NFTABLES_PATH}",
             f"nft -f {NFTABLES_PATH}",
             "systemctl enable nftables",
-            local_apply_command(interfaces),
         ]
     )
