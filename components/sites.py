@@ -7,10 +7,12 @@ from typing import Any
 
 import pulumi
 import pulumi_hcloud as hcloud
+import pulumi_random as random
 
 from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
 from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
+from unde_infra.render.app_secrets import POSTHOG_PATH, posthog_server
 from unde_infra.render.cloud_init import bootstrap_user_data
 from unde_infra.render.entry import api_instances, needs_load_balancer
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
@@ -19,6 +21,7 @@ from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 from .agent_host import AgentHost
 from .batch_host import BatchHost
 from .dedicated_host import DedicatedHost
+from .delivery import RemoteFile
 from .entry_point import HcloudEntryPoint, NginxEntryPoint
 from .firewalls import Firewalls
 from .helsinki_gateway import HelsinkiGateway
@@ -26,6 +29,7 @@ from .hosts import ExistingHosts, HcloudHosts, Host, HostProvider
 from .monitoring import Monitoring
 from .network import HelsinkiNetwork, LocalNetwork
 from .object_storage import ObjectStorage
+from .secrets import LocalSecrets
 from .shard_pair import ShardPair
 from .wireguard_peer import RouterOsTunnels, TunnelWiring, WireGuardPeer, WitnessTunnel
 
@@ -105,7 +109,8 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         elif server.task == "monitoring":
             built[server.name] = Monitoring(server, hosts[server.site], user_data, inventory, settings).host
         else:
-            built[server.name] = BatchHost(server, hosts[server.site], user_data).host
+            files = posthog_files() if server.task == "posthog" else None
+            built[server.name] = BatchHost(server, hosts[server.site], user_data, files).host
     assert gateway is not None  # the model requires exactly one gateway
     Firewalls("helsinki", firewall_plans(inventory, HELSINKI, settings.admin_cidrs), _server_ids(built))
     ObjectStorage("object-storage", inventory)
@@ -158,18 +163,20 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         helsinki.require_output("gatewayPublicAddress6"),
         private_servers_use_ipv6=settings.provider == "hcloud",
     )
+    secrets = LocalSecrets(inventory)
     built: dict[str, Host] = {}
     peers: dict[str, WireGuardPeer] = {}
     # The entry host first: local servers without a public address are reached through it.
     for server in sorted(inventory.site_servers(LOCAL), key=lambda s: not s.entry_point):
         if server.shard is None:
-            agent = AgentHost(server, local_hosts, bootstrap_user_data(server, inventory, settings.ssh_keys), wiring)
+            user_data = bootstrap_user_data(server, inventory, settings.ssh_keys)
+            agent = AgentHost(server, local_hosts, user_data, wiring, secrets.files_for(server))
             built[server.name], peers[server.name] = agent.host, agent.tunnel
             if isinstance(local_hosts, HcloudHosts) and local_hosts.jump is None and server.public_ipv4:
                 local_hosts.jump = agent.host.address
     for shard in inventory.shards:
         user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
-        pair = ShardPair(shard, local_hosts, replica_hosts, user_data, wiring)
+        pair = ShardPair(shard, local_hosts, replica_hosts, user_data, wiring, secrets)
         built[shard.primary.name], peers[shard.primary.name] = pair.primary, pair.tunnel
     if not linux_gateway:
         RouterOsTunnels(
@@ -210,6 +217,14 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         },
         "gatewayEndpoint": helsinki.require_output("gatewayPublicAddress"),
     }
+
+
+def posthog_files() -> dict[str, RemoteFile]:
+    """PostHog's own database password and Django secret key, generated once and kept."""
+    password = random.RandomPassword("posthog-db-password", length=32, special=False).result
+    secret_key = random.RandomPassword("posthog-secret-key", length=50, special=False).result
+    content = pulumi.Output.all(password, secret_key).apply(lambda v: posthog_server(v[0], v[1]))
+    return {POSTHOG_PATH: RemoteFile(content, mode="0600", secret=True)}
 
 
 def _server_ids(hosts: dict[str, Host]) -> dict[str, pulumi.Output[int]]:

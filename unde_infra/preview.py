@@ -20,6 +20,7 @@ import yaml
 from .errors import Problems, TopologyError
 from .model import HELSINKI, ROOT, STACKS, Inventory, load_topology
 from .offline import (
+    OFFLINE_SECRET_PREFIX,
     STACK_OUTPUTS_FILE,
     STAND_IN_IMPORT_ID_BASE,
     StackRun,
@@ -106,14 +107,19 @@ def documented_stack_outputs() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(STACK_OUTPUTS_FILE.read_text(encoding="utf-8"))
 
 
-def run_stacks(prepared: list[PreparedStack]) -> list[StackResult]:
+def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
     stack_outputs = documented_stack_outputs()
     results = []
     for item in prepared:
         public = {s.name: str(s.public_address) for s in item.inventory.servers.values() if s.public_address}
         started = time.perf_counter()
         run = run_program(
-            item.stack, item.config, stack_outputs=stack_outputs, public_addresses=public, stand_ins=item.stand_ins
+            item.stack,
+            item.config,
+            stack_outputs=stack_outputs,
+            public_addresses=public,
+            stand_ins=item.stand_ins,
+            secret_prefix=secret_prefix,
         )
         seconds = time.perf_counter() - started
         if item.stack == HELSINKI:
