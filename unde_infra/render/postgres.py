@@ -41,6 +41,28 @@ DEFAULT_EXTENSIONS = ("vector", "pg_stat_statements")
 
 
 @dataclass(frozen=True)
+class ShardSecrets:
+    """The passwords and keys of one shard: plain strings (Pulumi secret outputs are resolved
+    before rendering). They are rendered only into the files `is_secret` reports."""
+
+    superuser_password: str
+    replication_password: str
+    rewind_password: str
+    pgbouncer_password: str
+    exporter_password: str
+    s3_access_key: str
+    s3_secret_key: str
+    # pgBackRest encrypts the repository: backups hold user knowledge and chat history.
+    repo_cipher_pass: str
+
+    def __repr__(self) -> str:  # never show a secret in a traceback or a test report
+        return "ShardSecrets(<redacted>)"
+
+    def values(self) -> list[str]:
+        return [getattr(self, name) for name in self.__dataclass_fields__]
+
+
+@dataclass(frozen=True)
 class NodeLayout:
     """Where things live on a shard node, and its ports.
 
@@ -76,6 +98,9 @@ class NodeLayout:
         return f"{self.patroni_dir}/patroni.yml"
 
 
+DEFAULT_LAYOUT = NodeLayout()
+
+
 def _size(mb: float) -> str:
     whole = max(1, int(round(mb)))
     return f"{whole // 1024}GB" if whole % 1024 == 0 else f"{whole}MB"
@@ -89,15 +114,15 @@ def memory_parameters(ram_gb: float) -> dict[str, str]:
     return {name: _size(mb * scale) for name, mb in _MEMORY_AT_32GB_MB.items()}
 
 
-def archive_command(shard: Shard, layout: NodeLayout = NodeLayout()) -> str:
+def archive_command(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
     return f"pgbackrest --config={layout.pgbackrest_config} --stanza={shard.scope} archive-push %p"
 
 
-def restore_command(shard: Shard, layout: NodeLayout = NodeLayout()) -> str:
+def restore_command(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
     return f'pgbackrest --config={layout.pgbackrest_config} --stanza={shard.scope} archive-get %f "%p"'
 
 
-def cluster_parameters(shard: Shard, layout: NodeLayout = NodeLayout()) -> dict[str, str | int]:
+def cluster_parameters(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, str | int]:
     """Settings that are the same on every member of a shard (Patroni keeps them in the DCS)."""
     return {
         "random_page_cost": "1.1",
@@ -117,7 +142,7 @@ def cluster_parameters(shard: Shard, layout: NodeLayout = NodeLayout()) -> dict[
         "max_connections": 100,
         "archive_mode": "on",
         "archive_command": archive_command(shard, layout),
-        "archive_timeout": "60s",
+        "archive_timeout": "1min",
         "hot_standby": "on",
         "password_encryption": "scram-sha-256",
         "shared_preload_libraries": "pg_stat_statements",
@@ -130,7 +155,7 @@ def node_parameters(server: Server) -> dict[str, str | int]:
     return dict(memory_parameters(server.ram_gb))
 
 
-def spec_parameters(shard: Shard, server: Server, layout: NodeLayout = NodeLayout()) -> dict[str, str | int]:
+def spec_parameters(shard: Shard, server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, str | int]:
     """Every SPEC setting of a node, as postgresql.conf would hold them."""
     return {**node_parameters(server), **cluster_parameters(shard, layout)}
 

@@ -1,0 +1,256 @@
+"""Shard node rendering: SPEC's PostgreSQL values, pg_hba, patroni.yml, etcd, pgBackRest, PgBouncer,
+postgres_exporter, and where secrets may appear."""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Network, ip_network
+
+import pytest
+import yaml
+
+from unde_infra import timings
+from unde_infra.model import Inventory, load_topology
+from unde_infra.render import etcd, monitoring, patroni, pgbackrest, pgbouncer, postgres, postgres_exporter
+from unde_infra.render.postgres import ShardSecrets
+
+# SPEC.md, "Shard PostgreSQL configuration (32 GB RAM, NVMe)", verbatim values.
+SPEC_32GB = {
+    "shared_buffers": "8GB",
+    "effective_cache_size": "24GB",
+    "work_mem": "40MB",
+    "maintenance_work_mem": "2GB",
+    "wal_buffers": "64MB",
+    "random_page_cost": "1.1",
+    "seq_page_cost": "1.0",
+    "effective_io_concurrency": "200",
+    "fsync": "on",
+    "synchronous_commit": "local",
+    "full_page_writes": "on",
+    "wal_level": "replica",
+    "max_wal_senders": "5",
+    "wal_keep_size": "4GB",
+    "max_replication_slots": "5",
+    "checkpoint_timeout": "10min",
+    "max_wal_size": "2GB",
+    "max_connections": "100",
+    "archive_mode": "on",
+}
+
+SECRETS = ShardSecrets(
+    superuser_password="su-Secret-1",
+    replication_password="repl-Secret-2",
+    rewind_password="rew-Secret-3",
+    pgbouncer_password="pgb-Secret-4",
+    exporter_password="exp-Secret-5",
+    s3_access_key="AKIA-Secret-6",
+    s3_secret_key="s3-Secret-7",
+    repo_cipher_pass="cipher-Secret-8",
+)
+
+
+@pytest.fixture(scope="module")
+def two_shards() -> Inventory:
+    return load_topology(shards=2)
+
+
+def test_spec_values_exactly_at_32_gb(inventory: Inventory) -> None:
+    shard = inventory.shards[0]
+    assert shard.primary.ram_gb == 32
+    rendered = {k: str(v) for k, v in postgres.spec_parameters(shard, shard.primary).items()}
+    for name, value in SPEC_32GB.items():
+        assert rendered[name] == value, name
+    # SPEC's archive_command, with the config path pgBackRest is given explicitly.
+    assert rendered["archive_command"] == (
+        "pgbackrest --config=/etc/pgbackrest/pgbackrest.conf --stanza=shard0 archive-push %p"
+    )
+
+
+def test_memory_scales_with_ram() -> None:
+    assert postgres.memory_parameters(16) == {
+        "shared_buffers": "4GB",
+        "effective_cache_size": "12GB",
+        "work_mem": "20MB",
+        "maintenance_work_mem": "1GB",
+        "wal_buffers": "32MB",
+    }
+    assert postgres.memory_parameters(64)["shared_buffers"] == "16GB"
+    with pytest.raises(ValueError):
+        postgres.memory_parameters(0)
+
+
+def test_replica_gets_its_own_memory_and_the_same_cluster_settings(inventory: Inventory) -> None:
+    shard = inventory.shards[0]
+    primary = yaml.safe_load(patroni.patroni_yaml(shard, "primary", inventory))
+    replica = yaml.safe_load(patroni.patroni_yaml(shard, "replica", inventory))
+    assert primary["postgresql"]["parameters"]["shared_buffers"] == "8GB"
+    assert replica["postgresql"]["parameters"]["shared_buffers"] == "4GB"  # ccx23, 16 GB
+    assert primary["bootstrap"]["dcs"] == replica["bootstrap"]["dcs"]
+
+
+def test_stanza_per_shard(two_shards: Inventory) -> None:
+    for shard in two_shards.shards:
+        config = yaml.safe_load(patroni.patroni_yaml(shard, "primary", two_shards))
+        params = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+        assert f"--stanza=shard{shard.index} archive-push %p" in params["archive_command"]
+        assert f"--stanza=shard{shard.index} archive-get %f" in config["postgresql"]["recovery_conf"]["restore_command"]
+        assert config["scope"] == f"shard{shard.index}"
+        assert f"[shard{shard.index}]" in pgbackrest.pgbackrest_conf(shard, pgbackrest.default_repo(two_shards))
+
+
+def test_pg_hba_admits_only_private_and_tunnel_ranges_with_scram(two_shards: Inventory) -> None:
+    allowed = [IPv4Network("127.0.0.1/32")] + [s.range for s in two_shards.sites.values()]
+    allowed.append(two_shards.network.tunnel_range)
+    for shard in two_shards.shards:
+        for line in postgres.pg_hba(shard, two_shards):
+            fields = line.split()
+            assert fields[-1] in {"scram-sha-256", "peer"}, line
+            if fields[0] == "local":
+                continue
+            assert fields[0] == "host", line  # no hostnossl/hostssl surprises, no 'trust'
+            network = ip_network(fields[3])
+            assert any(network.subnet_of(a) for a in allowed), line  # type: ignore[arg-type]
+        replication = [line.split()[3] for line in postgres.pg_hba(shard, two_shards) if " replication " in line]
+        assert f"{shard.replica.ip}/32" in replication and f"{shard.primary.ip}/32" in replication
+        assert shard.primary.tunnel is not None and f"{shard.primary.tunnel.local_ip}/32" in replication
+
+
+@pytest.mark.parametrize("placement", ["three-sites", "plan"])
+def test_patroni_yml(placement: str) -> None:
+    inventory = load_topology(placement=placement, shards=2)
+    for shard in inventory.shards:
+        for node, server in (("primary", shard.primary), ("replica", shard.replica)):
+            config = yaml.safe_load(patroni.patroni_yaml(shard, node, inventory))  # type: ignore[arg-type]
+            assert config["scope"] == shard.scope and config["name"] == server.name
+            assert config["etcd3"]["hosts"] == [f"{m.host.ip}:2379" for m in inventory.etcd]
+            dcs = config["bootstrap"]["dcs"]
+            assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (
+                timings.PATRONI_TTL, timings.PATRONI_LOOP_WAIT, timings.PATRONI_RETRY_TIMEOUT)
+            assert dcs["maximum_lag_on_failover"] == timings.MAXIMUM_LAG_ON_FAILOVER_BYTES
+            assert dcs["failsafe_mode"] is True
+            assert dcs["postgresql"]["use_slots"] is True and dcs["postgresql"]["use_pg_rewind"] is True
+            assert dcs["postgresql"]["parameters"]["max_slot_wal_keep_size"] == postgres.MAX_SLOT_WAL_KEEP_SIZE
+            assert "data-checksums" in config["bootstrap"]["initdb"]
+            assert config["postgresql"]["connect_address"] == f"{server.ip}:5432"
+            assert config["restapi"]["connect_address"] == f"{server.ip}:8008"
+            assert config["postgresql"]["create_replica_methods"] == ["pgbackrest", "basebackup"]
+            for user in config["postgresql"]["authentication"].values():
+                assert set(user) == {"username"}  # passwords come from the environment file
+    plan = load_topology(placement="plan")
+    assert "10.1.2.10:2379" in yaml.safe_load(patroni.patroni_yaml(plan.shards[0], "primary", plan))["etcd3"]["hosts"]
+
+
+def test_timing_rule_is_enforced() -> None:
+    assert timings.patroni_rule_holds()
+    with pytest.raises(ValueError, match="loop_wait"):
+        patroni.PatroniTimings(ttl=20, loop_wait=10, retry_timeout=6)
+
+
+def _bundle(inventory: Inventory, node: str = "primary") -> dict[str, patroni.RenderedFile]:
+    return patroni.shard_node_bundle(inventory.shards[0], node, inventory, SECRETS)  # type: ignore[arg-type]
+
+
+def test_secrets_only_in_secret_files(inventory: Inventory) -> None:
+    for node in ("primary", "replica"):
+        bundle = _bundle(inventory, node)
+        assert {p for p, f in bundle.items() if f.secret} == patroni.secret_paths()
+        for path, rendered in bundle.items():
+            assert path.startswith("/"), path
+            leaked = [v for v in SECRETS.values() if v in rendered.content]
+            if rendered.secret:
+                assert leaked, f"{path} is marked secret but carries none"
+                assert rendered.mode == "0600", path
+                if path != "/etc/pgbouncer/userlist.txt":
+                    assert rendered.owner == "root", path
+            else:
+                assert not leaked, f"a secret leaked into {path}"
+    assert "<redacted>" in repr(SECRETS) and SECRETS.superuser_password not in repr(SECRETS)
+
+
+def test_shard_node_files_paths(inventory: Inventory) -> None:
+    files = patroni.shard_node_files(inventory.shards[0], "primary", inventory, SECRETS)
+    assert set(files) == set(_bundle(inventory))
+    assert {"/etc/patroni/patroni.yml", "/etc/pgbackrest/pgbackrest.conf", "/etc/pgbouncer/pgbouncer.ini",
+            "/etc/postgres_exporter/queries.yaml", "/etc/unde/secrets/patroni.env"} <= set(files)
+    env = files["/etc/unde/secrets/patroni.env"]
+    assert f"PATRONI_SUPERUSER_PASSWORD={SECRETS.superuser_password}\n" in env
+    dropin = files["/etc/systemd/system/patroni.service.d/unde.conf"]
+    assert "EnvironmentFile=/etc/unde/secrets/patroni.env" in dropin
+    assert "EnvironmentFile=/etc/unde/secrets/pgbackrest.env" in dropin  # archive_command needs the keys
+    with pytest.raises(ValueError):
+        patroni.shard_node_files(inventory.shards[0], "standby", inventory, SECRETS)  # type: ignore[arg-type]
+
+
+def test_post_bootstrap_reads_passwords_from_the_environment(inventory: Inventory) -> None:
+    files = patroni.shard_node_files(inventory.shards[0], "primary", inventory, SECRETS)
+    sql = files["/etc/patroni/post_bootstrap.sql"]
+    assert "\\getenv pgbouncer_password UNDE_PGBOUNCER_PASSWORD" in sql
+    assert "CREATE EXTENSION IF NOT EXISTS vector;" in sql
+    assert "PASSWORD :'exporter_password'" in sql
+    script = files["/etc/patroni/post_bootstrap.sh"]
+    assert "UNDE_" not in script and "-f /etc/patroni/post_bootstrap.sql" in script
+
+
+def test_pgbackrest_repo_is_the_backups_bucket(inventory: Inventory) -> None:
+    shard = inventory.shards[0]
+    repo = pgbackrest.default_repo(inventory)
+    conf = pgbackrest.pgbackrest_conf(shard, repo)
+    assert "repo1-type=s3" in conf
+    assert "repo1-s3-bucket=unde-backups" in conf
+    assert "repo1-s3-endpoint=hel1.your-objectstorage.com" in conf
+    assert "repo1-cipher-type=aes-256-cbc" in conf
+    assert not re.search(r"repo1-s3-key|cipher-pass", conf)
+    env = pgbackrest.pgbackrest_env(SECRETS, repo)
+    assert f"PGBACKREST_REPO1_S3_KEY={SECRETS.s3_access_key}" in env
+    assert f"PGBACKREST_REPO1_S3_KEY_SECRET={SECRETS.s3_secret_key}" in env
+    posix = pgbackrest.pgbackrest_env(SECRETS, pgbackrest.PosixRepo("/tmp/repo"))
+    assert SECRETS.s3_access_key not in posix
+
+
+def test_etcd_member_config(inventory: Inventory) -> None:
+    members = {m.member for m in inventory.etcd}
+    for member in inventory.etcd:
+        files = etcd.etcd_member_files(member, inventory)
+        config = yaml.safe_load(files[etcd.EtcdLayout().config_file])
+        assert config["heartbeat-interval"] == timings.ETCD_HEARTBEAT_MS
+        assert config["election-timeout"] == timings.ETCD_ELECTION_TIMEOUT_MS
+        assert config["pre-vote"] is True and config["enable-grpc-gateway"] is True
+        cluster = dict(item.split("=") for item in config["initial-cluster"].split(","))
+        assert set(cluster) == members
+        assert cluster[member.member] == f"http://{member.host.ip}:2380"
+        assert config["listen-client-urls"].startswith(f"http://{member.host.ip}:2379")
+    plan = load_topology(placement="plan")
+    with pytest.raises(ValueError, match="not a member"):
+        etcd.etcd_config(next(m for m in inventory.etcd if m.member == "etcd-witness"), plan)
+
+
+def test_etcd_timings_fit_the_rtt() -> None:
+    rtt_ms = 120  # SPEC: Helsinki <-> local
+    assert timings.ETCD_HEARTBEAT_MS >= rtt_ms
+    assert timings.ETCD_ELECTION_TIMEOUT_MS >= 10 * rtt_ms
+    assert timings.ETCD_ELECTION_TIMEOUT_MS >= 5 * timings.ETCD_HEARTBEAT_MS
+    # etcd must settle a leader change well inside Patroni's retry window.
+    assert timings.ETCD_ELECTION_TIMEOUT_MS * 2 < timings.PATRONI_RETRY_TIMEOUT * 1000
+    with pytest.raises(ValueError):
+        etcd.etcd_config(load_topology().etcd[0], load_topology(),
+                         etcd.EtcdLayout(heartbeat_ms=500, election_timeout_ms=1000))
+
+
+def test_pgbouncer(inventory: Inventory) -> None:
+    shard = inventory.shards[0]
+    ini = pgbouncer.pgbouncer_ini(shard.replica)
+    assert f"listen_addr = {shard.replica.ip},127.0.0.1" in ini
+    assert "auth_type = scram-sha-256" in ini and "pool_mode = transaction" in ini
+    assert pgbouncer.SERVER_POOL_SIZE < 100  # below max_connections, with room for Patroni and replication
+    assert pgbouncer.userlist(SECRETS) == f'"pgbouncer" "{SECRETS.pgbouncer_password}"\n'
+
+
+def test_exporter_metric_names() -> None:
+    queries = yaml.safe_load(postgres_exporter.queries_yaml())
+    names = {f"{key}_{column}" for key, q in queries.items() for m in q["metrics"] for column, spec in m.items()
+             if spec["usage"] != "LABEL"}
+    assert postgres_exporter.EMBEDDING_INDEX_METRIC in names
+    assert postgres_exporter.WAL_RETAINED_METRIC in names
+    assert "pg_relation_size(to_regclass('idx_messages_embedding'))" in queries["unde_embedding_index"]["query"]
+    # The monitoring engineer's alert reads the same name.
+    assert monitoring.EMBEDDING_INDEX_METRIC == postgres_exporter.EMBEDDING_INDEX_METRIC

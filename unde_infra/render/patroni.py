@@ -1,0 +1,342 @@
+"""Patroni of each shard node, and every file a shard node receives.
+
+Model: autobase's patroni.yml template (every knob named), reduced to what UNDE's two-site
+shards need. One Patroni cluster (scope) per shard, all shards sharing the etcd quorum of the
+chosen placement. `patroni.yml` carries no password: Patroni reads PATRONI_*_PASSWORD from a
+root-only environment file that systemd loads, so the configuration can be shown in previews,
+diffs and test output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .. import timings
+from ..model import Inventory, Server, Shard
+from . import pgbackrest, pgbouncer, postgres_exporter
+from .cloud_init import dump_yaml
+from .etcd import DEFAULT_ETCD_LAYOUT, EtcdLayout, patroni_hosts
+from .postgres import (
+    DEFAULT_LAYOUT,
+    EXPORTER_USER,
+    PGBOUNCER_USER,
+    REPLICATION_USER,
+    REWIND_USER,
+    SUPERUSER,
+    NodeLayout,
+    ShardSecrets,
+    cluster_parameters,
+    node_parameters,
+    pg_hba,
+    restore_command,
+)
+
+Node = Literal["primary", "replica"]
+NAMESPACE = "/unde/"
+# With asynchronous replication a local restart loses nothing and a failover may; give a
+# crashed PostgreSQL this long to come back before the replica takes over.
+PRIMARY_START_TIMEOUT = 60
+POST_BOOTSTRAP_SCRIPT = "post_bootstrap.sh"
+POST_BOOTSTRAP_SQL = "post_bootstrap.sql"
+PATRONI_ENV = "patroni.env"
+
+
+@dataclass(frozen=True)
+class PatroniTimings:
+    ttl: int = timings.PATRONI_TTL
+    loop_wait: int = timings.PATRONI_LOOP_WAIT
+    retry_timeout: int = timings.PATRONI_RETRY_TIMEOUT
+    maximum_lag_on_failover: int = timings.MAXIMUM_LAG_ON_FAILOVER_BYTES
+
+    def __post_init__(self) -> None:
+        if not timings.patroni_rule_holds(self.ttl, self.loop_wait, self.retry_timeout):
+            raise ValueError(
+                f"Patroni timings break loop_wait + 2 * retry_timeout <= ttl: "
+                f"{self.loop_wait} + 2 * {self.retry_timeout} > {self.ttl}"
+            )
+
+
+DEFAULT_TIMINGS = PatroniTimings()
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    content: str
+    owner: str = "root"
+    group: str = "root"
+    mode: str = "0644"
+    secret: bool = False
+
+
+def node_server(shard: Shard, node: Node) -> Server:
+    if node == "primary":
+        return shard.primary
+    if node == "replica":
+        return shard.replica
+    raise ValueError(f"node must be 'primary' or 'replica', got {node!r}")
+
+
+def patroni_config(
+    shard: Shard,
+    node: Node,
+    inventory: Inventory,
+    *,
+    layout: NodeLayout = DEFAULT_LAYOUT,
+    etcd_layout: EtcdLayout = DEFAULT_ETCD_LAYOUT,
+    patroni_timings: PatroniTimings = DEFAULT_TIMINGS,
+) -> dict[str, object]:
+    server = node_server(shard, node)
+    hba = pg_hba(shard, inventory)
+    return {
+        "scope": shard.scope,
+        "namespace": NAMESPACE,
+        "name": server.name,
+        "log": {"dir": layout.patroni_log_dir, "level": "INFO", "file_num": 10, "file_size": 26214400},
+        "restapi": {
+            "listen": f"{server.ip}:{layout.patroni_port}",
+            "connect_address": f"{server.ip}:{layout.patroni_port}",
+        },
+        "etcd3": {"hosts": patroni_hosts(inventory, etcd_layout), "protocol": "http"},
+        "bootstrap": {
+            "dcs": {
+                "ttl": patroni_timings.ttl,
+                "loop_wait": patroni_timings.loop_wait,
+                "retry_timeout": patroni_timings.retry_timeout,
+                "maximum_lag_on_failover": patroni_timings.maximum_lag_on_failover,
+                "primary_start_timeout": PRIMARY_START_TIMEOUT,
+                # Keeps a primary writable through an etcd outage as long as it reaches every
+                # Patroni member; it cannot help when the other member is cut off too.
+                "failsafe_mode": True,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": cluster_parameters(shard, layout),
+                },
+            },
+            # pg_rewind needs checksums (or wal_log_hints); checksums also catch disk corruption.
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+            "pg_hba": list(hba),
+            "post_bootstrap": f"{layout.patroni_dir}/{POST_BOOTSTRAP_SCRIPT}",
+        },
+        "postgresql": {
+            "listen": f"{server.ip},127.0.0.1:{layout.pg_port}",
+            "connect_address": f"{server.ip}:{layout.pg_port}",
+            "data_dir": layout.data_dir,
+            "bin_dir": layout.bin_dir,
+            "pgpass": layout.pgpass,
+            # Passwords come from PATRONI_SUPERUSER_PASSWORD etc. (patroni.env).
+            "authentication": {
+                "superuser": {"username": SUPERUSER},
+                "replication": {"username": REPLICATION_USER},
+                "rewind": {"username": REWIND_USER},
+            },
+            "parameters": {**node_parameters(server), "unix_socket_directories": layout.socket_dir},
+            "pg_hba": hba,
+            "use_pg_rewind": True,
+            "remove_data_directory_on_rewind_failure": True,
+            "remove_data_directory_on_diverged_timelines": True,
+            # A new Helsinki replica restores from the bucket next door instead of pulling the
+            # whole shard across the 120 ms link; basebackup is the fallback (empty repository).
+            "create_replica_methods": ["pgbackrest", "basebackup"],
+            "pgbackrest": {
+                "command": f"pgbackrest --config={layout.pgbackrest_config} --stanza={shard.scope} --delta restore",
+                "keep_data": True,
+                "no_params": True,
+            },
+            "basebackup": {"checkpoint": "fast", "max-rate": "200M"},
+            "recovery_conf": {"restore_command": restore_command(shard, layout)},
+        },
+        # A watchdog reboots a node whose Patroni hangs while PostgreSQL still takes writes;
+        # "automatic" uses it where the device exists and runs without it elsewhere.
+        "watchdog": {"mode": "automatic", "device": "/dev/watchdog", "safety_margin": 5},
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+    }
+
+
+def patroni_yaml(
+    shard: Shard,
+    node: Node,
+    inventory: Inventory,
+    *,
+    layout: NodeLayout = DEFAULT_LAYOUT,
+    etcd_layout: EtcdLayout = DEFAULT_ETCD_LAYOUT,
+    patroni_timings: PatroniTimings = DEFAULT_TIMINGS,
+) -> str:
+    config = patroni_config(
+        shard, node, inventory, layout=layout, etcd_layout=etcd_layout, patroni_timings=patroni_timings
+    )
+    return dump_yaml(config)
+
+
+def patroni_env(secrets: ShardSecrets) -> str:
+    """SECRET: the environment Patroni starts with (it hands UNDE_* on to the post-bootstrap
+    script; PostgreSQL itself never sees PATRONI_* variables)."""
+    values = {
+        "PATRONI_SUPERUSER_PASSWORD": secrets.superuser_password,
+        "PATRONI_REPLICATION_PASSWORD": secrets.replication_password,
+        "PATRONI_REWIND_PASSWORD": secrets.rewind_password,
+        "UNDE_PGBOUNCER_PASSWORD": secrets.pgbouncer_password,
+        "UNDE_EXPORTER_PASSWORD": secrets.exporter_password,
+    }
+    for name, value in values.items():
+        if "\n" in value:
+            raise ValueError(f"{name} must be one line")
+    return "".join(f"{name}={value}\n" for name, value in values.items())
+
+
+def post_bootstrap_script(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    # Passwords reach psql through the environment (\getenv), never through argv, where any
+    # local user could read them in the process list.
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            "# Run once by Patroni after initdb on the first primary; $1 is its connection string.",
+            "set -eu",
+            f'exec {layout.bin_dir}/psql "$1" -X -q -v ON_ERROR_STOP=1 -f {layout.patroni_dir}/{POST_BOOTSTRAP_SQL}',
+            "",
+        ]
+    )
+
+
+def post_bootstrap_sql(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    per_database = [
+        f"CREATE SCHEMA IF NOT EXISTS pgbouncer AUTHORIZATION {SUPERUSER};",
+        f"GRANT USAGE ON SCHEMA pgbouncer TO {PGBOUNCER_USER};",
+        # PgBouncer's auth_query: reads pg_shadow for one user without making pgbouncer a superuser.
+        "CREATE OR REPLACE FUNCTION pgbouncer.get_auth(p_usename text) RETURNS TABLE(usename name, passwd text)",
+        "  LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog",
+        "  AS $$ SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = p_usename $$;",
+        "REVOKE ALL ON FUNCTION pgbouncer.get_auth(text) FROM PUBLIC;",
+        f"GRANT EXECUTE ON FUNCTION pgbouncer.get_auth(text) TO {PGBOUNCER_USER};",
+    ]
+    per_database += [f"CREATE EXTENSION IF NOT EXISTS {name};" for name in layout.extensions]
+    lines = [
+        "\\getenv pgbouncer_password UNDE_PGBOUNCER_PASSWORD",
+        "\\getenv exporter_password UNDE_EXPORTER_PASSWORD",
+        f"CREATE ROLE {PGBOUNCER_USER} LOGIN PASSWORD :'pgbouncer_password';",
+        f"CREATE ROLE {EXPORTER_USER} LOGIN PASSWORD :'exporter_password' IN ROLE pg_monitor;",
+        # template1 too, so every database created later (the shard's own) inherits them.
+        *per_database,
+        "\\connect template1",
+        *per_database,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def patroni_unit_dropin(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    return "\n".join(
+        [
+            "[Unit]",
+            "ConditionPathExists=",
+            f"ConditionPathExists={layout.patroni_config}",
+            "",
+            "[Service]",
+            # systemd reads these root-only files before it drops to the postgres user.
+            f"EnvironmentFile={layout.secrets_dir}/{PATRONI_ENV}",
+            f"EnvironmentFile={layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}",
+            # Directories the postgres user writes to but cannot create itself.
+            f"ExecStartPre=+/usr/bin/install -d -o postgres -g postgres -m 0750 {layout.patroni_log_dir} "
+            f"{layout.pgbackrest_log_dir} {layout.pgbackrest_spool_dir}",
+            "ExecStart=",
+            f"ExecStart=/usr/bin/patroni {layout.patroni_config}",
+            "",
+        ]
+    )
+
+
+def exporter_unit_dropin(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    """Debian's prometheus-postgres-exporter unit, given the root-only connection settings."""
+    return "\n".join(
+        ["[Service]", f"EnvironmentFile={layout.secrets_dir}/{postgres_exporter.ENV_FILE_NAME}", ""]
+    )
+
+
+def shard_node_bundle(
+    shard: Shard,
+    node: Node,
+    inventory: Inventory,
+    secrets: ShardSecrets,
+    *,
+    layout: NodeLayout = DEFAULT_LAYOUT,
+    etcd_layout: EtcdLayout = DEFAULT_ETCD_LAYOUT,
+    patroni_timings: PatroniTimings = DEFAULT_TIMINGS,
+    repo: pgbackrest.S3Repo | pgbackrest.PosixRepo | None = None,
+) -> dict[str, RenderedFile]:
+    """Every file one shard node receives: absolute path -> content with owner, mode and
+    whether it carries a secret. Secrets appear only in files marked secret."""
+    server = node_server(shard, node)
+    repo = repo or pgbackrest.default_repo(inventory)
+
+    def pg(content: str, mode: str = "0640") -> RenderedFile:
+        return RenderedFile(content, owner="postgres", group="postgres", mode=mode)
+
+    def root_only_secret(content: str) -> RenderedFile:
+        return RenderedFile(content, owner="root", group="root", mode="0600", secret=True)
+
+    files: dict[str, RenderedFile] = {
+        layout.patroni_config: pg(
+            patroni_yaml(
+                shard, node, inventory, layout=layout, etcd_layout=etcd_layout, patroni_timings=patroni_timings
+            )
+        ),
+        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SCRIPT}": pg(post_bootstrap_script(layout), mode="0750"),
+        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SQL}": pg(post_bootstrap_sql(layout)),
+        f"{layout.secrets_dir}/{PATRONI_ENV}": root_only_secret(patroni_env(secrets)),
+        f"{layout.systemd_dir}/patroni.service.d/unde.conf": RenderedFile(patroni_unit_dropin(layout)),
+        layout.pgbackrest_config: pg(pgbackrest.pgbackrest_conf(shard, repo, layout)),
+        f"{layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}": root_only_secret(pgbackrest.pgbackrest_env(secrets, repo)),
+        f"{layout.pgbouncer_dir}/pgbouncer.ini": pg(pgbouncer.pgbouncer_ini(server, layout)),
+        f"{layout.pgbouncer_dir}/userlist.txt": RenderedFile(
+            # PgBouncer (running as postgres) re-reads this file on reload, so it is the one
+            # secret file the postgres user owns.
+            pgbouncer.userlist(secrets), owner="postgres", group="postgres", mode="0600", secret=True
+        ),
+        f"{layout.exporter_dir}/queries.yaml": RenderedFile(postgres_exporter.queries_yaml()),
+        f"{layout.systemd_dir}/prometheus-postgres-exporter.service.d/unde.conf": RenderedFile(
+            exporter_unit_dropin(layout)
+        ),
+        f"{layout.secrets_dir}/{postgres_exporter.ENV_FILE_NAME}": root_only_secret(
+            postgres_exporter.exporter_env(secrets, layout)
+        ),
+    }
+    for path, content in pgbackrest.backup_units(shard, layout).items():
+        files[path] = RenderedFile(content)
+    return files
+
+
+def shard_node_files(
+    shard: Shard,
+    node: Node,
+    inventory: Inventory,
+    secrets: ShardSecrets,
+    *,
+    layout: NodeLayout = DEFAULT_LAYOUT,
+    etcd_layout: EtcdLayout = DEFAULT_ETCD_LAYOUT,
+    patroni_timings: PatroniTimings = DEFAULT_TIMINGS,
+    repo: pgbackrest.S3Repo | pgbackrest.PosixRepo | None = None,
+) -> dict[str, str]:
+    """Absolute path -> content of every file of one shard node; `secret_paths` says which
+    of them carry secrets."""
+    bundle = shard_node_bundle(
+        shard, node, inventory, secrets, layout=layout, etcd_layout=etcd_layout,
+        patroni_timings=patroni_timings, repo=repo,
+    )
+    return {path: f.content for path, f in bundle.items()}
+
+
+def secret_paths(layout: NodeLayout = DEFAULT_LAYOUT) -> frozenset[str]:
+    """The files of a shard node that carry secrets (root-only, except PgBouncer's userlist)."""
+    return frozenset(
+        {
+            f"{layout.secrets_dir}/{PATRONI_ENV}",
+            f"{layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}",
+            f"{layout.secrets_dir}/{postgres_exporter.ENV_FILE_NAME}",
+            f"{layout.pgbouncer_dir}/userlist.txt",
+        }
+    )
+
+
+def is_secret(path: str, layout: NodeLayout = DEFAULT_LAYOUT) -> bool:
+    return path in secret_paths(layout)
