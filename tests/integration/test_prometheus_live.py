@@ -1,0 +1,237 @@
+"""The rendered monitoring configuration, run by the real Debian binaries on 127.0.0.1.
+
+Prometheus, Alertmanager and node_exporter start with the rendered command-line flags and files
+(under a temp dir, every target rewritten to the one loopback node_exporter). The test asserts
+every target is up, rules evaluate (the tunnel collector's RTT puts an alert in pending state),
+and the dead man's switch reaches the heartbeat receiver through Alertmanager. Every HTTP
+endpoint, notifications included, is on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_tool
+from unde_infra.model import load_topology
+from unde_infra.render import monitoring as m
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_SECONDS = 120
+RTT_MS = 250.5  # above VPN_RTT_ALERT_MS, so VpnTunnelRttHigh goes pending
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver:
+    """Loopback HTTP sink standing in for the heartbeat service, Slack and Telegram."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append((self.path, body))
+                payload = b'{"ok": true, "result": {}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def wait_for(what: str, check: Callable[[], Any], logs: list[Path]) -> Any:
+    """Poll `check` until it returns something truthy, or fail after DEADLINE_SECONDS."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, ValueError) as exc:
+            last = exc
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.exists())
+    pytest.fail(f"timed out after {DEADLINE_SECONDS}s waiting for {what}; last: {last!r}\n{tails}")
+
+
+def rendered_args(defaults_file: str) -> list[str]:
+    line = next(line for line in Path(defaults_file).read_text().splitlines() if line.startswith("ARGS="))
+    return shlex.split(line.removeprefix("ARGS="))[0].split()
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[[list[str], Path], subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def test_prometheus_scrapes_every_target_and_alerts_flow(
+    tmp_path: Path, processes: Callable[[list[str], Path], subprocess.Popen[bytes]]
+) -> None:
+    prometheus = require_tool("prometheus")
+    alertmanager = require_tool("prometheus-alertmanager")
+    node_exporter = require_tool("prometheus-node-exporter")
+
+    receiver = Receiver()
+    try:
+        inventory = load_topology(shards=2)
+        node_port = free_port()
+        endpoints = m.Endpoints(f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", "127.0.0.1", free_port())
+        paths = m.MonitoringPaths(str(tmp_path / "root"))
+        sink = f"http://127.0.0.1:{receiver.port}"
+        settings = m.AlertingSettings(telegram_chat_id=-100, slack_channel="#test", telegram_api_url=f"{sink}/telegram")
+        secrets = m.MonitoringSecrets(
+            grafana_admin_password="live-test-admin",
+            telegram_bot_token="111:live-test-token",
+            slack_webhook_url=f"{sink}/slack",
+            heartbeat_url=f"{sink}/heartbeat",
+        )
+        files = m.monitoring_files(
+            inventory, settings, paths=paths, endpoints=endpoints,
+            target_address=lambda server, port: f"127.0.0.1:{node_port}",
+        )
+        files.update(m.tunnel_collector_files(inventory.servers["local-app"], inventory, paths=paths))
+        for path, text in files.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        for directory in (paths.prometheus_storage, paths.alertmanager_storage, paths.textfile_dir,
+                          str(Path(paths.alertmanager_runtime_config).parent)):
+            Path(directory).mkdir(parents=True, exist_ok=True)
+
+        # What systemd does for the unit: credentials from the root-only files, then the assembler.
+        credentials = Path(paths.credential(m.ALERTMANAGER_UNIT, "x")).parent
+        credentials.mkdir(parents=True)
+        secret_files = m.monitoring_secret_files(secrets, paths=paths)
+        for name, source in m.ALERTMANAGER_CREDENTIALS.items():
+            (credentials / name).write_text(secret_files[paths.secret(source)])
+        env = {**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)}
+        assembled = subprocess.run(["/usr/bin/python3", paths.alertmanager_assembler], env=env,
+                                   capture_output=True, text=True, timeout=30)
+        assert assembled.returncode == 0, assembled.stderr
+
+        # The tunnel collector, with stand-ins for wg and ping (a real tunnel needs a peer).
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        handshake = int(time.time()) - 40
+        (bin_dir / "wg").write_text(
+            "#!/bin/sh\nprintf 'wg-app\\tPEER=\\t(none)\\t192.0.2.1:51820\\t10.3.0.100/32\\t"
+            f"{handshake}\\t1\\t2\\t25\\n'\n")
+        (bin_dir / "ping").write_text(
+            "#!/bin/sh\necho '3 packets transmitted, 3 received, 0% packet loss'\n"
+            f"echo 'rtt min/avg/max/mdev = 240.0/{RTT_MS}/260.0/5.0 ms'\n")
+        for tool in bin_dir.iterdir():
+            tool.chmod(0o755)
+        collected = subprocess.run(["/usr/bin/python3", paths.tunnel_collector],
+                                   env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+        assert collected.returncode == 0, collected.stderr
+
+        logs = [tmp_path / "node_exporter.log", tmp_path / "alertmanager.log", tmp_path / "prometheus.log"]
+        # Every target scrapes this one exporter, all within the same 15 s: no request limit (the
+        # default 40 would turn some scrapes into 503s), and only the collector the test reads.
+        processes([node_exporter, f"--web.listen-address=127.0.0.1:{node_port}", "--web.max-requests=0",
+                   "--collector.disable-defaults", "--collector.textfile",
+                   f"--collector.textfile.directory={paths.textfile_dir}"], logs[0])
+        processes([alertmanager, *rendered_args(paths.alertmanager_defaults)], logs[1])
+        prometheus_args = rendered_args(paths.prometheus_defaults)
+        assert "--storage.tsdb.retention.time=30d" in prometheus_args
+        processes([prometheus, *prometheus_args], logs[2])
+        api = f"http://{endpoints.prometheus}/api/v1"
+
+        # Every server of the inventory, under each of its jobs, plus the two self-scrapes.
+        expected = sum(len(groups) for groups in m.file_sd_targets(inventory).values()) + 2
+        assert expected > len(inventory.servers)
+
+        def all_up() -> list[dict[str, Any]] | None:
+            active = get_json(f"{api}/targets?state=active")["data"]["activeTargets"]
+            return active if len(active) == expected and all(t["health"] == "up" for t in active) else None
+
+        active = wait_for("every target up", all_up, logs)
+        node_servers = {t["labels"]["server"] for t in active if t["labels"]["job"] == "node"}
+        assert node_servers == set(inventory.servers)
+        shard0 = next(t["labels"] for t in active if t["labels"]["job"] == "patroni"
+                      and t["labels"]["server"] == "local-shard-0")
+        assert shard0 == {"instance": "local-shard-0", "job": "patroni", "server": "local-shard-0",
+                          "site": "local", "task": "shard", "shard": "0"}
+
+        # The collector's metric went through the real node_exporter and is queryable.
+        query = urllib.parse.quote(f'{m.VPN_TUNNEL_RTT_METRIC}{{server="local-app"}}')
+        result = wait_for("vpn_tunnel_rtt_ms", lambda: get_json(f"{api}/query?query={query}")["data"]["result"], logs)
+        assert float(result[0]["value"][1]) == RTT_MS
+        assert result[0]["metric"]["tunnel"] == "local-app" and result[0]["metric"]["interface"] == "wg-app"
+
+        def alert_states() -> dict[str, str] | None:
+            alerts = get_json(f"{api}/alerts")["data"]["alerts"]
+            states = {a["labels"]["alertname"]: a["state"] for a in alerts}
+            return states if {"Watchdog", "VpnTunnelRttHigh"} <= set(states) else None
+
+        states = wait_for("rules to evaluate", alert_states, logs)
+        assert states["Watchdog"] == "firing"
+        assert states["VpnTunnelRttHigh"] == "pending"  # `for: 5m` has not passed
+        rules = get_json(f"{api}/rules")["data"]["groups"]
+        assert {g["name"] for g in rules} >= {"unde-recording", "unde-meta", "unde-network", "unde-shards"}
+        assert all(r["health"] == "ok" for g in rules for r in g["rules"] if r.get("lastEvaluation", "").startswith("2"))
+
+        # Dead man's switch: Prometheus -> Alertmanager -> heartbeat webhook on loopback.
+        def heartbeat() -> dict[str, Any] | None:
+            posts = [json.loads(body) for path, body in receiver.requests if path == "/heartbeat"]
+            return posts[0] if posts else None
+
+        payload = wait_for("the heartbeat webhook", heartbeat, logs)
+        assert payload["receiver"] == "heartbeat"
+        assert [a["labels"]["alertname"] for a in payload["alerts"]] == ["Watchdog"]
+    finally:
+        receiver.close()
