@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pulumi
 
-from unde_infra.model import Shard
+from unde_infra.model import Inventory, Shard
 
 from .base import UndeComponent
 from .delivery import deliver
+from .ha_files import ETCD_MEMBER_SETUP, SHARD_NODE_SETUP, etcd_files, shard_node_files, shard_secrets
 from .hosts import HostProvider
 from .secrets import LocalSecrets
 from .wireguard_peer import TunnelWiring, WireGuardPeer
@@ -24,6 +25,7 @@ class ShardPair(UndeComponent):
         user_data: dict[str, str],
         tunnels: TunnelWiring,
         secrets: LocalSecrets,
+        inventory: Inventory,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(shard.scope, opts)
@@ -31,8 +33,13 @@ class ShardPair(UndeComponent):
         self.primary = local_hosts.host(shard.primary, user_data[shard.primary.name], self)
         self.replica = replica_hosts.host(shard.replica, user_data[shard.replica.name], self)
         self.tunnel = WireGuardPeer(shard.primary, self.primary, tunnels, opts=self.child())
-        for host in (self.primary, self.replica):
-            deliver(host, secrets.files_for(host.server), self, apply_label="secrets")
+        database_secrets = shard_secrets(shard, self)
+        for node, host in (("primary", self.primary), ("replica", self.replica)):
+            files = {**shard_node_files(shard, node, inventory, database_secrets), **secrets.files_for(host.server)}
+            deliver(host, files, self, apply=SHARD_NODE_SETUP, depends_on=[self.tunnel])
+            member = etcd_files(host.server, inventory)  # the plan's etcd-2 on shard-replica-0
+            if member:
+                deliver(host, member, self, apply=ETCD_MEMBER_SETUP, apply_label="etcd")
         self.register_outputs(
             {"primary_ip": str(shard.primary.ip), "replica_ip": str(shard.replica.ip), "scope": shard.scope}
         )

@@ -21,9 +21,10 @@ from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 from .agent_host import AgentHost
 from .batch_host import BatchHost
 from .dedicated_host import DedicatedHost
-from .delivery import RemoteFile
+from .delivery import RemoteFile, deliver
 from .entry_point import HcloudEntryPoint, NginxEntryPoint
 from .firewalls import Firewalls
+from .ha_files import ETCD_MEMBER_SETUP, etcd_files
 from .helsinki_gateway import HelsinkiGateway
 from .hosts import ExistingHosts, HcloudHosts, Host, HostProvider
 from .monitoring import Monitoring
@@ -110,7 +111,9 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
             built[server.name] = Monitoring(server, hosts[server.site], user_data, inventory, settings).host
         else:
             files = posthog_files() if server.task == "posthog" else None
-            built[server.name] = BatchHost(server, hosts[server.site], user_data, files).host
+            batch = BatchHost(server, hosts[server.site], user_data, files)
+            built[server.name] = batch.host
+            _deliver_etcd_member(batch, inventory)
     assert gateway is not None  # the model requires exactly one gateway
     Firewalls("helsinki", firewall_plans(inventory, HELSINKI, settings.admin_cidrs), _server_ids(built))
     ObjectStorage("object-storage", inventory)
@@ -172,11 +175,12 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             user_data = bootstrap_user_data(server, inventory, settings.ssh_keys)
             agent = AgentHost(server, local_hosts, user_data, wiring, secrets.files_for(server))
             built[server.name], peers[server.name] = agent.host, agent.tunnel
+            _deliver_etcd_member(agent, inventory)
             if isinstance(local_hosts, HcloudHosts) and local_hosts.jump is None and server.public_ipv4:
                 local_hosts.jump = agent.host.address
     for shard in inventory.shards:
         user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
-        pair = ShardPair(shard, local_hosts, replica_hosts, user_data, wiring, secrets)
+        pair = ShardPair(shard, local_hosts, replica_hosts, user_data, wiring, secrets, inventory)
         built[shard.primary.name], peers[shard.primary.name] = pair.primary, pair.tunnel
     if not linux_gateway:
         RouterOsTunnels(
@@ -217,6 +221,12 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         },
         "gatewayEndpoint": helsinki.require_output("gatewayPublicAddress"),
     }
+
+
+def _deliver_etcd_member(component: AgentHost | BatchHost, inventory: Inventory) -> None:
+    files = etcd_files(component.host.server, inventory)
+    if files:
+        deliver(component.host, files, component, apply=ETCD_MEMBER_SETUP, apply_label="etcd")
 
 
 def posthog_files() -> dict[str, RemoteFile]:

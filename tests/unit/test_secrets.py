@@ -58,6 +58,7 @@ def test_the_run_has_secrets_to_look_for(known_run) -> None:
     assert "helsinki-gw:/etc/wireguard/wg-app.conf" in secret_files["local"]
     assert "monitoring:/etc/unde/secrets/monitoring/telegram_bot_token" in secret_files["helsinki"]
     assert "posthog:/etc/unde/secrets/posthog.env" in secret_files["helsinki"]
+    assert "shard-replica-1:/etc/unde/secrets/pgbackrest.env" in secret_files["local"]
     # ...and the secret files do carry them, so the search below is not vacuous.
     mek = (out / "local/artifacts/local-shard-0/run/unde/secrets/master-encryption-key").read_text().strip()
     assert mek in known_values(results)
@@ -88,7 +89,9 @@ def test_secret_files_are_written_root_only(known_run) -> None:
         for record in result.run.records:
             if record.type == "command:remote:Command" and ":/" in record.name and "stdin" in record.secret_paths:
                 create = record.inputs["create"]
-                assert re.match(r"install -D -m 0[46]00 -o root -g root /dev/stdin ", create), (record.name, create)
+                # PgBouncer re-reads its userlist as postgres: the one secret file postgres owns.
+                owner = "postgres" if record.name.endswith("/pgbouncer/userlist.txt") else "root"
+                assert re.match(rf"install -D -m 0[46]00 -o {owner} -g {owner} /dev/stdin ", create), (record.name, create)
 
 
 def test_user_data_is_never_built_from_a_secret(known_run) -> None:
