@@ -11,14 +11,17 @@ import pulumi
 from unde_infra.model import Server
 
 from .base import UndeComponent
+from .hosts import Host
 
 
 class DedicatedHost(UndeComponent):
     TYPE = "unde:helsinki:DedicatedHost"
 
-    def __init__(self, server: Server, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, server: Server, jump: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(server.name, opts)
         self.server = server
+        # Reached over its vSwitch address through helsinki-gw, for day-2 files only.
+        self.host = Host(server, pulumi.Output.from_input(str(server.ip)), None, jump=jump, owner=self)
         self.register_outputs(
             {"private_ip": str(server.ip), "dedicated": server.dedicated or "", "task": server.task}
         )

@@ -59,7 +59,9 @@ def deliver(
                 ),
                 stdin=content,
                 triggers=[digest],
-                opts=pulumi.ResourceOptions(parent=parent, depends_on=[host.resource, *(depends_on or [])]),
+                opts=pulumi.ResourceOptions(
+                    parent=parent, depends_on=[r for r in (host.resource, *(depends_on or [])) if r is not None]
+                ),
             )
         )
     if apply:

@@ -59,9 +59,10 @@ class Host:
 
     server: Server
     address: pulumi.Output[str]  # where SSH reaches it: its public address, or its private one via `jump`
-    resource: pulumi.Resource
+    resource: pulumi.Resource | None  # None for a machine no resource of this stack stands for
     jump: pulumi.Input[str] | None = None  # a host with a public address on the same private network
     ipv6_address: pulumi.Output[str] | None = None
+    owner: pulumi.Resource | None = None  # the component the host belongs to
     user: str = "root"
     port: int = 22
 
@@ -126,9 +127,14 @@ class HcloudHosts:
             opts=server_options(server, self.settings, parent, provider=self.provider, depends_on=self.depends_on),
         )
         if server.public_ipv4:
-            return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address)
+            return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address, owner=parent)
         return Host(
-            server, pulumi.Output.from_input(str(server.ip)), resource, jump=self.jump, ipv6_address=resource.ipv6_address
+            server,
+            pulumi.Output.from_input(str(server.ip)),
+            resource,
+            jump=self.jump,
+            ipv6_address=resource.ipv6_address,
+            owner=parent,
         )
 
 
@@ -161,4 +167,4 @@ class ExistingHosts:
             triggers=[user_data],
             opts=server_options(server, self.settings, parent, replace_forcing=[]),
         )
-        return Host(server, address, seed, user=entry.user, port=entry.port)
+        return Host(server, address, seed, user=entry.user, port=entry.port, owner=parent)

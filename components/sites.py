@@ -13,7 +13,7 @@ from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
 from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
 from unde_infra.render.app_secrets import POSTHOG_PATH, posthog_server
-from unde_infra.render.cloud_init import bootstrap_user_data
+from unde_infra.render.cloud_init import base_files, base_setup_script, bootstrap_user_data
 from unde_infra.render.entry import api_instances, needs_load_balancer
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
 from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
@@ -101,7 +101,8 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
     for server in sorted(inventory.stack_servers(HELSINKI), key=lambda s: s.task != "gateway"):
         user_data = bootstrap_user_data(server, inventory, settings.ssh_keys)
         if server.dedicated is not None:
-            DedicatedHost(server)
+            assert gateway is not None  # built first
+            built[server.name] = DedicatedHost(server, gateway.public_address).host
         elif server.task == "gateway":
             gateway = HelsinkiGateway(server, hosts[server.site], user_data, inventory, settings)
             built[server.name] = gateway.host
@@ -115,7 +116,9 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
             built[server.name] = batch.host
             _deliver_etcd_member(batch, inventory)
     assert gateway is not None  # the model requires exactly one gateway
-    Firewalls("helsinki", firewall_plans(inventory, HELSINKI, settings.admin_cidrs), _server_ids(built))
+    _deliver_base(built, inventory)
+    cloud = {name: host for name, host in built.items() if host.server.dedicated is None}
+    Firewalls("helsinki", firewall_plans(inventory, HELSINKI, settings.admin_cidrs), _server_ids(cloud))
     ObjectStorage("object-storage", inventory)
     return {
         "networkId": network.network_id,
@@ -178,10 +181,13 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             _deliver_etcd_member(agent, inventory)
             if isinstance(local_hosts, HcloudHosts) and local_hosts.jump is None and server.public_ipv4:
                 local_hosts.jump = agent.host.address
+    pairs = []
     for shard in inventory.shards:
         user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
         pair = ShardPair(shard, local_hosts, replica_hosts, user_data, wiring, secrets, inventory)
         built[shard.primary.name], peers[shard.primary.name] = pair.primary, pair.tunnel
+        pairs.append(pair)
+    _deliver_base({**built, **{p.replica.server.name: p.replica for p in pairs}}, inventory)
     if not linux_gateway:
         RouterOsTunnels(
             inventory,
@@ -223,6 +229,16 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
     }
 
 
+def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
+    """Every server's base files and packages (node_exporter, private routes), also on servers
+    that were adopted and whose user data never runs again."""
+    for host in hosts.values():
+        files = {path: RemoteFile(text) for path, text in base_files(host.server, inventory).items()}
+        owner = host.owner or host.resource
+        assert owner is not None
+        deliver(host, files, owner, apply=base_setup_script(host.server, inventory), apply_label="base")
+
+
 def _deliver_etcd_member(component: AgentHost | BatchHost, inventory: Inventory) -> None:
     files = etcd_files(component.host.server, inventory)
     if files:
@@ -238,7 +254,11 @@ def posthog_files() -> dict[str, RemoteFile]:
 
 
 def _server_ids(hosts: dict[str, Host]) -> dict[str, pulumi.Output[int]]:
-    return {name: host.resource.id.apply(int) for name, host in hosts.items()}
+    ids = {}
+    for name, host in hosts.items():
+        assert isinstance(host.resource, pulumi.CustomResource), name  # hcloud servers only
+        ids[name] = host.resource.id.apply(int)
+    return ids
 
 
 def build_site(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:

@@ -39,13 +39,12 @@ def test_firewalls_open_only_what_the_plan_exposes(run_stack) -> None:
             ("icmp", None, ("0.0.0.0/0", "::/0")),
             ("tcp", "22", ("198.51.100.0/24", "203.0.113.7/32")),
         ],
-        "unde-helsinki-https": [("tcp", "443", ("0.0.0.0/0", "::/0"))],
         "unde-helsinki-wireguard": [("udp", "51820-52075", ("0.0.0.0/0", "::/0"))],
     }
     assert all(r["direction"] == "in" for fw in firewalls.values() for r in fw["rules"])
     ids = server_ids(result)
     attached = {name: sorted(int(i) for i in a["serverIds"]) for name, a in by_type(result, "hcloud:index/firewallAttachment:FirewallAttachment").items()}
-    assert attached["unde-helsinki-https"] == [ids["helsinki-gw"]]
+    assert "unde-helsinki-https" not in attached  # no entry point in Helsinki (see the topology)
     assert attached["unde-helsinki-wireguard"] == sorted([ids["helsinki-gw"], ids["etcd-witness"]])
     # Data servers have no public interface to protect; every server with one has the base rules.
     servers = by_type(result, "hcloud:index/server:Server")

@@ -9,6 +9,8 @@ metadata service, readable from the server by any process.
 
 from __future__ import annotations
 
+import shlex
+
 import yaml
 
 from ..model import LOCAL, Inventory, Server
@@ -55,35 +57,57 @@ def _route_unit(routes: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def bootstrap_user_data(server: Server, inventory: Inventory, ssh_keys: tuple[str, ...] | list[str]) -> str:
+def base_files(server: Server, inventory: Inventory) -> dict[str, str]:
+    """The files every server has (absolute path -> content), in its user data at first boot and
+    delivered again on day 2, so that adopted servers, whose user data never runs again, get
+    them too."""
+    files = {
+        "/etc/apt/apt.conf.d/20auto-upgrades": 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
+        f"{CONFIG_DIR}/server.env": "".join(
+            f"UNDE_{key.upper().replace('-', '_')}={value}\n"
+            for key, value in {"server": server.name, **server.labels, "private_ip": str(server.ip)}.items()
+        ),
+    }
     routes = private_routes(server, inventory)
+    if routes:
+        files[f"/etc/systemd/system/{ROUTE_UNIT}"] = _route_unit(routes)
+    return files
+
+
+def base_packages(server: Server) -> list[str]:
     packages = list(BASE_PACKAGES)
-    if server.site == LOCAL or server.task == "gateway":
+    if server.site == LOCAL or server.task == "gateway" or server.site == "witness":
         packages.append("wireguard-tools")
-    write_files = [
-        {
-            "path": "/etc/apt/apt.conf.d/20auto-upgrades",
-            "content": 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
-            "permissions": "0644",
-        },
-        {
-            "path": f"{CONFIG_DIR}/server.env",
-            "content": "".join(
-                f"UNDE_{key.upper().replace('-', '_')}={value}\n"
-                for key, value in {"server": server.name, **server.labels, "private_ip": str(server.ip)}.items()
-            ),
-            "permissions": "0644",
-        },
-    ]
-    runcmd: list[list[str]] = [
+    return packages
+
+
+def base_setup(server: Server, inventory: Inventory) -> list[list[str]]:
+    """Commands that make the base files take effect (idempotent)."""
+    commands = [
         ["install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRETS_DIR],
         ["systemctl", "enable", "--now", "prometheus-node-exporter"],
     ]
-    if routes:
-        write_files.append(
-            {"path": f"/etc/systemd/system/{ROUTE_UNIT}", "content": _route_unit(routes), "permissions": "0644"}
-        )
-        runcmd.insert(0, ["systemctl", "enable", "--now", ROUTE_UNIT])
+    if private_routes(server, inventory):
+        commands.insert(0, ["systemctl", "enable", "--now", ROUTE_UNIT])
+    return commands
+
+
+def base_setup_script(server: Server, inventory: Inventory) -> str:
+    """The day-2 form of the bootstrap: install the base packages, apply the base files."""
+    lines = [
+        "set -e",
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q " + " ".join(base_packages(server)),
+        "systemctl daemon-reload",
+    ]
+    lines += [" ".join(shlex.quote(part) for part in command) for command in base_setup(server, inventory)]
+    return "\n".join(lines)
+
+
+def bootstrap_user_data(server: Server, inventory: Inventory, ssh_keys: tuple[str, ...] | list[str]) -> str:
+    write_files = [
+        {"path": path, "content": content, "permissions": "0644"} for path, content in base_files(server, inventory).items()
+    ]
+    runcmd = base_setup(server, inventory)
     config = {
         "hostname": server.name,
         "fqdn": f"{server.name}.unde.internal",
@@ -102,7 +126,7 @@ def bootstrap_user_data(server: Server, inventory: Inventory, ssh_keys: tuple[st
         "ssh_pwauth": False,
         "package_update": True,
         "package_upgrade": False,
-        "packages": packages,
+        "packages": base_packages(server),
         "write_files": write_files,
         "runcmd": runcmd,
     }
