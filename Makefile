@@ -30,7 +30,7 @@ deb-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "missing Debian packages (run make test as root to install them):" $$missing; exit 1; fi
 
-test: $(STAMP) deb-packages
+test: $(STAMP) deb-packages lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -80,13 +80,17 @@ def deliver(
 T = TypeVar("T")
 
 
+def _pick(files: pulumi.Output[dict[str, str]], path: str) -> pulumi.Output[str]:
+    return files.apply(lambda rendered: rendered[path])
+
+
 def secret_files(
     render: Callable[[T], dict[str, str]], values: pulumi.Output[T], sample: T, **options: str
 ) -> dict[str, RemoteFile]:
     """Files rendered from secret values, as secret RemoteFiles. The paths are known before the
     values (a render of `sample` gives them), so each file is its own resource from the start."""
-    rendered = pulumi.Output.secret(values).apply(render)
+    rendered: pulumi.Output[dict[str, str]] = pulumi.Output.secret(values).apply(render)  # type: ignore[arg-type]
     return {
-        path: RemoteFile(rendered.apply(lambda files, p=path: files[p]), mode="0600", secret=True, **options)
+        path: RemoteFile(_pick(rendered, path), mode="0600", secret=True, **options)
         for path in render(sample)
     }

@@ -8,6 +8,7 @@ the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,10 +90,10 @@ class HcloudHosts:
 
     settings: StackSettings
     location: str
-    ssh_key_ids: list[pulumi.Input[str]]
+    ssh_key_ids: Sequence[pulumi.Input[str]]
     network_id: pulumi.Input[int] | None = None
     provider: pulumi.ProviderResource | None = None
-    depends_on: list[pulumi.Resource] | None = None
+    depends_on: Sequence[pulumi.Resource] | None = None
     # Local servers on hcloud take the cheapest type of their location that fits their size.
     type_for: TypeChooser | None = None
     placement_for: PlacementChooser | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pulumi
 import pulumi_random as random
 
@@ -21,6 +23,10 @@ from .base import UndeComponent
 from .delivery import RemoteFile
 
 
+def _by_shard_and_user(values: dict[str, str]) -> dict[tuple[int, str], str]:
+    return {(int(key.split(":")[0]), key.split(":")[1]): value for key, value in values.items()}
+
+
 class LocalSecrets(UndeComponent):
     TYPE = "unde:local:Secrets"
 
@@ -28,8 +34,8 @@ class LocalSecrets(UndeComponent):
         super().__init__("local-secrets", opts)
         self.inventory = inventory
         # 32 random bytes: the AES-256 key that encrypts user knowledge.
-        self.mek = pulumi.Output.secret(
-            random.RandomBytes("master-encryption-key", length=32, opts=self.child()).base64
+        self.mek: pulumi.Output[str] = pulumi.Output.secret(
+            random.RandomBytes("master-encryption-key", length=32, opts=self.child()).base64  # type: ignore[arg-type]
         )
         self.app_passwords = {
             (shard.index, user): random.RandomPassword(
@@ -49,9 +55,9 @@ class LocalSecrets(UndeComponent):
             shards = [(s.index, str(s.primary.ip)) for s in self.inventory.shards]
             passwords = pulumi.Output.all(
                 **{f"{index}:{user}": value for (index, user), value in self.app_passwords.items()}
-            ).apply(lambda values: {(int(k.split(":")[0]), k.split(":")[1]): v for k, v in values.items()})
+            ).apply(_by_shard_and_user)
             files[SHARD_CREDENTIALS_PATH] = RemoteFile(
-                passwords.apply(lambda p, user=server.task: shard_credentials(p, user, shards)), mode="0600", secret=True
+                passwords.apply(partial(shard_credentials, user=server.task, shards=shards)), mode="0600", secret=True
             )
         if server.task == POSTHOG_INGEST_TASK:
             posthog = self.inventory.servers["posthog"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pulumi
 
 from unde_infra.model import Inventory, Shard
+from unde_infra.render.patroni import Node
 
 from .base import UndeComponent
 from .delivery import deliver
 from .ha_files import ETCD_MEMBER_SETUP, SHARD_NODE_SETUP, etcd_files, shard_node_files, shard_secrets
-from .hosts import HostProvider
+from .hosts import Host, HostProvider
 from .secrets import LocalSecrets
 from .wireguard_peer import TunnelWiring, WireGuardPeer
 
@@ -34,7 +35,8 @@ class ShardPair(UndeComponent):
         self.replica = replica_hosts.host(shard.replica, user_data[shard.replica.name], self)
         self.tunnel = WireGuardPeer(shard.primary, self.primary, tunnels, opts=self.child())
         database_secrets = shard_secrets(shard, self)
-        for node, host in (("primary", self.primary), ("replica", self.replica)):
+        nodes: tuple[tuple[Node, Host], ...] = (("primary", self.primary), ("replica", self.replica))
+        for node, host in nodes:
             files = {**shard_node_files(shard, node, inventory, database_secrets), **secrets.files_for(host.server)}
             deliver(host, files, self, apply=SHARD_NODE_SETUP, depends_on=[self.tunnel])
             member = etcd_files(host.server, inventory)  # the plan's etcd-2 on shard-replica-0

@@ -78,7 +78,7 @@ def _local_type(server: Server, settings: StackSettings, inventory: Inventory) -
     return cheapest_type(server.vcpu, server.ram_gb, settings.location, inventory.server_types, inventory.local_limit)
 
 
-def _ssh_keys(settings: StackSettings) -> list[pulumi.Output[str]]:
+def _ssh_keys(settings: StackSettings) -> list[pulumi.Input[str]]:
     return [
         hcloud.SshKey(f"admin-{i}", name=f"unde-{settings.stack}-admin-{i}", public_key=key).id
         for i, key in enumerate(settings.ssh_keys)
@@ -88,7 +88,7 @@ def _ssh_keys(settings: StackSettings) -> list[pulumi.Output[str]]:
 def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
     network = HelsinkiNetwork("helsinki", inventory, settings)
     keys = _ssh_keys(settings)
-    depends = list(network.subnets.values())
+    depends: list[pulumi.Resource] = list(network.subnets.values())
     hosts: dict[str, HcloudHosts] = {}
     for site_name in {s.site for s in inventory.stack_servers(HELSINKI)}:
         site = inventory.sites[site_name]
@@ -183,8 +183,8 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
                 local_hosts.jump = agent.host.address
     pairs = []
     for shard in inventory.shards:
-        user_data = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
-        pair = ShardPair(shard, local_hosts, replica_hosts, user_data, wiring, secrets, inventory)
+        bootstraps = {s.name: bootstrap_user_data(s, inventory, settings.ssh_keys) for s in (shard.primary, shard.replica)}
+        pair = ShardPair(shard, local_hosts, replica_hosts, bootstraps, wiring, secrets, inventory)
         built[shard.primary.name], peers[shard.primary.name] = pair.primary, pair.tunnel
         pairs.append(pair)
     _deliver_base({**built, **{p.replica.server.name: p.replica for p in pairs}}, inventory)

@@ -146,7 +146,7 @@ class RouterOsTunnels(UndeComponent):
         import pulumi_command as command
 
         super().__init__(router.server.name, opts)
-        script = pulumi.Output.secret(
+        script: pulumi.Output[str] = pulumi.Output.secret(  # type: ignore[arg-type]
             pulumi.Output.all(**keys).apply(
                 lambda by_server: routeros_script(inventory, by_server, admin_cidrs, private_interface)  # type: ignore[arg-type]
             )

@@ -203,7 +203,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         secret_outputs = set(request.additionalSecretOutputs) | secret_inputs
         wire = {k: rpc.wrap_rpc_secret(v) if k in secret_outputs else v for k, v in state.items()}
         obj_proto = _sync_await(rpc.serialize_properties(wire, {}))
-        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, rid, state)
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, rid or "", state)
         self.records.append(
             Record(
                 urn=urn,
@@ -226,7 +226,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 outputs=state,
             )
         )
-        return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj_proto)
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=rid or "", object=obj_proto)
 
     def ReadResource(self, request: Any) -> Any:
         response = super().ReadResource(request)
@@ -318,7 +318,10 @@ def run_program(
     saved_path = list(sys.path)
     sys.path.insert(0, str(program.parent))
     try:
-        _sync_await(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")))
+        def program_body() -> None:
+            runpy.run_path(str(program), run_name="__main__")
+
+        _sync_await(run_in_stack(program_body))
     finally:
         sys.path[:] = saved_path
         settings.set_root_resource(None)  # type: ignore[arg-type]

@@ -34,7 +34,7 @@ def env_file(values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shard_credentials(passwords: Mapping[tuple[int, str], str], user: str, shards: list[tuple[int, str]]) -> str:
+def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, shards: list[tuple[int, str]]) -> str:
     """The DSN parts of one application user for every shard: PgBouncer on the shard's address."""
     values: dict[str, str] = {}
     for index, address in shards:
