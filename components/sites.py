@@ -193,7 +193,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             inventory,
             Host(inventory.gateway, gateway_address, helsinki, user=settings.routeros_user),
             {name: peer.keys for name, peer in peers.items()},
-            [str(c) for c in settings.admin_cidrs],
+            list(settings.admin_cidrs),
             settings.routeros_private_interface,
         )
     witness = next((m.host for m in inventory.etcd if m.site == "witness"), None)

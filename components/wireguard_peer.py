@@ -8,6 +8,7 @@ and there is no cycle between the stacks."""
 from __future__ import annotations
 
 import base64
+from ipaddress import IPv4Network
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +140,7 @@ class RouterOsTunnels(UndeComponent):
         inventory: Inventory,
         router: Host,
         keys: dict[str, pulumi.Output[TunnelKeys]],
-        admin_cidrs: list[str],
+        admin_cidrs: list[IPv4Network],
         private_interface: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:

@@ -34,6 +34,7 @@ USER_DATA_ARTIFACT = "user-data.yaml"
 SERVER_TYPE = "hcloud:index/server:Server"
 BOOTSTRAP_SUFFIX = "-bootstrap"  # ExistingHosts' bootstrap command of a server
 FILE_DELIVERY_TYPE = "command:remote:Command"  # components/delivery.py: named `<server>:<path>`
+FILE_COPY_TYPE = "command:remote:CopyToRemote"  # where the far end has no shell (RouterOS)
 
 
 @dataclass
@@ -156,6 +157,9 @@ def collect_artifacts(run: StackRun) -> dict[str, dict[str, str]]:
         elif record.type == FILE_DELIVERY_TYPE and ":/" in record.name and "stdin" in inputs:
             server, _, path = record.name.partition(":")
             files.setdefault(server, {})[path] = inputs["stdin"]
+        elif record.type == FILE_COPY_TYPE and ":/" in record.name and hasattr(inputs.get("source"), "text"):
+            server, _, path = record.name.partition(":")
+            files.setdefault(server, {})[path] = inputs["source"].text
     return files
 
 
@@ -164,7 +168,10 @@ def secret_artifacts(run: StackRun) -> list[str]:
     placeholders (generated secrets and config secrets alike), so the artifacts show the files'
     shape and never a real secret; a real run delivers them root-only."""
     return sorted(
-        r.name for r in run.records if r.type == FILE_DELIVERY_TYPE and ":/" in r.name and "stdin" in r.secret_paths
+        r.name
+        for r in run.records
+        if ":/" in r.name
+        and ((r.type == FILE_DELIVERY_TYPE and "stdin" in r.secret_paths) or (r.type == FILE_COPY_TYPE and "source" in r.secret_paths))
     )
 
 

@@ -55,3 +55,22 @@ def test_two_app_instances_on_existing_hosts_use_the_entry_hosts_nginx(run_stack
     assert "server 10.2.0.65:8000 max_fails=3 fail_timeout=10s;  # local-app-2" in upstream
     assert of_type(result, "hcloud:index/loadBalancer:LoadBalancer") == {}
     assert result.run.plain_outputs()["entryAddress"] == "192.0.2.10"
+
+
+def test_routeros_mode_uploads_one_script_with_every_tunnel(run_stack, tmp_path: Path) -> None:
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    data["network"]["wireguard"]["mode"] = "routeros"
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump(data))
+    result = run_stack("local", topology=topology, routerosPrivateInterface="ether5")
+    script = result.artifacts["helsinki-gw"]["/unde-wireguard.rsc"]
+    for interface in ("wg-app", "wg-orch", "wg-shard0", "wg-etcd"):
+        assert f'name="{interface}"' in script or f"name={interface}" in script, interface
+    assert "ether5" in script
+    # No per-tunnel wg-quick files on the gateway in this mode; the local ends are unchanged.
+    assert not any(path.startswith("/etc/wireguard/") for path in result.artifacts["helsinki-gw"])
+    assert "/etc/wireguard/wg-app.conf" in result.artifacts["local-app"]
+    (upload,) = [r for r in result.run.records if r.type == "command:remote:CopyToRemote"]
+    assert "source" in upload.secret_paths and upload.export()["inputs"]["source"] == "[secret]"
+    (apply,) = [r for r in result.run.records if r.name == "helsinki-gw:apply:routeros"]
+    assert apply.inputs["create"].startswith("/import file-name=unde-wireguard.rsc")
