@@ -8,8 +8,8 @@ and there is no cycle between the stacks."""
 from __future__ import annotations
 
 import base64
-from ipaddress import IPv4Network
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import Any
 
 import pulumi
