@@ -24,6 +24,9 @@ IMAGE = "debian-12"
 # (a new bootstrap, a new admin key, a new image release) must never replace a running server:
 # it applies to servers created afterwards only.
 REPLACE_FORCING_FIELDS = ["image", "userData", "sshKeys", "location", "datacenter"]
+# An adopted server keeps its public network as it is: detaching a primary IP needs the server
+# powered off, a step for a maintenance window, not for `pulumi up`.
+ADOPTED_ONLY_FIELDS = ["publicNets"]
 
 
 def server_options(
@@ -49,7 +52,7 @@ def server_options(
         parent=parent,
         import_=import_id,
         protect=server.existing or server.stateful,
-        ignore_changes=list(replace_forcing),
+        ignore_changes=list(replace_forcing) + (ADOPTED_ONLY_FIELDS if server.existing and replace_forcing else []),
         **extra,  # type: ignore[arg-type]
     )
 
