@@ -41,6 +41,12 @@ def scale_out_address(pool: IPv4Network, slot: int, instance: int) -> IPv4Addres
     return pool.network_address + offset
 
 
+def last_octet(ip: IPv4Address) -> int:
+    """Derived servers (scale-out instances, shards) use it as their tunnel index, so an address
+    and its tunnel read alike: 10.2.0.129 has tunnel 10.3.129.x."""
+    return int(ip) & 0xFF
+
+
 def reserved_reason(ip: IPv4Address, subnet: IPv4Network, network_gateway: IPv4Address) -> str | None:
     """Why an address may not be given to a server, or None when it may.
 

@@ -451,6 +451,16 @@ def _task_of(name: str, spec: ServerSpec, tasks: dict[str, TaskSpec], problems: 
     return given
 
 
+def _task_traits(task: TaskSpec) -> dict[str, Any]:
+    """What a server inherits from its task."""
+    return {
+        "stateful": task.stateful,
+        "data": task.data,
+        "entry_point": task.entry_point,
+        "services": tuple(task.services),
+    }
+
+
 def _server_from_spec(
     name: str,
     spec: ServerSpec,
@@ -511,10 +521,7 @@ def _server_from_spec(
         vcpu=size.vcpu,
         ram_gb=size.ram_gb,
         existing=spec.existing,
-        stateful=task_spec.stateful,
-        data=task_spec.data,
-        entry_point=task_spec.entry_point,
-        services=tuple(task_spec.services),
+        **_task_traits(task_spec),
         public_ipv4=has_public,
         hcloud_type=hcloud_type,
         dedicated=spec.dedicated,
@@ -576,7 +583,7 @@ def _scale_out_instance(
     if ip is None:
         problems.add(path, f"no room in network.scale_out_pool {network.scale_out_pool} for tunnel index {base.tunnel.index}")
         return None
-    index = int(str(ip).rsplit(".", 1)[1])
+    index = ipplan.last_octet(ip)
     suffix = f"-{instance}"
     return Server(
         **{
@@ -629,7 +636,7 @@ def _derive_shards(
             local_ip, tunnel_index = spec.local.first_address, spec.local.first_tunnel
         else:
             local_ip = spec.local.pool.network_address + n
-            tunnel_index = int(str(local_ip).rsplit(".", 1)[1])
+            tunnel_index = ipplan.last_octet(local_ip)
         primary = Server(
             name=f"local-shard-{n}",
             site=LOCAL,
@@ -638,10 +645,7 @@ def _derive_shards(
             vcpu=spec.local.size.vcpu,
             ram_gb=spec.local.size.ram_gb,
             existing=False,
-            stateful=shard_task.stateful,
-            data=shard_task.data,
-            entry_point=False,
-            services=tuple(shard_task.services),
+            **_task_traits(shard_task),
             public_ipv4=False,
             shard=n,
             tunnel=Tunnel(f"wg-shard{n}", tunnel_index, *ipplan.tunnel_pair(network.tunnel_range, tunnel_index)),
@@ -654,10 +658,7 @@ def _derive_shards(
             vcpu=rtype.vcpu,
             ram_gb=rtype.ram_gb,
             existing=False,
-            stateful=replica_task.stateful,
-            data=replica_task.data,
-            entry_point=False,
-            services=tuple(replica_task.services),
+            **_task_traits(replica_task),
             public_ipv4=False,
             hcloud_type=replica_type,
             subnet=spec.replica.subnet,
