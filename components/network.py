@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
+
 import pulumi
 import pulumi_hcloud as hcloud
 
@@ -21,13 +23,22 @@ class HelsinkiNetwork(UndeComponent):
         super().__init__(name, opts)
         plan = inventory.network
         zone = inventory.sites["helsinki"].network_zone or "eu-central"
+        # An existing network is adopted. hcloud can widen a network's range but an import fails
+        # on any difference, so while `currentRange` is set the program asks for the range the
+        # network has; removing it afterwards widens the network in place.
+        adopting = settings.network_import_id is not None
+        ip_range = settings.network_current_range or plan.ip_range
         self.network = hcloud.Network(
             "unde",
             name="unde",
-            ip_range=str(plan.ip_range),
+            ip_range=str(ip_range),
             labels={"managed-by": "unde-infra"},
             delete_protection=True,
-            opts=self.child(protect=True),
+            opts=self.child(
+                protect=True,
+                import_=settings.network_import_id,
+                ignore_changes=["name", "labels"] if adopting else None,
+            ),
         )
         # hcloud ids are integers in the Python SDK; the provider returns them as strings.
         self.network_id: pulumi.Output[int] = self.network.id.apply(int)
@@ -36,6 +47,7 @@ class HelsinkiNetwork(UndeComponent):
             vswitch = subnet.type == "vswitch"
             if vswitch and settings.vswitch_id is None:
                 continue
+            exists = subnet.ip_range in settings.existing_subnets
             self.subnets[subnet_name] = hcloud.NetworkSubnet(
                 f"subnet-{subnet_name}",
                 network_id=self.network_id,
@@ -43,7 +55,11 @@ class HelsinkiNetwork(UndeComponent):
                 network_zone=zone,
                 ip_range=str(subnet.ip_range),
                 vswitch_id=settings.vswitch_id if vswitch else None,
-                opts=self.child(),
+                # hcloud's import id of a subnet is `<network id>-<ip range>`.
+                opts=self.child(
+                    import_=f"{settings.network_import_id}-{subnet.ip_range}" if exists else None,
+                    protect=exists,
+                ),
             )
         gateway_ip = str(inventory.gateway.ip)
         destinations = {
@@ -51,6 +67,13 @@ class HelsinkiNetwork(UndeComponent):
             "tunnels": str(plan.tunnel_range),
             # Servers without a public address reach the internet through helsinki-gw's NAT.
             "default": "0.0.0.0/0",
+        }
+        # While an adopted network still has its old range, routes to destinations outside it
+        # wait for the run that widens it (hcloud rejects them until then).
+        routable = {
+            label: destination
+            for label, destination in destinations.items()
+            if destination == "0.0.0.0/0" or IPv4Network(destination).subnet_of(ip_range)
         }
         self.routes = [
             hcloud.NetworkRoute(
@@ -60,7 +83,7 @@ class HelsinkiNetwork(UndeComponent):
                 gateway=gateway_ip,
                 opts=self.child(),
             )
-            for label, destination in destinations.items()
+            for label, destination in routable.items()
         ]
         self.register_outputs({"network_id": self.network_id})
 

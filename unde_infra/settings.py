@@ -33,6 +33,11 @@ class StackSettings:
     ssh_keys: tuple[str, ...] = ()
     admin_cidrs: tuple[IPv4Network, ...] = ()
     vswitch_id: int | None = None
+    # The Helsinki network exists already (the adopted servers are on it): its hcloud id, the
+    # range it has today (only while it is being imported) and the subnets it already has.
+    network_import_id: str | None = None
+    network_current_range: IPv4Network | None = None
+    existing_subnets: tuple[IPv4Network, ...] = ()
     provider: Provider = "hcloud"
     location: str = "sin"
     hosts: dict[str, ExistingHost] = field(default_factory=dict)
@@ -46,7 +51,7 @@ class StackSettings:
 
 
 KNOWN_KEYS = {
-    "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "provider",
+    "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "networkImport", "provider",
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
     "posthogApiKey", "routerosUser", "routerosPrivateInterface",
@@ -100,6 +105,8 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
     if vswitch is not None and not str(vswitch).isdigit():
         problems.add("vswitchId", f"the Robot vSwitch id is a number (got {vswitch!r})")
         vswitch = None
+    network_import = raw.get("networkImport") or {}
+    import_id, current_range, existing_subnets = _network_import(network_import, problems)
     return StackSettings(
         stack=stack,
         site=site,
@@ -109,6 +116,9 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         ssh_keys=tuple(str(k) for k in raw.get("sshKeys") or []),
         admin_cidrs=tuple(a for a in admin_cidrs if isinstance(a, IPv4Network)),
         vswitch_id=int(vswitch) if vswitch is not None else None,
+        network_import_id=import_id,
+        network_current_range=current_range,
+        existing_subnets=existing_subnets,
         provider=provider,
         location=str(raw.get("location", "sin")),
         hosts=hosts,
@@ -118,6 +128,33 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         routeros_user=str(raw.get("routerosUser", "admin")),
         routeros_private_interface=str(raw.get("routerosPrivateInterface", "ether2")),
     )
+
+
+def _network_import(
+    raw: Any, problems: Problems
+) -> tuple[str | None, IPv4Network | None, tuple[IPv4Network, ...]]:
+    if not raw:
+        return None, None, ()
+    if not isinstance(raw, dict) or "id" not in raw:
+        problems.add("networkImport", "needs the id of the existing network (and its currentRange, subnets)")
+        return None, None, ()
+    unknown = set(raw) - {"id", "currentRange", "subnets"}
+    if unknown:
+        problems.add("networkImport", f"unknown keys: {', '.join(sorted(unknown))}")
+    if not str(raw["id"]).isdigit():
+        problems.add("networkImport.id", f"hcloud network ids are numbers (got {raw['id']!r})")
+    networks: list[IPv4Network] = []
+    for i, cidr in enumerate([raw.get("currentRange"), *(raw.get("subnets") or [])]):
+        if cidr is None:
+            continue
+        try:
+            networks.append(IPv4Network(str(cidr)))
+        except ValueError:
+            where = "networkImport.currentRange" if i == 0 else f"networkImport.subnets[{i - 1}]"
+            problems.add(where, f"not an IPv4 network: {cidr!r}")
+    current = IPv4Network(str(raw["currentRange"])) if raw.get("currentRange") and networks else None
+    subnets = tuple(networks[1:] if current is not None else networks)
+    return str(raw["id"]), current, subnets
 
 
 def _int_setting(raw: dict[str, Any], key: str, problems: Problems) -> int:
@@ -144,6 +181,10 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                 f"`pulumi config set --path 'importIds.{server.name}' <id> -s {settings.stack}` "
                 "(`hcloud server describe " + server.name + "` shows it)",
             )
+    planned = {s.ip_range for s in inventory.network.subnets.values()}
+    for cidr in settings.existing_subnets:
+        if cidr not in planned:
+            problems.add("networkImport.subnets", f"{cidr} is not a subnet of the topology's network")
     if settings.site == HELSINKI and settings.vswitch_id is None and any(s.dedicated for s in servers):
         problems.add("vswitchId", "production-db joins through a Robot vSwitch: set its id")
     if settings.site == LOCAL and settings.provider == "existing":

@@ -101,3 +101,26 @@ def test_gateway_outputs_for_the_local_stack(run_stack) -> None:
 
     documented = yaml.safe_load(STACK_OUTPUTS_FILE.read_text())["helsinki"]
     assert set(documented) == set(outputs)
+
+
+def test_an_existing_network_is_adopted_then_widened(run_stack) -> None:
+    adopting = {"id": 4242, "currentRange": "10.1.0.0/16", "subnets": ["10.1.0.0/24", "10.1.1.0/24"]}
+    first = run_stack("helsinki", networkImport=adopting)
+    (network,) = [r for r in first.run.records if r.type == "hcloud:index/network:Network"]
+    assert network.import_id == "4242" and network.inputs["ipRange"] == "10.1.0.0/16"
+    subnets = {r.inputs["ipRange"]: r.import_id for r in first.run.records if r.type == "hcloud:index/networkSubnet:NetworkSubnet"}
+    assert subnets == {
+        "10.1.0.0/24": "4242-10.1.0.0/24",
+        "10.1.1.0/24": "4242-10.1.1.0/24",
+        "10.1.2.0/24": None,
+        "10.1.3.0/24": None,
+    }
+    routes = sorted(r.inputs["destination"] for r in first.run.records if r.type == "hcloud:index/networkRoute:NetworkRoute")
+    assert routes == ["0.0.0.0/0"]  # the others wait for the wider range
+    servers = [r for r in first.run.records if r.type == "hcloud:index/server:Server"]
+    assert {int(r.inputs["networks"][0]["networkId"]) for r in servers} == {4242}
+
+    second = run_stack("helsinki", networkImport={k: v for k, v in adopting.items() if k != "currentRange"})
+    (network,) = [r for r in second.run.records if r.type == "hcloud:index/network:Network"]
+    assert network.import_id == "4242" and network.inputs["ipRange"] == "10.0.0.0/14"
+    assert len([r for r in second.run.records if r.type == "hcloud:index/networkRoute:NetworkRoute"]) == 3

@@ -1,0 +1,57 @@
+"""Stack settings are checked like the topology: every problem at once, `path: message`."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+
+from unde_infra.errors import Problems
+from unde_infra.model import load_topology
+from unde_infra.settings import check_against_inventory, parse_settings
+
+
+def test_every_bad_setting_is_reported() -> None:
+    problems = Problems()
+    parse_settings(
+        "helsinki",
+        {
+            "shards": 0,
+            "importIds": {"scraper": "abc"},
+            "adminCidrs": ["not-a-cidr"],
+            "provider": "aws",
+            "vswitchId": "x1",
+            "networkImport": {"id": "n1", "currentRange": "10.1.0.0/33"},
+            "colour": "red",
+        },
+        problems,
+    )
+    assert [str(p) for p in problems.items] == [
+        "colour: unknown setting (known: adminCidrs, heartbeatUrl, helsinkiStack, hosts, importIds, location, "
+        "networkImport, objectStorageAccessKey, objectStorageSecretKey, posthogApiKey, provider, routerosPrivateInterface, "
+        "routerosUser, shards, site, slackChannel, slackWebhookUrl, sshKeys, sshPrivateKey, telegramBotToken, "
+        "telegramChatId, topology, vswitchId)",
+        "shards: must be a whole number of at least 1 (got 0)",
+        "importIds.scraper: hcloud server ids are numbers (got 'abc')",
+        "adminCidrs[0]: not a CIDR: 'not-a-cidr'",
+        "provider: unknown provider 'aws' (known: hcloud, existing)",
+        "vswitchId: the Robot vSwitch id is a number (got 'x1')",
+        "networkImport.id: hcloud network ids are numbers (got 'n1')",
+        "networkImport.currentRange: not an IPv4 network: '10.1.0.0/33'",
+    ]
+
+
+def test_settings_against_the_inventory() -> None:
+    problems = Problems()
+    settings = parse_settings(
+        "helsinki",
+        {"importIds": {"nope": "1"}, "networkImport": {"id": 7, "subnets": ["10.9.0.0/24"]}, "sshKeys": []},
+        problems,
+    )
+    assert not problems
+    check_against_inventory(settings, load_topology(), problems)
+    lines = [str(p) for p in problems.items]
+    assert "importIds.nope: no server 'nope' of this stack in the topology" in lines
+    assert "networkImport.subnets: 10.9.0.0/24 is not a subnet of the topology's network" in lines
+    assert "vswitchId: production-db joins through a Robot vSwitch: set its id" in lines
+    assert "sshKeys: at least one admin SSH public key" in lines
+    assert sum(line.startswith("importIds.") and "already exists" in line for line in lines) == 15
+    assert settings.existing_subnets == (IPv4Network("10.9.0.0/24"),)
