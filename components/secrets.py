@@ -47,6 +47,9 @@ class LocalSecrets(UndeComponent):
         self.posthog_api_key = pulumi.Config().require_secret("posthogApiKey")
         self.register_outputs({})
 
+    def app_passwords_of(self, shard: int) -> dict[str, pulumi.Output[str]]:
+        return {user: value for (index, user), value in self.app_passwords.items() if index == shard}
+
     def files_for(self, server: Server) -> dict[str, RemoteFile]:
         files: dict[str, RemoteFile] = {}
         if server.task in MEK_TASKS:

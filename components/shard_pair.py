@@ -34,7 +34,7 @@ class ShardPair(UndeComponent):
         self.primary = local_hosts.host(shard.primary, user_data[shard.primary.name], self)
         self.replica = replica_hosts.host(shard.replica, user_data[shard.replica.name], self)
         self.tunnel = WireGuardPeer(shard.primary, self.primary, tunnels, opts=self.child())
-        database_secrets = shard_secrets(shard, self)
+        database_secrets = shard_secrets(shard, self, secrets.app_passwords_of(shard.index))
         nodes: tuple[tuple[Node, Host], ...] = (("primary", self.primary), ("replica", self.replica))
         for node, host in nodes:
             files = {**shard_node_files(shard, node, inventory, database_secrets), **secrets.files_for(host.server)}

@@ -35,7 +35,7 @@ from unde_infra.render.postgres import NodeLayout, ShardSecrets
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-SECRETS = ShardSecrets(*(f"test-secret-{i}" for i in range(8)))
+SECRETS = ShardSecrets(*(f"test-secret-{i}" for i in range(10)))
 LISTENER = (
     "import socket, sys, time\n"
     "socks = []\n"

@@ -197,7 +197,7 @@ def _parse_env(text: str) -> dict[str, str]:
 
 
 def _test_secrets() -> ShardSecrets:
-    return ShardSecrets(*(pysecrets.token_urlsafe(18) for _ in range(8)))
+    return ShardSecrets(*(pysecrets.token_urlsafe(18) for _ in range(10)))
 
 
 class Drill:
@@ -392,6 +392,13 @@ def test_failover_drill_three_sites(lab_factory: Callable[[str], Lab], request: 
     started = time.monotonic()
     primary, replica = drill.bootstrap()
     _report(request, "bootstrap_seconds", round(time.monotonic() - started, 1))
+
+    # The rendered post-bootstrap created the shard's database and users; the replica has them.
+    roles = drill.sql(primary, "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN "
+                               "('orchestrator', 'persona', 'pgbouncer', 'postgres_exporter')").stdout.strip()
+    assert roles == "orchestrator,persona,pgbouncer,postgres_exporter"
+    wait_for("the shard database on the replica", lambda: drill.sql(
+        replica, "SELECT datname FROM pg_database WHERE datname = 'unde'").stdout.strip() == "unde", 30, interval=0.5)
 
     # The rendered pgBackRest configuration archives WAL into the (local) repository.
     env = drill.env[primary]

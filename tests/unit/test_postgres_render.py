@@ -46,6 +46,8 @@ SECRETS = ShardSecrets(
     s3_access_key="AKIA-Secret-6",
     s3_secret_key="s3-Secret-7",
     repo_cipher_pass="cipher-Secret-8",
+    orchestrator_password="orch-Secret-9",
+    persona_password="pers-Secret-10",
 )
 
 

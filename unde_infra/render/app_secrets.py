@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .cloud_init import RUNTIME_SECRETS_DIR, SECRETS_DIR
+from .postgres import APP_DATABASE, APP_USERS
 
 MEK_PATH = f"{RUNTIME_SECRETS_DIR}/master-encryption-key"
 SHARD_CREDENTIALS_PATH = f"{SECRETS_DIR}/shard-credentials.env"
@@ -17,7 +18,7 @@ POSTHOG_PATH = f"{SECRETS_DIR}/posthog.env"
 # SPEC: the MEK is on the shards and the orchestrator; a replica becomes a primary on failover.
 MEK_TASKS = frozenset({"orchestrator", "shard", "shard-replica"})
 # SPEC: local shard DB passwords of the orchestrator and the persona agent.
-APP_DB_USERS = ("orchestrator", "persona")
+APP_DB_USERS = APP_USERS
 POSTHOG_INGEST_TASK = "api"  # local-app sends `POST /capture` over the VPN
 
 
@@ -41,6 +42,7 @@ def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, sh
         values[f"SHARD{index}_HOST"] = address
         values[f"SHARD{index}_PORT"] = "6432"
         values[f"SHARD{index}_USER"] = user
+        values[f"SHARD{index}_DATABASE"] = APP_DATABASE
         values[f"SHARD{index}_PASSWORD"] = passwords[(index, user)]
     return env_file(values)
 

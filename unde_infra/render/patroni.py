@@ -20,6 +20,8 @@ from .etcd import DEFAULT_ETCD_LAYOUT, EtcdLayout, patroni_hosts
 from .postgres import (
     DEFAULT_LAYOUT,
     EXPORTER_USER,
+    APP_DATABASE,
+    APP_USERS,
     PGBOUNCER_USER,
     REPLICATION_USER,
     REWIND_USER,
@@ -178,6 +180,8 @@ def patroni_env(secrets: ShardSecrets) -> str:
         "PATRONI_REWIND_PASSWORD": secrets.rewind_password,
         "UNDE_PGBOUNCER_PASSWORD": secrets.pgbouncer_password,
         "UNDE_EXPORTER_PASSWORD": secrets.exporter_password,
+        "UNDE_ORCHESTRATOR_PASSWORD": secrets.orchestrator_password,
+        "UNDE_PERSONA_PASSWORD": secrets.persona_password,
     }
     for name, value in values.items():
         if "\n" in value:
@@ -214,12 +218,16 @@ def post_bootstrap_sql(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
     lines = [
         "\\getenv pgbouncer_password UNDE_PGBOUNCER_PASSWORD",
         "\\getenv exporter_password UNDE_EXPORTER_PASSWORD",
+        *(f"\\getenv {user}_password UNDE_{user.upper()}_PASSWORD" for user in APP_USERS),
         f"CREATE ROLE {PGBOUNCER_USER} LOGIN PASSWORD :'pgbouncer_password';",
         f"CREATE ROLE {EXPORTER_USER} LOGIN PASSWORD :'exporter_password' IN ROLE pg_monitor;",
+        *(f"CREATE ROLE {user} LOGIN PASSWORD :'{user}_password';" for user in APP_USERS),
         # template1 too, so every database created later (the shard's own) inherits them.
         *per_database,
         "\\connect template1",
         *per_database,
+        f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USERS[0]};",
+        *(f"GRANT CONNECT, TEMPORARY ON DATABASE {APP_DATABASE} TO {user};" for user in APP_USERS[1:]),
         "",
     ]
     return "\n".join(lines)

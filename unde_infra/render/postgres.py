@@ -36,6 +36,11 @@ REPLICATION_USER = "replicator"
 REWIND_USER = "rewind_user"
 PGBOUNCER_USER = "pgbouncer"
 EXPORTER_USER = "postgres_exporter"
+# The shard's own database and the services that log in to it through PgBouncer (SPEC: the
+# orchestrator's and the persona agent's passwords). The application's migrations create the
+# tables, the embedding index among them; the bootstrap creates the database and the roles.
+APP_DATABASE = "unde"
+APP_USERS = ("orchestrator", "persona")
 # Extensions created in template1 at bootstrap, so every shard database has them.
 DEFAULT_EXTENSIONS = ("vector", "pg_stat_statements")
 
@@ -54,6 +59,8 @@ class ShardSecrets:
     s3_secret_key: str
     # pgBackRest encrypts the repository: backups hold user knowledge and chat history.
     repo_cipher_pass: str
+    orchestrator_password: str
+    persona_password: str
 
     def __repr__(self) -> str:  # never show a secret in a traceback or a test report
         return "ShardSecrets(<redacted>)"

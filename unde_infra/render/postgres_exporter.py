@@ -7,7 +7,7 @@ metric name is `<query key>_<column>`, so the key and column below make EMBEDDIN
 from __future__ import annotations
 
 from .cloud_init import dump_yaml
-from .postgres import DEFAULT_LAYOUT, EXPORTER_USER, NodeLayout, ShardSecrets
+from .postgres import APP_DATABASE, DEFAULT_LAYOUT, EXPORTER_USER, NodeLayout, ShardSecrets
 
 EMBEDDING_INDEX = "idx_messages_embedding"
 EMBEDDING_INDEX_METRIC = "unde_embedding_index_size_bytes"
@@ -56,7 +56,8 @@ def queries_yaml() -> str:
 def exporter_env(secrets: ShardSecrets, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
     """SECRET: the exporter's connection, read by systemd for the exporter's unit."""
     return (
-        f"DATA_SOURCE_URI=127.0.0.1:{layout.pg_port}/postgres?sslmode=disable\n"
+        # The shard's own database: the embedding index lives there, not in `postgres`.
+        f"DATA_SOURCE_URI=127.0.0.1:{layout.pg_port}/{APP_DATABASE}?sslmode=disable\n"
         f"DATA_SOURCE_USER={EXPORTER_USER}\n"
         f"DATA_SOURCE_PASS={secrets.exporter_password}\n"
         f"PG_EXPORTER_EXTEND_QUERY_PATH={layout.exporter_dir}/queries.yaml\n"
