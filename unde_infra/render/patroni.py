@@ -18,10 +18,10 @@ from . import pgbackrest, pgbouncer, postgres_exporter
 from .cloud_init import dump_yaml
 from .etcd import DEFAULT_ETCD_LAYOUT, EtcdLayout, patroni_hosts
 from .postgres import (
-    DEFAULT_LAYOUT,
-    EXPORTER_USER,
     APP_DATABASE,
     APP_USERS,
+    DEFAULT_LAYOUT,
+    EXPORTER_USER,
     PGBOUNCER_USER,
     REPLICATION_USER,
     REWIND_USER,
