@@ -80,7 +80,8 @@ def deliver(
 T = TypeVar("T")
 
 
-def _pick(files: pulumi.Output[dict[str, str]], path: str) -> pulumi.Output[str]:
+def pick(files: pulumi.Output[dict[str, str]], path: str) -> pulumi.Output[str]:
+    """One file of a set rendered as a whole from secret values."""
     return files.apply(lambda rendered: rendered[path])
 
 
@@ -91,6 +92,6 @@ def secret_files(
     values (a render of `sample` gives them), so each file is its own resource from the start."""
     rendered: pulumi.Output[dict[str, str]] = pulumi.Output.secret(values).apply(render)  # type: ignore[arg-type]
     return {
-        path: RemoteFile(_pick(rendered, path), mode="0600", secret=True, **options)
+        path: RemoteFile(pick(rendered, path), mode="0600", secret=True, **options)
         for path in render(sample)
     }

@@ -23,6 +23,7 @@ from .batch_host import BatchHost
 from .dedicated_host import DedicatedHost
 from .delivery import RemoteFile, deliver
 from .entry_point import HcloudEntryPoint, NginxEntryPoint
+from .exporters import deliver_exporters
 from .firewalls import Firewalls
 from .ha_files import ETCD_MEMBER_SETUP, etcd_files
 from .helsinki_gateway import HelsinkiGateway
@@ -231,12 +232,13 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
 
 def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
     """Every server's base files and packages (node_exporter, private routes), also on servers
-    that were adopted and whose user data never runs again."""
+    that were adopted and whose user data never runs again; and the exporters its services need."""
     for host in hosts.values():
         files = {path: RemoteFile(text) for path, text in base_files(host.server, inventory).items()}
         owner = host.owner or host.resource
         assert owner is not None
         deliver(host, files, owner, apply=base_setup_script(host.server, inventory), apply_label="base")
+        deliver_exporters(host, owner)
 
 
 def _deliver_etcd_member(component: AgentHost | BatchHost, inventory: Inventory) -> None:

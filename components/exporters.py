@@ -1,0 +1,37 @@
+"""Exporters beside the Redis servers and the PostgreSQL servers that are not shards."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+
+from unde_infra.render.exporters import (
+    EXPORTER_ENV,
+    needs_redis_exporter,
+    needs_standalone_postgres_exporter,
+    postgres_exporter_files,
+    postgres_exporter_setup,
+    redis_exporter_setup,
+)
+
+from .delivery import RemoteFile, deliver, pick
+from .hosts import Host
+
+
+def deliver_exporters(host: Host, parent: pulumi.Resource) -> None:
+    server = host.server
+    if needs_redis_exporter(server):
+        deliver(host, {}, parent, apply=redis_exporter_setup(), apply_label="redis-exporter")
+    if needs_standalone_postgres_exporter(server):
+        password = random.RandomPassword(
+            f"{server.name}-exporter-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=parent)
+        ).result
+        rendered: pulumi.Output[dict[str, str]] = pulumi.Output.secret(password).apply(postgres_exporter_files)  # type: ignore[arg-type]
+        files = {}
+        for path in postgres_exporter_files("sample"):
+            secret = path == EXPORTER_ENV
+            content = pick(rendered, path)
+            files[path] = RemoteFile(
+                content if secret else pulumi.Output.unsecret(content), mode="0600" if secret else "0644", secret=secret
+            )
+        deliver(host, files, parent, apply=postgres_exporter_setup(), apply_label="postgres-exporter")
