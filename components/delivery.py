@@ -53,7 +53,7 @@ def deliver(
             command.remote.Command(
                 f"{host.server.name}:{path}",
                 connection=host.connection(),
-                create=(
+                create=host.as_root(
                     f"install -D -m {spec.mode} -o {shlex.quote(spec.owner)} -g {shlex.quote(spec.group)} "
                     f"/dev/stdin {shlex.quote(path)}"
                 ),
@@ -69,7 +69,7 @@ def deliver(
             command.remote.Command(
                 f"{host.server.name}:apply" + (f":{apply_label}" if apply_label else ""),
                 connection=host.connection(),
-                create=apply,
+                create=host.as_root(apply),
                 triggers=digests,
                 opts=pulumi.ResourceOptions(parent=parent, depends_on=list(written)),
             )

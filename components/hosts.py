@@ -8,6 +8,7 @@ the same way."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -71,8 +72,25 @@ class Host:
     port: int = 22
 
     def connection(self) -> command.remote.ConnectionArgs:
-        proxy = command.remote.ProxyConnectionArgs(host=self.jump, user="root") if self.jump is not None else None
-        return command.remote.ConnectionArgs(host=self.address, user=self.user, port=self.port, proxy=proxy)
+        key = admin_private_key()
+        proxy = (
+            command.remote.ProxyConnectionArgs(host=self.jump, user="root", private_key=key)
+            if self.jump is not None
+            else None
+        )
+        return command.remote.ConnectionArgs(
+            host=self.address, user=self.user, port=self.port, proxy=proxy, private_key=key
+        )
+
+    def as_root(self, script: str) -> str:
+        """`script` for this host's login: as is for root, through `sudo` for another user."""
+        return script if self.user == "root" else f"sudo -n bash -c {shlex.quote(script)}"
+
+
+def admin_private_key() -> pulumi.Output[str] | None:
+    """The admin key remote commands log in with: the `sshPrivateKey` config secret when set (a CI
+    runner), otherwise the operator's ssh-agent."""
+    return pulumi.Config().get_secret("sshPrivateKey")
 
 
 class TypeChooser(Protocol):
@@ -152,14 +170,13 @@ class ExistingHosts:
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         entry = self.settings.hosts[server.name]
-        connection = command.remote.ConnectionArgs(host=entry.address, user=entry.user, port=entry.port)
-        address = pulumi.Output.from_input(entry.address)
+        host = Host(server, pulumi.Output.from_input(entry.address), None, user=entry.user, port=entry.port, owner=parent)
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
         seed = command.remote.Command(
             f"{server.name}-bootstrap",
-            connection=connection,
-            create=(
+            connection=host.connection(),
+            create=host.as_root(
                 "set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud; "
                 "cat > /var/lib/cloud/seed/nocloud/user-data; "
                 f"printf 'instance-id: {server.name}\\nlocal-hostname: {server.name}\\n' "
@@ -171,4 +188,5 @@ class ExistingHosts:
             triggers=[user_data],
             opts=server_options(server, self.settings, parent, replace_forcing=[]),
         )
-        return Host(server, address, seed, user=entry.user, port=entry.port, owner=parent)
+        host.resource = seed
+        return host

@@ -121,6 +121,12 @@ def test_local_stack_on_existing_hosts(run_stack, inventory) -> None:
     assert app["stdin"].startswith("#cloud-config\n")
     assert app["triggers"] == [app["stdin"]]
     assert result.artifacts["local-app"]["user-data.yaml"] == app["stdin"]
+    # A login that is not root runs every step through sudo; the file keeps its mode and owner.
+    (wg,) = [r for r in result.run.records if r.name == "local-app:/etc/wireguard/wg-app.conf"]
+    assert plain(wg.inputs)["create"] == (
+        "sudo -n bash -c 'install -D -m 0600 -o root -g root /dev/stdin /etc/wireguard/wg-app.conf'"
+    )
+    assert app["create"].startswith("sudo -n bash -c 'set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud;")
 
 
 def test_existing_hosts_need_an_address_each(fresh_event_loop) -> None:
@@ -153,3 +159,15 @@ def test_stateful_servers_keep_their_urns(run_stack) -> None:
                 assert REPLACE_FORCING <= set(record.ignore_changes), record.urn
     expected = [line for line in STATEFUL_URNS.read_text().splitlines() if line and not line.startswith("#")]
     assert sorted(urns) == sorted(expected)
+
+
+def test_remote_commands_log_in_with_the_configured_key(run_stack) -> None:
+    result = run_stack("helsinki", sshPrivateKey={"secure": "v1:abc"})
+    (command,) = [r for r in result.run.records if r.name == "staging-db:/etc/unde/server.env"]
+    exported = command.export()["inputs"]["connection"]
+    assert exported == "[secret]"  # the key makes the whole connection secret
+    connection = plain(command.inputs)["connection"]
+    assert connection["host"] == "10.1.0.8" and connection["user"] == "root"
+    assert connection["proxy"]["host"] == "46.62.233.30"  # private servers through helsinki-gw
+    assert connection["privateKey"] == connection["proxy"]["privateKey"] == "offline-placeholder-sshPrivateKey"
+    assert plain(command.inputs)["create"] == "install -D -m 0644 -o root -g root /dev/stdin /etc/unde/server.env"
