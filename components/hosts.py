@@ -28,6 +28,8 @@ REPLACE_FORCING_FIELDS = ["image", "userData", "sshKeys", "location", "datacente
 # An adopted server keeps its public network as it is: detaching a primary IP needs the server
 # powered off, a step for a maintenance window, not for `pulumi up`.
 ADOPTED_ONLY_FIELDS = ["publicNets"]
+# Left alone during the adoption run (settings.adopting): whatever the servers have today.
+ADOPTION_RUN_FIELDS = ["name", "serverType", "labels", "networks", "deleteProtection", "rebuildProtection", "backups"]
 
 
 def server_options(
@@ -53,9 +55,15 @@ def server_options(
         parent=parent,
         import_=import_id,
         protect=server.existing or server.stateful,
-        ignore_changes=list(replace_forcing) + (ADOPTED_ONLY_FIELDS if server.existing and replace_forcing else []),
+        ignore_changes=list(replace_forcing) + _adopted_fields(server, settings, bool(replace_forcing)),
         **extra,  # type: ignore[arg-type]
     )
+
+
+def _adopted_fields(server: Server, settings: StackSettings, is_server: bool) -> list[str]:
+    if not (server.existing and is_server):
+        return []
+    return ADOPTED_ONLY_FIELDS + (ADOPTION_RUN_FIELDS if settings.adopting else [])
 
 
 @dataclass

@@ -35,6 +35,10 @@ class StackSettings:
     vswitch_id: int | None = None
     # The Helsinki network exists already (the adopted servers are on it): its hcloud id, the
     # range it has today (only while it is being imported) and the subnets it already has.
+    # First run against servers that already exist: an import fails on any difference between
+    # the program and the server, so while this is set the adopted servers' other fields are
+    # left as they are; the next run (without it) applies labels and protection.
+    adopting: bool = False
     network_import_id: str | None = None
     network_current_range: IPv4Network | None = None
     existing_subnets: tuple[IPv4Network, ...] = ()
@@ -51,7 +55,7 @@ class StackSettings:
 
 
 KNOWN_KEYS = {
-    "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "networkImport", "provider",
+    "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
     "posthogApiKey", "routerosUser", "routerosPrivateInterface",
@@ -117,6 +121,7 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         admin_cidrs=tuple(a for a in admin_cidrs if isinstance(a, IPv4Network)),
         vswitch_id=int(vswitch) if vswitch is not None else None,
         network_import_id=import_id,
+        adopting=bool(raw.get("adopting", False)),
         network_current_range=current_range,
         existing_subnets=existing_subnets,
         provider=provider,

@@ -171,3 +171,15 @@ def test_remote_commands_log_in_with_the_configured_key(run_stack) -> None:
     assert connection["proxy"]["host"] == "46.62.233.30"  # private servers through helsinki-gw
     assert connection["privateKey"] == connection["proxy"]["privateKey"] == "offline-placeholder-sshPrivateKey"
     assert plain(command.inputs)["create"] == "install -D -m 0644 -o root -g root /dev/stdin /etc/unde/server.env"
+
+
+def test_the_adoption_run_leaves_the_existing_servers_as_they_are(run_stack) -> None:
+    first = run_stack("helsinki", adopting=True)
+    later = run_stack("helsinki")
+    for name in ("helsinki-gw", "staging-db"):
+        adopting, managed = servers(first)[name], servers(later)[name]
+        assert {"labels", "serverType", "deleteProtection", "networks"} <= set(adopting.ignore_changes)
+        assert not {"labels", "serverType", "deleteProtection", "networks"} & set(managed.ignore_changes)
+        assert adopting.import_id == managed.import_id is not None
+    # Servers to create are not affected by the adoption run.
+    assert "labels" not in servers(first)["posthog"].ignore_changes
