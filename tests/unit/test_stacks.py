@@ -183,3 +183,30 @@ def test_the_adoption_run_leaves_the_existing_servers_as_they_are(run_stack) -> 
         assert adopting.import_id == managed.import_id is not None
     # Servers to create are not affected by the adoption run.
     assert "labels" not in servers(first)["posthog"].ignore_changes
+
+
+@pytest.mark.parametrize(
+    ("stack", "change"),
+    [
+        ("helsinki", {"sshKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY29uZCBhZG1pbiBrZXkgZm9yIHRlc3Rz other"]}),
+        ("local", {"shards": 4}),
+        ("local", {"location": "sin", "sshKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY29uZCBhZG1pbiBrZXkgZm9yIHRlc3Rz other"]}),
+    ],
+)
+def test_a_change_never_touches_what_would_replace_a_stateful_server(run_stack, stack, change) -> None:
+    """Between two runs that differ by an everyday change (a new admin key, more shards), every
+    input of a protected server that changes is one the provider applies in place, or one the
+    program tells it to ignore: nothing that would replace the server."""
+    shards = change.pop("shards", None)
+    before = servers(run_stack(stack))
+    after = servers(run_stack(stack, shards=shards, **change))
+    protected = [name for name, record in before.items() if record.protect]
+    assert protected
+    for name in protected:
+        old, new = plain(before[name].inputs), plain(after[name].inputs)
+        changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+        assert before[name].urn == after[name].urn
+        assert changed & REPLACE_FORCING <= set(after[name].ignore_changes), (name, changed)
+    if "sshKeys" in change:
+        # The new key really changes the bootstrap: ignored, so no server is replaced for it.
+        assert any(plain(before[n].inputs)["userData"] != plain(after[n].inputs)["userData"] for n in protected)
