@@ -25,7 +25,7 @@ def test_every_bad_setting_is_reported() -> None:
         problems,
     )
     assert [str(p) for p in problems.items] == [
-        "colour: unknown setting (known: adminCidrs, heartbeatUrl, helsinkiStack, hosts, importIds, location, "
+        "colour: unknown setting (known: adminCidrs, adopting, heartbeatUrl, helsinkiStack, hosts, importIds, location, "
         "networkImport, objectStorageAccessKey, objectStorageSecretKey, posthogApiKey, provider, routerosPrivateInterface, "
         "routerosUser, shards, site, slackChannel, slackWebhookUrl, sshKeys, sshPrivateKey, telegramBotToken, "
         "telegramChatId, topology, vswitchId)",
