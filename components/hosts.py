@@ -146,7 +146,9 @@ class HcloudHosts:
             labels=server.labels,
             user_data=user_data,
             ssh_keys=self.ssh_key_ids,
-            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=server.public_ipv4, ipv6_enabled=True)],
+            public_nets=[
+                hcloud.ServerPublicNetArgs(ipv4_enabled=server.public_ipv4, ipv6_enabled=server.public_ipv6)
+            ],
             networks=networks,
             # Adopted servers keep their placement: hcloud moves a server into a group only while
             # it is powered off.

@@ -45,9 +45,9 @@ def tunnel_endpoints(inventory: Inventory) -> list[Server]:
 
 
 def firewall_plans(inventory: Inventory, stack: str, admin_cidrs: tuple[IPv4Network, ...]) -> list[FirewallPlan]:
-    servers = [s for s in inventory.stack_servers(stack) if s.dedicated is None and s.public_ipv4]
-    if stack == "local":
-        servers = [s for s in servers if s.site == "local"]
+    # Every server with a public interface, IPv4 or IPv6 (a shard reaches the gateway over
+    # IPv6): a public interface without a firewall would expose every port it listens on.
+    servers = [s for s in inventory.stack_servers(stack) if s.dedicated is None and s.has_public_interface]
     names = tuple(s.name for s in servers)
     admin = tuple(str(c) for c in admin_cidrs)
     plans = [

@@ -92,6 +92,16 @@ class Server:
         return labels
 
     @property
+    def public_ipv6(self) -> bool:
+        """Servers with a public IPv4 have IPv6 too. A local server without IPv4 (a shard) keeps
+        IPv6 alone, to reach helsinki-gw's tunnel endpoint; private Helsinki servers have none."""
+        return self.public_ipv4 or self.site == LOCAL
+
+    @property
+    def has_public_interface(self) -> bool:
+        return self.public_ipv4 or self.public_ipv6
+
+    @property
     def is_hcloud_site_server(self) -> bool:
         return self.dedicated is None
 

@@ -46,9 +46,11 @@ def test_firewalls_open_only_what_the_plan_exposes(run_stack) -> None:
     attached = {name: sorted(int(i) for i in a["serverIds"]) for name, a in by_type(result, "hcloud:index/firewallAttachment:FirewallAttachment").items()}
     assert "unde-helsinki-https" not in attached  # no entry point in Helsinki (see the topology)
     assert attached["unde-helsinki-wireguard"] == sorted([ids["helsinki-gw"], ids["etcd-witness"]])
-    # Data servers have no public interface to protect; every server with one has the base rules.
+    # Private servers have no public interface at all (no IPv4, no IPv6); every server with one,
+    # of either family, has the base rules.
     servers = by_type(result, "hcloud:index/server:Server")
-    public = {name for name, s in servers.items() if s["publicNets"][0]["ipv4Enabled"]}
+    public = {name for name, s in servers.items() if s["publicNets"][0]["ipv4Enabled"] or s["publicNets"][0]["ipv6Enabled"]}
+    assert {name for name, s in servers.items() if not s["publicNets"][0]["ipv6Enabled"]} == {"staging-db"}
     assert sorted(ids[n] for n in public) == attached["unde-helsinki-base"]
     assert {"staging-db", "etcd-3"} & public == {"etcd-3"}
 

@@ -74,3 +74,15 @@ def test_routeros_mode_uploads_one_script_with_every_tunnel(run_stack, tmp_path:
     assert "source" in upload.secret_paths and upload.export()["inputs"]["source"] == "[secret]"
     (apply,) = [r for r in result.run.records if r.name == "helsinki-gw:apply:routeros"]
     assert apply.inputs["create"].startswith("/import file-name=unde-wireguard.rsc")
+
+
+def test_a_shard_without_ipv4_is_firewalled_on_its_ipv6(run_stack) -> None:
+    result = run_stack("local")
+    servers = of_type(result, "hcloud:index/server:Server")
+    assert servers["local-shard-0"]["publicNets"] == [{"ipv4Enabled": False, "ipv6Enabled": True}]
+    assert servers["shard-replica-0"]["publicNets"] == [{"ipv4Enabled": False, "ipv6Enabled": False}]
+    ids = {r.name: int(r.id) for r in result.run.records if r.type == "hcloud:index/server:Server"}
+    (base,) = [a for name, a in of_type(result, "hcloud:index/firewallAttachment:FirewallAttachment").items() if name == "unde-local-base"]
+    attached = {int(i) for i in base["serverIds"]}
+    assert ids["local-shard-0"] in attached and ids["shard-replica-0"] not in attached
+    assert attached == {ids[n] for n in ids if n.startswith("local-")}
