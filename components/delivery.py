@@ -12,10 +12,14 @@ import hashlib
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import pulumi
 import pulumi_command as command
+
+from unde_infra.naming import delivery_name
+from unde_infra.render.patroni import RenderedFile
 
 from .hosts import Host
 
@@ -51,7 +55,7 @@ def deliver(
         digests.append(digest)
         written.append(
             command.remote.Command(
-                f"{host.server.name}:{path}",
+                delivery_name(host.server.name, path),
                 connection=host.connection(),
                 create=host.as_root(
                     f"install -D -m {spec.mode} -o {shlex.quote(spec.owner)} -g {shlex.quote(spec.group)} "
@@ -83,6 +87,25 @@ T = TypeVar("T")
 def pick(files: pulumi.Output[dict[str, str]], path: str) -> pulumi.Output[str]:
     """One file of a set rendered as a whole from secret values."""
     return files.apply(lambda rendered: rendered[path])
+
+
+def _content(bundle: dict[str, RenderedFile], path: str) -> str:
+    return bundle[path].content
+
+
+def rendered_files(
+    rendered: pulumi.Output[dict[str, RenderedFile]], sample: dict[str, RenderedFile]
+) -> dict[str, RemoteFile]:
+    """Files rendered together from secret values, each with the mode, owner and secrecy its
+    renderer gives it (a render of `sample` values tells them, and the paths, in advance). The
+    files that carry no secret are unwrapped, so previews and diffs show them."""
+    files = {}
+    for path, spec in sample.items():
+        content = rendered.apply(partial(_content, path=path))
+        if not spec.secret:
+            content = pulumi.Output.unsecret(content)
+        files[path] = RemoteFile(content, mode=spec.mode, owner=spec.owner, group=spec.group, secret=spec.secret)
+    return files
 
 
 def secret_files(

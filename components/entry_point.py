@@ -13,11 +13,6 @@ from .delivery import RemoteFile, deliver
 from .hosts import Host
 
 
-def _server_id(host: Host) -> pulumi.Output[int]:
-    assert isinstance(host.resource, pulumi.CustomResource), host.server.name
-    return host.resource.id.apply(int)
-
-
 class HcloudEntryPoint(UndeComponent):
     """An hcloud Load Balancer in front of every local-app instance, reaching them privately."""
 
@@ -61,7 +56,7 @@ class HcloudEntryPoint(UndeComponent):
                 f"{name}-{host.server.name}",
                 load_balancer_id=balancer_id,
                 type="server",
-                server_id=_server_id(host),
+                server_id=host.server_id(),
                 use_private_ip=True,
                 opts=self.child(depends_on=[attachment]),
             )

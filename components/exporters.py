@@ -6,15 +6,15 @@ import pulumi
 import pulumi_random as random
 
 from unde_infra.render.exporters import (
-    EXPORTER_ENV,
     needs_redis_exporter,
     needs_standalone_postgres_exporter,
     postgres_exporter_files,
     postgres_exporter_setup,
     redis_exporter_setup,
 )
+from unde_infra.render.patroni import RenderedFile
 
-from .delivery import RemoteFile, deliver, pick
+from .delivery import deliver, rendered_files
 from .hosts import Host
 
 
@@ -26,12 +26,8 @@ def deliver_exporters(host: Host, parent: pulumi.Resource) -> None:
         password = random.RandomPassword(
             f"{server.name}-exporter-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=parent)
         ).result
-        rendered: pulumi.Output[dict[str, str]] = pulumi.Output.secret(password).apply(postgres_exporter_files)  # type: ignore[arg-type]
-        files = {}
-        for path in postgres_exporter_files("sample"):
-            secret = path == EXPORTER_ENV
-            content = pick(rendered, path)
-            files[path] = RemoteFile(
-                content if secret else pulumi.Output.unsecret(content), mode="0600" if secret else "0644", secret=secret
-            )
+        rendered: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(password).apply(  # type: ignore[arg-type]
+            postgres_exporter_files
+        )
+        files = rendered_files(rendered, postgres_exporter_files("sample"))
         deliver(host, files, parent, apply=postgres_exporter_setup(), apply_label="postgres-exporter")

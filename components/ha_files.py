@@ -9,10 +9,10 @@ import pulumi_random as random
 from unde_infra.model import Inventory, Server, Shard
 from unde_infra.render.etcd import etcd_member_files
 from unde_infra.render.node_setup import etcd_member_setup, shard_node_setup
-from unde_infra.render.patroni import Node, RenderedFile, shard_node_bundle
+from unde_infra.render.patroni import Node, shard_node_bundle
 from unde_infra.render.postgres import APP_USERS, ShardSecrets
 
-from .delivery import RemoteFile
+from .delivery import RemoteFile, rendered_files
 
 SHARD_PASSWORDS = ("superuser", "replication", "rewind", "pgbouncer", "exporter")
 SAMPLE_SECRETS = ShardSecrets(*(["sample-value"] * 10))
@@ -47,17 +47,10 @@ def shard_secrets(
     return pulumi.Output.secret(values.apply(lambda v: ShardSecrets(*v)))
 
 
-def _remote(rendered: pulumi.Output[dict[str, RenderedFile]], path: str, sample: RenderedFile) -> RemoteFile:
-    content = rendered.apply(lambda files: files[path].content)
-    if not sample.secret:
-        content = pulumi.Output.unsecret(content)  # shown in previews and diffs
-    return RemoteFile(content, mode=sample.mode, owner=sample.owner, group=sample.group, secret=sample.secret)
-
-
 def shard_node_files(shard: Shard, node: Node, inventory: Inventory, secrets: pulumi.Output[ShardSecrets]) -> dict[str, RemoteFile]:
     rendered = secrets.apply(lambda s: shard_node_bundle(shard, node, inventory, s))
     sample = shard_node_bundle(shard, node, inventory, SAMPLE_SECRETS)
-    return {path: _remote(rendered, path, spec) for path, spec in sample.items()}
+    return rendered_files(rendered, sample)
 
 
 def etcd_files(server: Server, inventory: Inventory) -> dict[str, RemoteFile]:

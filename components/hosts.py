@@ -18,13 +18,10 @@ import pulumi_command as command
 import pulumi_hcloud as hcloud
 
 from unde_infra.model import Server
+from unde_infra.naming import REPLACE_FORCING_FIELDS, bootstrap_name
 from unde_infra.settings import StackSettings
 
 IMAGE = "debian-12"
-# hcloud.Server inputs whose change makes the provider replace the server. A change to them
-# (a new bootstrap, a new admin key, a new image release) must never replace a running server:
-# it applies to servers created afterwards only.
-REPLACE_FORCING_FIELDS = ["image", "userData", "sshKeys", "location", "datacenter"]
 # An adopted server keeps its public network as it is: detaching a primary IP needs the server
 # powered off, a step for a maintenance window, not for `pulumi up`.
 ADOPTED_ONLY_FIELDS = ["publicNets"]
@@ -36,7 +33,7 @@ def server_options(
     server: Server,
     settings: StackSettings,
     parent: pulumi.Resource,
-    replace_forcing: list[str] = REPLACE_FORCING_FIELDS,
+    replace_forcing: Sequence[str] = REPLACE_FORCING_FIELDS,
     **extra: object,
 ) -> pulumi.ResourceOptions:
     """Resource options of the resource that stands for `server`.
@@ -89,6 +86,11 @@ class Host:
         return command.remote.ConnectionArgs(
             host=self.address, user=self.user, port=self.port, proxy=proxy, private_key=key
         )
+
+    def server_id(self) -> pulumi.Output[int]:
+        """The hcloud id of this host's server (hcloud ids are integers in the Python SDK)."""
+        assert isinstance(self.resource, pulumi.CustomResource), f"{self.server.name} is no hcloud server"
+        return self.resource.id.apply(int)
 
     def as_root(self, script: str) -> str:
         """`script` for this host's login: as is for root, through `sudo` for another user."""
@@ -184,7 +186,7 @@ class ExistingHosts:
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
         seed = command.remote.Command(
-            f"{server.name}-bootstrap",
+            bootstrap_name(server.name),
             connection=host.connection(),
             create=host.as_root(
                 "set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud; "

@@ -256,11 +256,7 @@ def posthog_files() -> dict[str, RemoteFile]:
 
 
 def _server_ids(hosts: dict[str, Host]) -> dict[str, pulumi.Output[int]]:
-    ids = {}
-    for name, host in hosts.items():
-        assert isinstance(host.resource, pulumi.CustomResource), name  # hcloud servers only
-        ids[name] = host.resource.id.apply(int)
-    return ids
+    return {name: host.server_id() for name, host in hosts.items()}
 
 
 def build_site(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_random as random
 
 from unde_infra.model import Inventory, Server
+from unde_infra.naming import delivery_name
 from unde_infra.render.monitoring import tunnel_collector_files
 from unde_infra.render.wireguard import (
     ROUTEROS_SCRIPT_PATH,
@@ -153,7 +154,7 @@ class RouterOsTunnels(UndeComponent):
             )
         )
         upload = command.remote.CopyToRemote(
-            f"{router.server.name}:{ROUTEROS_SCRIPT_PATH}",
+            delivery_name(router.server.name, ROUTEROS_SCRIPT_PATH),
             connection=router.connection(),
             source=script.apply(pulumi.StringAsset),
             remote_path=ROUTEROS_SCRIPT_PATH.lstrip("/"),

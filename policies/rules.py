@@ -19,15 +19,18 @@ import yaml
 from unde_infra.firewall import ANYWHERE, HTTPS_PORT, SSH_PORT, wireguard_port_range
 from unde_infra.limits import size_over_limit
 from unde_infra.model import LOCAL, ROOT, Inventory, colocated_tasks, stack_of
+from unde_infra.naming import (
+    REMOTE_COMMAND_TYPE,
+    REPLACE_FORCING_FIELDS,
+    SERVER_TYPE,
+    bootstrapped_server,
+    delivered_file,
+)
 from unde_infra.schema import Size
 
 POLICY_CONFIG = ROOT / "config" / "policy.yaml"
-SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
-COMMAND = "command:remote:Command"
 WIREGUARD_PEER = "unde:network:WireGuardPeer"
-BOOTSTRAP_SUFFIX = "-bootstrap"
-REPLACE_FORCING = ("image", "userData", "sshKeys", "location", "datacenter")
 MANDATORY, ADVISORY, DISABLED = "mandatory", "advisory", "disabled"
 # Text that gives a secret away wherever it appears in user data.
 SECRET_MARKERS = ("PrivateKey", "PresharedKey", "PASSWORD=", "password:", "BEGIN PRIVATE KEY", "BEGIN OPENSSH PRIVATE KEY")
@@ -115,7 +118,7 @@ class Rule:
 
 
 def servers(resources: list[ResourceView]) -> list[ResourceView]:
-    return [r for r in resources if r.type == SERVER]
+    return [r for r in resources if r.type == SERVER_TYPE]
 
 
 def server_name(resource: ResourceView) -> str:
@@ -124,9 +127,8 @@ def server_name(resource: ResourceView) -> str:
 
 def bootstrapped_hosts(resources: list[ResourceView]) -> list[tuple[str, ResourceView]]:
     """Existing hosts: the bootstrap command of each (see components/hosts.py)."""
-    return [
-        (r.name[: -len(BOOTSTRAP_SUFFIX)], r) for r in resources if r.type == COMMAND and r.name.endswith(BOOTSTRAP_SUFFIX)
-    ]
+    found = [(bootstrapped_server(r.type, r.name), r) for r in resources]
+    return [(name, r) for name, r in found if name is not None]
 
 
 def labels(resource: ResourceView) -> Mapping[str, str]:
@@ -247,7 +249,7 @@ def _attachments(resources: list[ResourceView]) -> dict[str, tuple[ResourceView,
         deps = [by_urn[d] for d in r.dependencies if d in by_urn]
         for firewall in (d for d in deps if d.type == FIREWALL):
             _, names = result.setdefault(firewall.urn, (firewall, set()))
-            names.update(server_name(d) for d in deps if d.type == SERVER)
+            names.update(server_name(d) for d in deps if d.type == SERVER_TYPE)
     return result
 
 
@@ -286,7 +288,7 @@ def stateful_servers_protected(resources: list[ResourceView], ctx: Context) -> I
                 yield r.urn, f"{server.name}: stateful or adopted server without protect"
             if not (r.inputs.get("deleteProtection") and r.inputs.get("rebuildProtection")):
                 yield r.urn, f"{server.name}: stateful or adopted server without hcloud delete and rebuild protection"
-        missing = [f for f in REPLACE_FORCING if f not in r.ignore_changes]
+        missing = [f for f in REPLACE_FORCING_FIELDS if f not in r.ignore_changes]
         if guarded and missing:
             yield r.urn, f"{server.name}: a change to {', '.join(missing)} would replace it; add to ignoreChanges"
 
@@ -294,9 +296,9 @@ def stateful_servers_protected(resources: list[ResourceView], ctx: Context) -> I
 def no_secret_in_user_data(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
     secrets = _secret_values(resources)
     for r in resources:
-        if r.type == SERVER:
+        if r.type == SERVER_TYPE:
             text, field_name = r.inputs.get("userData"), "userData"
-        elif r.type == COMMAND and r.name.endswith(BOOTSTRAP_SUFFIX):
+        elif bootstrapped_server(r.type, r.name) is not None:
             text, field_name = r.inputs.get("stdin"), "stdin"
         else:
             continue
@@ -373,10 +375,13 @@ def etcd_quorum_survives_site_loss(resources: list[ResourceView], ctx: Context) 
 # Stack rules
 
 
+def _is_file_sd_delivery(resource: ResourceView) -> bool:
+    file = delivered_file(resource.name)
+    return resource.type == REMOTE_COMMAND_TYPE and file is not None and file[0] == "monitoring" and "/file_sd/" in file[1]
+
+
 def every_server_is_a_monitoring_target(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
-    delivered = [
-        r for r in resources if r.type == COMMAND and r.name.startswith("monitoring:/") and "/file_sd/" in r.name
-    ]
+    delivered = [r for r in resources if _is_file_sd_delivery(r)]
     if stack_of(ctx.inventory.servers["monitoring"]) != ctx.stack:
         return
     if not delivered:

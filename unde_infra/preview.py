@@ -19,6 +19,7 @@ import yaml
 
 from .errors import Problems, TopologyError
 from .model import HELSINKI, ROOT, STACKS, Inventory, load_topology
+from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstrapped_server, delivered_file
 from .offline import (
     OFFLINE_SECRET_PREFIX,
     STACK_OUTPUTS_FILE,
@@ -31,10 +32,7 @@ from .offline import (
 from .settings import StackSettings, check_against_inventory, missing_import_ids, parse_settings
 
 USER_DATA_ARTIFACT = "user-data.yaml"
-SERVER_TYPE = "hcloud:index/server:Server"
-BOOTSTRAP_SUFFIX = "-bootstrap"  # ExistingHosts' bootstrap command of a server
-FILE_DELIVERY_TYPE = "command:remote:Command"  # components/delivery.py: named `<server>:<path>`
-FILE_COPY_TYPE = "command:remote:CopyToRemote"  # where the far end has no shell (RouterOS)
+
 
 
 @dataclass
@@ -152,13 +150,18 @@ def collect_artifacts(run: StackRun) -> dict[str, dict[str, str]]:
         inputs = unwrap_secrets(record.inputs)
         if record.type == SERVER_TYPE and "userData" in inputs:
             files.setdefault(inputs.get("name", record.name), {})[USER_DATA_ARTIFACT] = inputs["userData"]
-        elif record.type == "command:remote:Command" and record.name.endswith(BOOTSTRAP_SUFFIX) and "stdin" in inputs:
-            files.setdefault(record.name[: -len(BOOTSTRAP_SUFFIX)], {})[USER_DATA_ARTIFACT] = inputs["stdin"]
-        elif record.type == FILE_DELIVERY_TYPE and ":/" in record.name and "stdin" in inputs:
-            server, _, path = record.name.partition(":")
+            continue
+        bootstrapped = bootstrapped_server(record.type, record.name)
+        if bootstrapped is not None and "stdin" in inputs:
+            files.setdefault(bootstrapped, {})[USER_DATA_ARTIFACT] = inputs["stdin"]
+            continue
+        delivered = delivered_file(record.name)
+        if delivered is None:
+            continue
+        server, path = delivered
+        if record.type == REMOTE_COMMAND_TYPE and "stdin" in inputs:
             files.setdefault(server, {})[path] = inputs["stdin"]
-        elif record.type == FILE_COPY_TYPE and ":/" in record.name and hasattr(inputs.get("source"), "text"):
-            server, _, path = record.name.partition(":")
+        elif record.type == REMOTE_COPY_TYPE and hasattr(inputs.get("source"), "text"):
             files.setdefault(server, {})[path] = inputs["source"].text
     return files
 
@@ -167,11 +170,11 @@ def secret_artifacts(run: StackRun) -> list[str]:
     """`server:path` of every file built from secret values. Offline those values are
     placeholders (generated secrets and config secrets alike), so the artifacts show the files'
     shape and never a real secret; a real run delivers them root-only."""
+    content_input = {REMOTE_COMMAND_TYPE: "stdin", REMOTE_COPY_TYPE: "source"}
     return sorted(
         r.name
         for r in run.records
-        if ":/" in r.name
-        and ((r.type == FILE_DELIVERY_TYPE and "stdin" in r.secret_paths) or (r.type == FILE_COPY_TYPE and "source" in r.secret_paths))
+        if delivered_file(r.name) is not None and content_input.get(r.type) in r.secret_paths
     )
 
 
@@ -251,7 +254,7 @@ def summary(result: StackResult) -> str:
 
 
 def _other_hosts(result: StackResult) -> str:
-    bootstraps = [r for r in result.run.records if r.type == "command:remote:Command" and r.name.endswith(BOOTSTRAP_SUFFIX)]
+    bootstraps = [r for r in result.run.records if bootstrapped_server(r.type, r.name) is not None]
     dedicated = [s for s in result.inventory.stack_servers(result.run.stack) if s.dedicated]
     parts = []
     if bootstraps:

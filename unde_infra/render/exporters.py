@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 
 from ..model import Server
-from .patroni import exporter_unit_dropin
+from .patroni import RenderedFile, exporter_unit_dropin
 from .postgres import DEFAULT_LAYOUT, EXPORTER_USER
 from .postgres_exporter import ENV_FILE_NAME
 
@@ -46,8 +46,11 @@ def postgres_exporter_env(password: str, port: int = 5432) -> str:
     )
 
 
-def postgres_exporter_files(password: str) -> dict[str, str]:
-    return {EXPORTER_ENV: postgres_exporter_env(password), EXPORTER_DROPIN: exporter_unit_dropin(DEFAULT_LAYOUT)}
+def postgres_exporter_files(password: str) -> dict[str, RenderedFile]:
+    return {
+        EXPORTER_ENV: RenderedFile(postgres_exporter_env(password), mode="0600", secret=True),
+        EXPORTER_DROPIN: RenderedFile(exporter_unit_dropin(DEFAULT_LAYOUT)),
+    }
 
 
 PSQL_AS_POSTGRES = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1"
