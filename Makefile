@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # The real tools the tests run the rendered configs through, and the servers they start.
 DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-exporter \
-	etcd-server etcd-client patroni postgresql-15 pgbouncer pgbackrest redis-server \
+	etcd-server etcd-client python3-venv postgresql-15 pgbouncer pgbackrest redis-server \
 	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light
 PYTEST_ARGS ?=
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import scenarios
+from . import runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--out", type=Path, default=Path("build/preview"))
     prev.set_defaults(func=cmd_preview)
     scenarios.register(sub)
+    runbook.register(sub)
     return parser
 
 

@@ -96,8 +96,8 @@ def _validate_layout(base: Path, server: str) -> NodeLayout:
 
 
 @pytest.mark.parametrize("placement", ["three-sites", "plan"])
-def test_every_patroni_yml_passes_validate_config(placement: str, workdir: Path) -> None:
-    patroni_bin = require_tool("patroni")
+def test_every_patroni_yml_passes_validate_config(placement: str, workdir: Path, deployed_patroni: str) -> None:
+    patroni_bin = deployed_patroni
     inventory = load_topology(placement=placement, shards=2)
     configs: list[tuple[str, Path]] = []
     for shard in inventory.shards:

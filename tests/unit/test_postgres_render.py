@@ -176,9 +176,11 @@ def test_shard_node_files_paths(inventory: Inventory) -> None:
             "/etc/postgres_exporter/queries.yaml", "/etc/unde/secrets/patroni.env"} <= set(files)
     env = files["/etc/unde/secrets/patroni.env"]
     assert f"PATRONI_SUPERUSER_PASSWORD={SECRETS.superuser_password}\n" in env
-    dropin = files["/etc/systemd/system/patroni.service.d/unde.conf"]
-    assert "EnvironmentFile=/etc/unde/secrets/patroni.env" in dropin
-    assert "EnvironmentFile=/etc/unde/secrets/pgbackrest.env" in dropin  # archive_command needs the keys
+    unit = files["/etc/systemd/system/patroni.service"]
+    assert "EnvironmentFile=/etc/unde/secrets/patroni.env" in unit
+    assert "EnvironmentFile=/etc/unde/secrets/pgbackrest.env" in unit  # archive_command needs the keys
+    # The pinned Patroni from its virtualenv, never Debian's 3.0.2 (double-demote race).
+    assert "ExecStart=/opt/patroni/bin/patroni /etc/patroni/patroni.yml" in unit
     with pytest.raises(ValueError):
         patroni.shard_node_files(inventory.shards[0], "standby", inventory, SECRETS)  # type: ignore[arg-type]
 

@@ -190,13 +190,18 @@ def patroni_env(secrets: ShardSecrets) -> str:
 
 
 def post_bootstrap_script(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
-    # Passwords reach psql through the environment (\getenv), never through argv, where any
+    # Passwords reach psql through the environment (\\getenv), never through argv, where any
     # local user could read them in the process list.
     return "\n".join(
         [
             "#!/bin/sh",
             "# Run once by Patroni after initdb on the first primary; $1 is its connection string.",
             "set -eu",
+            # The stanza now, so archive_command works from the first WAL segment. Not fatal: a
+            # failed post_bootstrap makes Patroni wipe the new cluster, and a repository that is
+            # unreachable now gets its stanza from the next backup run (pgbackrest-run).
+            f"timeout 300 /usr/bin/python3 {layout.pgbackrest_runner} stanza"
+            " || echo 'pgBackRest stanza-create failed; the backup timer retries' >&2",
             f'exec {layout.bin_dir}/psql "$1" -X -q -v ON_ERROR_STOP=1 -f {layout.patroni_dir}/{POST_BOOTSTRAP_SQL}',
             "",
         ]
@@ -233,22 +238,37 @@ def post_bootstrap_sql(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
     return "\n".join(lines)
 
 
-def patroni_unit_dropin(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+def patroni_unit(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    """Patroni's own unit: it runs from the pinned virtualenv, not from a Debian package."""
     return "\n".join(
         [
             "[Unit]",
-            "ConditionPathExists=",
+            f"Description=Patroni: PostgreSQL HA of {shard.scope} (unde-infra)",
+            "After=network-online.target",
+            "Wants=network-online.target",
             f"ConditionPathExists={layout.patroni_config}",
             "",
             "[Service]",
+            "Type=simple",
+            "User=postgres",
+            "Group=postgres",
             # systemd reads these root-only files before it drops to the postgres user.
             f"EnvironmentFile={layout.secrets_dir}/{PATRONI_ENV}",
             f"EnvironmentFile={layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}",
             # Directories the postgres user writes to but cannot create itself.
             f"ExecStartPre=+/usr/bin/install -d -o postgres -g postgres -m 0750 {layout.patroni_log_dir} "
             f"{layout.pgbackrest_log_dir} {layout.pgbackrest_spool_dir}",
-            "ExecStart=",
-            f"ExecStart=/usr/bin/patroni {layout.patroni_config}",
+            f"ExecStart={layout.patroni_bin} {layout.patroni_config}",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            # Patroni stops PostgreSQL itself; killing the whole group would skip its shutdown.
+            "KillMode=process",
+            "TimeoutSec=30",
+            # A crashed Patroni comes back by itself and rejoins as whatever the DCS says.
+            "Restart=on-failure",
+            "RestartSec=5",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
             "",
         ]
     )
@@ -292,7 +312,7 @@ def shard_node_bundle(
         f"{layout.patroni_dir}/{POST_BOOTSTRAP_SCRIPT}": pg(post_bootstrap_script(layout), mode="0750"),
         f"{layout.patroni_dir}/{POST_BOOTSTRAP_SQL}": pg(post_bootstrap_sql(layout)),
         f"{layout.secrets_dir}/{PATRONI_ENV}": root_only_secret(patroni_env(secrets)),
-        f"{layout.systemd_dir}/patroni.service.d/unde.conf": RenderedFile(patroni_unit_dropin(layout)),
+        f"{layout.systemd_dir}/patroni.service": RenderedFile(patroni_unit(shard, layout)),
         layout.pgbackrest_config: pg(pgbackrest.pgbackrest_conf(shard, repo, layout)),
         f"{layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}": root_only_secret(pgbackrest.pgbackrest_env(secrets, repo)),
         f"{layout.pgbouncer_dir}/pgbouncer.ini": pg(pgbouncer.pgbouncer_ini(server, layout)),
@@ -309,7 +329,9 @@ def shard_node_bundle(
             postgres_exporter.exporter_env(secrets, layout)
         ),
     }
-    for path, content in pgbackrest.backup_units(shard, layout).items():
+    stanza = pgbackrest.shard_stanza(shard, server, layout)
+    files[layout.pgbackrest_runner] = RenderedFile(pgbackrest.runner_script(stanza, layout), mode="0755")
+    for path, content in pgbackrest.backup_units(stanza, layout).items():
         files[path] = RenderedFile(content)
     return files
 

@@ -1,21 +1,56 @@
-"""pgBackRest of a shard node: WAL archive and backups in the `unde-backups` bucket.
+"""pgBackRest: WAL archive and backups in the `unde-backups` bucket, for the shards and for the
+PostgreSQL servers this program does not run itself (production-db, staging-db).
 
 The configuration file carries no key: S3 keys and the repository cipher pass live in a
 root-only environment file that systemd reads for Patroni (so PostgreSQL's archive_command and
-restore_command inherit them) and for the backup timer.
+restore_command inherit them) and for the backup units.
+
+What runs, per stanza:
+* the stanza is created at bootstrap (Patroni's post_bootstrap) and again, idempotently, before
+  every backup, so a repository that was unreachable at bootstrap is set up on the next run;
+* a full backup every week and a differential one on the other days, by systemd timers present
+  on every node of a shard: the backup runs only where the primary is (Patroni's REST API says
+  so), so a failover needs no change;
+* retention expires old backups after each backup (pgBackRest's own expire), and the WAL older
+  than the oldest kept full backup with them;
+* archive-push is asynchronous with a spool, so a short repository outage delays nothing on
+  the primary;
+* a metrics collector writes the age of the last full and differential backup and the size of
+  the repository for node_exporter's textfile collector.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import Inventory, Shard
+from ..model import Inventory, Server, Shard
 from .postgres import DEFAULT_LAYOUT, SUPERUSER, NodeLayout, ShardSecrets
 
 BACKUP_BUCKET = "unde-backups"
 ENV_FILE_NAME = "pgbackrest.env"
-BACKUP_SERVICE = "unde-pgbackrest-backup.service"
-BACKUP_TIMER = "unde-pgbackrest-backup.timer"
+BACKUP_SERVICE_TEMPLATE = "unde-pgbackrest-backup@.service"
+METRICS_SERVICE = "unde-pgbackrest-metrics.service"
+# Timer name -> (backup type, OnCalendar). Sunday's full backup replaces that day's diff.
+BACKUP_SCHEDULE = {
+    "unde-pgbackrest-full.timer": ("full", "Sun *-*-* 02:30:00"),
+    "unde-pgbackrest-diff.timer": ("diff", "Mon..Sat *-*-* 02:30:00"),
+}
+METRICS_TIMER = "unde-pgbackrest-metrics.timer"
+BACKUP_TIMERS = (*BACKUP_SCHEDULE, METRICS_TIMER)
+METRICS_INTERVAL_SECONDS = 300
+METRICS_FILE = "unde_pgbackrest.prom"
+# Two weekly fulls: point-in-time recovery reaches 7-14 days back; a diff for every other day.
+RETENTION_FULL = 2
+RETENTION_DIFF = 7
+# While the repository is unreachable the spool holds WAL; past this much pgBackRest drops it
+# (the archive gets a gap, the primary's disk stays safe). The same bound as the replication
+# slot's (postgres.MAX_SLOT_WAL_KEEP_SIZE): either guard gives up only long after the alerts.
+ARCHIVE_PUSH_QUEUE_MAX = "40GiB"
+# The metric names the collector writes; render/monitoring.py alerts on them.
+LAST_BACKUP_METRIC = "unde_pgbackrest_last_backup_timestamp_seconds"
+REPO_SIZE_METRIC = "unde_pgbackrest_repo_size_bytes"
+INFO_SUCCESS_METRIC = "unde_pgbackrest_info_success"
+BACKUP_COUNT_METRIC = "unde_pgbackrest_backups"
 
 
 @dataclass(frozen=True)
@@ -24,6 +59,10 @@ class S3Repo:
     bucket: str
     region: str
     path: str = "/pgbackrest"
+    # Only the restore drill sets these: its S3 server listens on a port of its own with a
+    # certificate from a throw-away CA.
+    port: int | None = None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,11 +72,43 @@ class PosixRepo:
     path: str
 
 
-def default_repo(inventory: Inventory) -> S3Repo:
+Repo = S3Repo | PosixRepo
+
+
+@dataclass(frozen=True)
+class Stanza:
+    """One PostgreSQL cluster backed up into the repository."""
+
+    name: str
+    # None: found on the server at set-up time (an existing server's data directory).
+    data_dir: str | None
+    port: int
+    socket_dir: str
+    # Where to ask whether this node is the primary: Patroni's REST API, else PostgreSQL itself.
+    patroni_api: str | None
+
+
+def default_repo(inventory: Inventory, path: str = "/pgbackrest") -> S3Repo:
     storage = inventory.object_storage
     if BACKUP_BUCKET not in storage.buckets:
         raise ValueError(f"object_storage.buckets has no {BACKUP_BUCKET!r}; pgBackRest needs it")
-    return S3Repo(endpoint=storage.endpoint, bucket=BACKUP_BUCKET, region=storage.region)
+    return S3Repo(endpoint=storage.endpoint, bucket=BACKUP_BUCKET, region=storage.region, path=path)
+
+
+def standalone_repo(inventory: Inventory, server: Server) -> S3Repo:
+    """An existing PostgreSQL server's repository: the same bucket, under the server's own prefix."""
+    return default_repo(inventory, path=f"/{server.name}/pgbackrest")
+
+
+def shard_stanza(shard: Shard, server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> Stanza:
+    return Stanza(
+        name=shard.scope, data_dir=layout.data_dir, port=layout.pg_port, socket_dir=layout.socket_dir,
+        patroni_api=f"http://{server.ip}:{layout.patroni_port}",
+    )
+
+
+def standalone_stanza(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> Stanza:
+    return Stanza(name=server.name, data_dir=None, port=layout.pg_port, socket_dir=layout.socket_dir, patroni_api=None)
 
 
 def _ini(sections: dict[str, dict[str, str | int]]) -> str:
@@ -49,89 +120,299 @@ def _ini(sections: dict[str, dict[str, str | int]]) -> str:
     return "\n".join(out)
 
 
-def pgbackrest_conf(shard: Shard, repo: S3Repo | PosixRepo, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
-    repo_options: dict[str, str | int]
-    if isinstance(repo, S3Repo):
-        repo_options = {
-            "repo1-type": "s3",
-            "repo1-s3-endpoint": repo.endpoint,
-            "repo1-s3-bucket": repo.bucket,
-            "repo1-s3-region": repo.region,
-            # Hetzner Object Storage serves both styles; path style needs no wildcard DNS.
-            "repo1-s3-uri-style": "path",
-            "repo1-path": repo.path,
-        }
-    else:
-        repo_options = {"repo1-type": "posix", "repo1-path": repo.path}
+def repo_options(repo: Repo) -> dict[str, str | int]:
+    if isinstance(repo, PosixRepo):
+        return {"repo1-type": "posix", "repo1-path": repo.path}
+    options: dict[str, str | int] = {
+        "repo1-type": "s3",
+        "repo1-s3-endpoint": repo.endpoint,
+        "repo1-s3-bucket": repo.bucket,
+        "repo1-s3-region": repo.region,
+        # Hetzner Object Storage serves both styles; path style needs no wildcard DNS.
+        "repo1-s3-uri-style": "path",
+        "repo1-path": repo.path,
+    }
+    if repo.port is not None:
+        options["repo1-storage-port"] = repo.port
+    if repo.ca_file is not None:
+        options["repo1-storage-ca-file"] = repo.ca_file
+    return options
+
+
+def stanza_conf(stanza: Stanza, repo: Repo, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
     global_options: dict[str, str | int] = {
-        **repo_options,
+        **repo_options(repo),
         "repo1-cipher-type": "aes-256-cbc",
-        "repo1-retention-full": 2,
-        "repo1-retention-diff": 7,
+        "repo1-retention-full": RETENTION_FULL,
+        "repo1-retention-diff": RETENTION_DIFF,
         "compress-type": "zst",
         "process-max": 2,
         # Pushing WAL asynchronously keeps a slow 120 ms object store round trip off the
         # primary's archiver; the spool holds WAL while the upload runs.
         "archive-async": "y",
+        "archive-push-queue-max": ARCHIVE_PUSH_QUEUE_MAX,
         "spool-path": layout.pgbackrest_spool_dir,
+        "lock-path": layout.pgbackrest_lock_dir,
         "log-path": layout.pgbackrest_log_dir,
         "log-level-console": "info",
         "log-level-file": "detail",
         "start-fast": "y",
         "delta": "y",
     }
-    stanza: dict[str, str | int] = {
-        "pg1-path": layout.data_dir,
-        "pg1-port": layout.pg_port,
-        "pg1-socket-path": layout.socket_dir,
-        "pg1-user": SUPERUSER,
-    }
-    return _ini({"global": global_options, shard.scope: stanza})
+    section: dict[str, str | int] = {}
+    if stanza.data_dir is not None:
+        section["pg1-path"] = stanza.data_dir
+    section.update({"pg1-port": stanza.port, "pg1-socket-path": stanza.socket_dir, "pg1-user": SUPERUSER})
+    return _ini({"global": global_options, stanza.name: section})
 
 
-def pgbackrest_env(secrets: ShardSecrets, repo: S3Repo | PosixRepo) -> str:
+def pgbackrest_conf(shard: Shard, repo: Repo, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    return stanza_conf(shard_stanza(shard, shard.primary, layout), repo, layout)
+
+
+def pgbackrest_env(secrets: ShardSecrets, repo: Repo) -> str:
     """SECRET: pgBackRest reads PGBACKREST_* variables as options."""
-    lines = [f"PGBACKREST_REPO1_CIPHER_PASS={secrets.repo_cipher_pass}"]
+    return repo_env(secrets.repo_cipher_pass, secrets.s3_access_key, secrets.s3_secret_key, repo)
+
+
+def repo_env(cipher_pass: str, s3_key: str, s3_secret: str, repo: Repo) -> str:
+    """SECRET: the repository's cipher pass and, for S3, its keys."""
+    values = {"PGBACKREST_REPO1_CIPHER_PASS": cipher_pass}
     if isinstance(repo, S3Repo):
-        lines += [f"PGBACKREST_REPO1_S3_KEY={secrets.s3_access_key}", f"PGBACKREST_REPO1_S3_KEY_SECRET={secrets.s3_secret_key}"]
-    return "\n".join(lines) + "\n"
+        values.update({"PGBACKREST_REPO1_S3_KEY": s3_key, "PGBACKREST_REPO1_S3_KEY_SECRET": s3_secret})
+    for name, value in values.items():
+        if not value or any(c in value for c in "\n\r\0"):
+            raise ValueError(f"{name} must be one non-empty line")
+    return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
-def backup_units(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, str]:
-    """A daily full-or-diff backup that runs only where the shard's primary is, so both nodes
-    carry the same units and a failover needs no change."""
-    check_primary = (
-        f"/bin/sh -c 'test \"$$(psql -h {layout.socket_dir} -p {layout.pg_port} -Atc "
-        "\"select pg_is_in_recovery()\")\" = f'"
+# --------------------------------------------------------------------------------------------
+# The runner: one script for the timers, the drills and people (`pgbackrest-run backup full`).
+
+_RUNNER = r'''#!/usr/bin/python3
+"""pgBackRest runner of one stanza. Rendered by unde-infra; edits are overwritten.
+
+  pgbackrest-run is-primary      exit 0 on the node that takes writes, 1 elsewhere
+  pgbackrest-run stanza          create the stanza where it does not exist yet
+  pgbackrest-run backup TYPE     full|diff|incr, only on the primary; then metrics
+  pgbackrest-run metrics         write the textfile-collector metrics
+
+Runs as root; pgBackRest and psql run as the postgres user, with this process's environment
+(the repository keys that systemd read from the root-only environment file)."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+SETTINGS = __SETTINGS__
+
+
+def as_postgres(args, **kwargs):
+    prefix = [] if os.geteuid() != 0 else ["runuser", "-u", SETTINGS["os_user"], "--"]
+    return subprocess.run(prefix + args, **kwargs)
+
+
+def pgbackrest(*args, check=True, capture=False):
+    cmd = ["pgbackrest", "--config=" + SETTINGS["config"], "--stanza=" + SETTINGS["stanza"], *args]
+    return as_postgres(cmd, check=check, text=True, capture_output=capture, timeout=SETTINGS["timeout"])
+
+
+def stanza_status():
+    """pgBackRest's status code of the stanza (0 ok, 1 missing stanza path, 2 no backup yet,
+    3 missing stanza data, ...), or None when the repository could not be read."""
+    out = pgbackrest("--output=json", "--log-level-file=off", "info", check=False, capture=True)
+    try:
+        entries = json.loads(out.stdout)
+    except ValueError:
+        return None
+    entry = next((e for e in entries if e.get("name") == SETTINGS["stanza"]), None)
+    return None if entry is None else entry.get("status", {}).get("code")
+
+
+def ensure_stanza():
+    """Create the stanza where it does not exist yet. stanza-create takes the archive lock,
+    which the asynchronous archiver holds while it pushes (or retries) WAL: wait for it."""
+    for _ in range(20):
+        if stanza_status() not in (None, 1, 3):
+            return 0
+        created = pgbackrest("stanza-create", check=False)
+        if created.returncode == 0:
+            return 0
+        if created.returncode != 50:  # 50: lock held by another pgBackRest process
+            return created.returncode
+        time.sleep(3)
+    return 50
+
+
+def is_primary():
+    api = SETTINGS["patroni_api"]
+    if api:
+        # Patroni answers 200 on /primary only on the member that holds the leader lock.
+        try:
+            with urllib.request.urlopen(api + "/primary", timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+    out = as_postgres([SETTINGS["psql"], "-h", SETTINGS["socket_dir"], "-p", str(SETTINGS["port"]), "-XAtqc",
+                       "SELECT pg_is_in_recovery()"], text=True, capture_output=True, timeout=30)
+    return out.returncode == 0 and out.stdout.strip() == "f"
+
+
+def metrics():
+    stanza = SETTINGS["stanza"]
+    last = {"full": 0.0, "diff": 0.0, "incr": 0.0}
+    size, count, ok = 0, 0, 0
+    try:
+        out = pgbackrest("--output=json", "--log-level-file=off", "info", capture=True)
+        for entry in json.loads(out.stdout):
+            if entry.get("name") != stanza:
+                continue
+            ok = 1 if entry.get("status", {}).get("code") in (0, 2) else 0  # 2: no backup yet
+            for backup in entry.get("backup", []):
+                kind = backup.get("type")
+                stop = float(backup.get("timestamp", {}).get("stop", 0))
+                if kind in last:
+                    last[kind] = max(last[kind], stop)
+                size += int(backup.get("info", {}).get("repository", {}).get("delta", 0))
+                count += 1
+    except (subprocess.SubprocessError, OSError, ValueError):
+        ok = 0
+    label = 'stanza="%s"' % stanza
+    lines = [
+        "# HELP __LAST__ Stop time of the newest backup of each type (0 when there is none).",
+        "# TYPE __LAST__ gauge",
+        *('__LAST__{%s,type="%s"} %.0f' % (label, kind, value) for kind, value in sorted(last.items())),
+        "# HELP __SIZE__ Bytes the kept backups occupy in the repository (WAL archive not counted).",
+        "# TYPE __SIZE__ gauge",
+        "__SIZE__{%s} %d" % (label, size),
+        "# HELP __COUNT__ Backups kept in the repository.",
+        "# TYPE __COUNT__ gauge",
+        "__COUNT__{%s} %d" % (label, count),
+        "# HELP __OK__ 1 when pgbackrest info read the stanza.",
+        "# TYPE __OK__ gauge",
+        "__OK__{%s} %d" % (label, ok),
+    ]
+    directory = SETTINGS["textfile_dir"]
+    if not os.path.isdir(directory):
+        return ok
+    path = os.path.join(directory, SETTINGS["metrics_file"])
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)  # node_exporter never reads a half-written file
+    return ok
+
+
+def main(argv):
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command = argv[0]
+    if command == "is-primary":
+        return 0 if is_primary() else 1
+    if command == "stanza":
+        return ensure_stanza()
+    if command == "metrics":
+        metrics()
+        return 0
+    if command == "backup" and len(argv) == 2 and argv[1] in ("full", "diff", "incr"):
+        if not is_primary():
+            print("not the primary: no backup here", file=sys.stderr)
+            metrics()
+            return 0
+        started = time.time()
+        created = ensure_stanza()
+        if created != 0:
+            return created
+        result = pgbackrest("--type=" + argv[1], "backup", check=False)
+        metrics()
+        print("%s backup of %s: exit %d after %.0f s" % (argv[1], SETTINGS["stanza"], result.returncode,
+                                                         time.time() - started), file=sys.stderr)
+        return result.returncode
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+
+def runner_script(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    settings = {
+        "stanza": stanza.name,
+        "config": layout.pgbackrest_config,
+        "patroni_api": stanza.patroni_api,
+        "psql": f"{layout.bin_dir}/psql" if stanza.data_dir is not None else "psql",
+        "socket_dir": stanza.socket_dir,
+        "port": stanza.port,
+        "os_user": "postgres",
+        "textfile_dir": layout.textfile_dir,
+        "metrics_file": METRICS_FILE,
+        # A full backup of a 32 GB shard over the 120 ms link to the bucket: hours, not days.
+        "timeout": 12 * 3600,
+    }
+    return (
+        _RUNNER.replace("__SETTINGS__", repr(settings))
+        .replace("__LAST__", LAST_BACKUP_METRIC)
+        .replace("__SIZE__", REPO_SIZE_METRIC)
+        .replace("__COUNT__", BACKUP_COUNT_METRIC)
+        .replace("__OK__", INFO_SUCCESS_METRIC)
     )
+
+
+def backup_units(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, str]:
+    """The backup and metrics units of a node. Every node of a shard has them; the runner
+    decides on each run whether this node is the primary."""
+    env = f"EnvironmentFile={layout.secrets_dir}/{ENV_FILE_NAME}"
+    after = "After=patroni.service" if stanza.patroni_api else "After=postgresql.service"
     service = "\n".join(
         [
             "[Unit]",
-            f"Description=pgBackRest backup of {shard.scope} (unde-infra)",
-            "After=patroni.service",
+            f"Description=pgBackRest %i backup of {stanza.name} (unde-infra)",
+            after,
             "",
             "[Service]",
             "Type=oneshot",
-            f"User={SUPERUSER}",
-            f"EnvironmentFile={layout.secrets_dir}/{ENV_FILE_NAME}",
-            f"ExecCondition={check_primary}",
-            f"ExecStart=/usr/bin/pgbackrest --config={layout.pgbackrest_config} --stanza={shard.scope} backup",
+            env,
+            f"ExecStart=/usr/bin/python3 {layout.pgbackrest_runner} backup %i",
             "",
         ]
     )
-    timer = "\n".join(
+    metrics_service = "\n".join(
         [
             "[Unit]",
-            f"Description=Daily pgBackRest backup of {shard.scope}",
+            f"Description=pgBackRest metrics of {stanza.name} for node_exporter (unde-infra)",
             "",
-            "[Timer]",
-            "OnCalendar=*-*-* 03:30:00",
-            "RandomizedDelaySec=30min",
-            "Persistent=true",
-            "",
-            "[Install]",
-            "WantedBy=timers.target",
+            "[Service]",
+            "Type=oneshot",
+            env,
+            f"ExecStart=/usr/bin/python3 {layout.pgbackrest_runner} metrics",
             "",
         ]
     )
-    return {f"{layout.systemd_dir}/{BACKUP_SERVICE}": service, f"{layout.systemd_dir}/{BACKUP_TIMER}": timer}
+    files = {
+        f"{layout.systemd_dir}/{BACKUP_SERVICE_TEMPLATE}": service,
+        f"{layout.systemd_dir}/{METRICS_SERVICE}": metrics_service,
+        f"{layout.systemd_dir}/{METRICS_TIMER}": _timer(
+            f"pgBackRest metrics of {stanza.name}", METRICS_SERVICE,
+            ["OnBootSec=60s", f"OnUnitActiveSec={METRICS_INTERVAL_SECONDS}s"],
+        ),
+    }
+    for timer, (kind, calendar) in BACKUP_SCHEDULE.items():
+        files[f"{layout.systemd_dir}/{timer}"] = _timer(
+            f"{kind} pgBackRest backup of {stanza.name}", BACKUP_SERVICE_TEMPLATE.replace("@", f"@{kind}"),
+            [f"OnCalendar={calendar}", "RandomizedDelaySec=30min", "Persistent=true"],
+        )
+    return files
+
+
+def _timer(description: str, unit: str, schedule: list[str]) -> str:
+    return "\n".join(
+        ["[Unit]", f"Description={description} (unde-infra)", "", "[Timer]", f"Unit={unit}", *schedule, "",
+         "[Install]", "WantedBy=timers.target", ""]
+    )

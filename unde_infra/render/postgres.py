@@ -81,17 +81,22 @@ class NodeLayout:
     data_dir: str = f"/var/lib/postgresql/{PG_VERSION}/main"
     socket_dir: str = "/var/run/postgresql"
     patroni_dir: str = "/etc/patroni"
+    # Patroni runs from its own virtualenv at the pinned version (render/node_setup.py).
+    patroni_venv: str = "/opt/patroni"
     pgpass: str = "/var/lib/postgresql/.pgpass_patroni"
     patroni_log_dir: str = "/var/log/patroni"
     pgbackrest_config: str = "/etc/pgbackrest/pgbackrest.conf"
     pgbackrest_log_dir: str = "/var/log/pgbackrest"
     pgbackrest_spool_dir: str = "/var/spool/pgbackrest"
+    pgbackrest_lock_dir: str = "/tmp/pgbackrest"  # pgBackRest's default
     pgbouncer_dir: str = "/etc/pgbouncer"
     pgbouncer_log_dir: str = "/var/log/postgresql"
     pgbouncer_run_dir: str = "/var/run/postgresql"
     exporter_dir: str = "/etc/postgres_exporter"
     secrets_dir: str = "/etc/unde/secrets"
     systemd_dir: str = "/etc/systemd/system"
+    tools_dir: str = "/usr/local/lib/unde"
+    textfile_dir: str = "/var/lib/prometheus/node-exporter"  # Debian node_exporter's textfile directory
     pg_port: int = 5432
     patroni_port: int = 8008
     pgbouncer_port: int = 6432
@@ -103,6 +108,14 @@ class NodeLayout:
     @property
     def patroni_config(self) -> str:
         return f"{self.patroni_dir}/patroni.yml"
+
+    @property
+    def pgbackrest_runner(self) -> str:
+        return f"{self.tools_dir}/pgbackrest-run"
+
+    @property
+    def patroni_bin(self) -> str:
+        return f"{self.patroni_venv}/bin/patroni"
 
 
 DEFAULT_LAYOUT = NodeLayout()
