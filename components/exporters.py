@@ -1,10 +1,12 @@
-"""Exporters beside the Redis servers and the PostgreSQL servers that are not shards."""
+"""Exporters beside the Redis servers and the PostgreSQL servers that are not shards, and the
+backups of those PostgreSQL servers (production-db, staging-db)."""
 
 from __future__ import annotations
 
 import pulumi
 import pulumi_random as random
 
+from unde_infra.model import Inventory
 from unde_infra.render.exporters import (
     needs_redis_exporter,
     needs_standalone_postgres_exporter,
@@ -13,9 +15,39 @@ from unde_infra.render.exporters import (
     redis_exporter_setup,
 )
 from unde_infra.render.patroni import RenderedFile
+from unde_infra.render.pgbackrest import standalone_files, standalone_setup
 
 from .delivery import deliver, rendered_files
 from .hosts import Host
+
+
+def _standalone_backup_files(inventory: Inventory, host: Host, values: list[str]) -> dict[str, RenderedFile]:
+    cipher_pass, s3_key, s3_secret = values
+    return {
+        # The postgres user's archive_command reads the keys file: it belongs to that user.
+        path: RenderedFile(content, mode=mode, secret=secret,
+                           owner="postgres" if secret else "root", group="postgres" if secret else "root")
+        for path, (content, mode, secret) in standalone_files(host.server, inventory, cipher_pass, s3_key,
+                                                              s3_secret).items()
+    }
+
+
+def deliver_standalone_backups(host: Host, inventory: Inventory, parent: pulumi.Resource) -> None:
+    """pgBackRest for a PostgreSQL server this program does not run: its own prefix in the
+    backups bucket, its own cipher pass (generated once, protected: losing it loses the backups)."""
+    server = host.server
+    cipher = random.RandomPassword(
+        f"{server.name}-repo-cipher-pass", length=64, special=False,
+        opts=pulumi.ResourceOptions(parent=parent, protect=True),
+    ).result
+    config = pulumi.Config()
+    values = pulumi.Output.all(cipher, config.require_secret("objectStorageAccessKey"),
+                               config.require_secret("objectStorageSecretKey"))
+    rendered: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(values).apply(  # type: ignore[arg-type]
+        lambda v: _standalone_backup_files(inventory, host, v)
+    )
+    sample = _standalone_backup_files(inventory, host, ["sample"] * 3)
+    deliver(host, rendered_files(rendered, sample), parent, apply=standalone_setup(server), apply_label="backups")
 
 
 def deliver_exporters(host: Host, parent: pulumi.Resource) -> None:

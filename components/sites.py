@@ -15,6 +15,7 @@ from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topo
 from unde_infra.render.app_secrets import POSTHOG_PATH, posthog_server
 from unde_infra.render.cloud_init import base_files, base_setup_script, bootstrap_user_data
 from unde_infra.render.entry import api_instances, needs_load_balancer
+from unde_infra.render.exporters import needs_standalone_postgres_exporter
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
 from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 
@@ -23,7 +24,7 @@ from .batch_host import BatchHost
 from .dedicated_host import DedicatedHost
 from .delivery import RemoteFile, deliver
 from .entry_point import HcloudEntryPoint, NginxEntryPoint
-from .exporters import deliver_exporters
+from .exporters import deliver_exporters, deliver_standalone_backups
 from .firewalls import Firewalls
 from .ha_files import ETCD_MEMBER_SETUP, etcd_files
 from .helsinki_gateway import HelsinkiGateway
@@ -239,6 +240,8 @@ def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
         assert owner is not None
         deliver(host, files, owner, apply=base_setup_script(host.server, inventory), apply_label="base")
         deliver_exporters(host, owner)
+        if needs_standalone_postgres_exporter(host.server):
+            deliver_standalone_backups(host, inventory, owner)
 
 
 def _deliver_etcd_member(component: AgentHost | BatchHost, inventory: Inventory) -> None:

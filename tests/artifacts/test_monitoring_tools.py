@@ -146,6 +146,8 @@ MOOD = target("node", "local-mood", "local", "mood")
 GW = target("node", "helsinki-gw", "helsinki", "gateway")
 SHARD_NODE = target("node", "local-shard-0", "local", "shard", "0")
 SHARD_PG = target("postgres", "local-shard-0", "local", "shard", "0")
+REPLICA_NODE = target("node", "shard-replica-0", "helsinki", "shard-replica", "0")
+CATALOG_NODE = target("node", "production-db", "helsinki", "catalog-db")
 REPLICA_PG = target("postgres", "shard-replica-0", "helsinki", "shard-replica", "0")
 CATALOG_PG = target("postgres", "production-db", "helsinki", "catalog-db")
 PATRONI_P = target("patroni", "local-shard-0", "local", "shard", "0")
@@ -315,6 +317,38 @@ CASES: dict[str, Case] = {
         expect=[SHARD_PG],
         calm={series("pg_stat_archiver_failed_count", SHARD_PG): "7x60"},
         eval_time="12m",
+    ),
+    "BackupFullTooOld": Case(
+        # Both nodes report; the replica's view counts as much as the primary's.
+        fire={series(m.LAST_BACKUP_METRIC, {**SHARD_NODE, "stanza": "shard0", "type": "full"}): "-700000x200"},
+        expect=[{"stanza": "shard0"}],
+        calm={series(m.LAST_BACKUP_METRIC, {**SHARD_NODE, "stanza": "shard0", "type": "full"}): "-600000x200",
+              series(m.LAST_BACKUP_METRIC, {**REPLICA_NODE, "stanza": "shard0", "type": "full"}): "0x200"},
+        eval_time="40m",
+    ),
+    "BackupDiffTooOld": Case(
+        fire={series(m.LAST_BACKUP_METRIC, {**SHARD_NODE, "stanza": "shard0", "type": "diff"}): "-200000x200",
+              series(m.LAST_BACKUP_METRIC, {**SHARD_NODE, "stanza": "shard0", "type": "full"}): "-300000x200"},
+        expect=[{"stanza": "shard0"}],
+        # Sunday: the full backup stands in for that day's diff.
+        calm={series(m.LAST_BACKUP_METRIC, {**SHARD_NODE, "stanza": "shard0", "type": "diff"}): "-200000x200",
+              series(m.LAST_BACKUP_METRIC, {**SHARD_NODE, "stanza": "shard0", "type": "full"}): "0x200"},
+        eval_time="40m",
+    ),
+    "BackupRepositoryUnreadable": Case(
+        fire={series(m.INFO_SUCCESS_METRIC, {**SHARD_NODE, "stanza": "shard0"}): "0x200"},
+        expect=[{"stanza": "shard0"}],
+        calm={series(m.INFO_SUCCESS_METRIC, {**SHARD_NODE, "stanza": "shard0"}): "1x200"},
+        eval_time="40m",
+    ),
+    "BackupRepositoryLarge": Case(
+        fire={series(m.REPO_SIZE_METRIC, {**SHARD_NODE, "stanza": "shard0"}): f"{600 * 1024**3}x300",
+              series(m.REPO_SIZE_METRIC, {**CATALOG_NODE, "stanza": "production-db"}): f"{500 * 1024**3}x300"},
+        expect=[{}],
+        # The same repository seen from both nodes of a shard is counted once.
+        calm={series(m.REPO_SIZE_METRIC, {**SHARD_NODE, "stanza": "shard0"}): f"{600 * 1024**3}x300",
+              series(m.REPO_SIZE_METRIC, {**REPLICA_NODE, "stanza": "shard0"}): f"{600 * 1024**3}x300"},
+        eval_time="70m",
     ),
     "ShardNoPrimary": Case(fire=patroni(0, primary=0), expect=[{"shard": "0"}], calm=patroni(0, primary=1)),
     "EtcdNoLeader": Case(

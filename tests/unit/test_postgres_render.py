@@ -258,3 +258,31 @@ def test_exporter_metric_names() -> None:
     assert "pg_relation_size(to_regclass('idx_messages_embedding'))" in queries["unde_embedding_index"]["query"]
     # The monitoring engineer's alert reads the same name.
     assert monitoring.EMBEDDING_INDEX_METRIC == postgres_exporter.EMBEDDING_INDEX_METRIC
+
+
+def test_existing_postgres_servers_are_backed_up_under_their_own_prefix(inventory: Inventory) -> None:
+    server = inventory.server("production-db")
+    files = pgbackrest.standalone_files(server, inventory, "cipher", "key", "secret")
+    conf, mode, secret = files["/etc/pgbackrest/pgbackrest.conf"]
+    assert "repo1-path=/production-db/pgbackrest" in conf and "[production-db]" in conf
+    assert not secret and "cipher" not in conf
+    keys, mode, secret = files[pgbackrest.STANDALONE_SECRETS_CONF]
+    assert secret and mode == "0600" and "repo1-cipher-pass=cipher\n" in keys
+    setup = pgbackrest.standalone_setup(server)
+    assert "archive-push %p" in setup and "systemctl restart" not in setup  # never restarts production
+    with pytest.raises(ValueError):
+        pgbackrest.standalone_secrets_conf("a\nrepo1-path=/elsewhere", "k", "s")
+
+
+def test_backups_run_on_a_schedule_only_where_the_primary_is(inventory: Inventory) -> None:
+    shard = inventory.shards[0]
+    files = patroni.shard_node_files(inventory.shards[0], "replica", inventory, SECRETS)
+    full = files["/etc/systemd/system/unde-pgbackrest-full.timer"]
+    diff = files["/etc/systemd/system/unde-pgbackrest-diff.timer"]
+    assert "OnCalendar=Sun *-*-* 02:30:00" in full and "Unit=unde-pgbackrest-backup@full.service" in full
+    assert "OnCalendar=Mon..Sat *-*-* 02:30:00" in diff
+    runner = files["/usr/local/lib/unde/pgbackrest-run"]
+    assert f"'patroni_api': 'http://{shard.replica.ip}:8008'" in runner and '+ "/primary"' in runner
+    conf = files["/etc/pgbackrest/pgbackrest.conf"]
+    assert "archive-async=y" in conf and "repo1-retention-full=2" in conf and "spool-path=" in conf
+    assert "pgbackrest-run stanza" in files["/etc/patroni/post_bootstrap.sh"]

@@ -89,8 +89,10 @@ def test_secret_files_are_written_root_only(known_run) -> None:
         for record in result.run.records:
             if record.type == "command:remote:Command" and ":/" in record.name and "stdin" in record.secret_paths:
                 create = record.inputs["create"]
-                # PgBouncer re-reads its userlist as postgres: the one secret file postgres owns.
-                owner = "postgres" if record.name.endswith("/pgbouncer/userlist.txt") else "root"
+                # Read by processes of the postgres user, and by nobody else: PgBouncer re-reads its
+                # userlist; an existing server's archive_command reads the repository keys.
+                postgres_owned = ("/pgbouncer/userlist.txt", "/pgbackrest/conf.d/unde-secrets.conf")
+                owner = "postgres" if record.name.endswith(postgres_owned) else "root"
                 assert re.match(rf"install -D -m 0[46]00 -o {owner} -g {owner} /dev/stdin ", create), (record.name, create)
 
 

@@ -33,6 +33,7 @@ from pathlib import PurePosixPath
 from ..model import LOCAL, Inventory, Server
 from ..timings import MAXIMUM_LAG_ON_FAILOVER_BYTES
 from .cloud_init import NODE_EXPORTER_PORT, SECRETS_DIR, dump_yaml
+from .pgbackrest import INFO_SUCCESS_METRIC, LAST_BACKUP_METRIC, REPO_SIZE_METRIC
 
 # --------------------------------------------------------------------------------------------
 # Ports and intervals
@@ -105,6 +106,14 @@ PROMETHEUS_DATA_MOUNTPOINT = "/"  # /var/lib/prometheus lives on the root filesy
 ETCD_PEER_RTT_ALERT_SECONDS = 2 * SITE_RTT_MS / 1000
 # A Watchdog notification every minute; the heartbeat service alerts when they stop.
 HEARTBEAT_REPEAT_INTERVAL = "1m"
+
+DAY = 86400
+# Backups (render/pgbackrest.BACKUP_SCHEDULE): a full every week, a diff every other day, each
+# started within 30 min of 02:30 and running for up to a few hours.
+FULL_BACKUP_MAX_AGE_SECONDS = 8 * DAY
+DIFF_BACKUP_MAX_AGE_SECONDS = 30 * 3600
+# Hetzner Object Storage's base price includes 1 TB; past it every TB costs extra.
+BACKUP_REPO_SIZE_ALERT_BYTES = 1024**4
 
 REAL_FILESYSTEMS = "ext4|xfs|btrfs"
 
@@ -601,6 +610,42 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "Shard has no primary",
                 "No Patroni member of shard {{ $labels.shard }} holds the leader lock: writes fail.",
                 "1m",
+            ),
+        ],
+        "unde-backups": [
+            Alert(
+                "BackupFullTooOld",
+                f'time() - max by (stanza) ({LAST_BACKUP_METRIC}{{type="full"}}) > {FULL_BACKUP_MAX_AGE_SECONDS}',
+                "critical",
+                f"No full backup for more than {FULL_BACKUP_MAX_AGE_SECONDS // DAY} days",
+                "Stanza {{ $labels.stanza }} has no recent full backup: point-in-time recovery and the "
+                "retention of old WAL depend on it (unde-pgbackrest-backup@full.service).",
+                "30m",
+            ),
+            Alert(
+                "BackupDiffTooOld",
+                f'time() - max by (stanza) ({LAST_BACKUP_METRIC}{{type=~"full|diff"}}) > {DIFF_BACKUP_MAX_AGE_SECONDS}',
+                "warning",
+                f"No full or differential backup for more than {DIFF_BACKUP_MAX_AGE_SECONDS // 3600} hours",
+                "The daily backup of stanza {{ $labels.stanza }} did not complete (unde-pgbackrest-backup@diff.service).",
+                "30m",
+            ),
+            Alert(
+                "BackupRepositoryUnreadable",
+                f"max by (stanza) ({INFO_SUCCESS_METRIC}) == 0",
+                "warning",
+                "pgBackRest cannot read the repository",
+                "pgbackrest info fails for stanza {{ $labels.stanza }}: bucket, keys or cipher pass.",
+                "30m",
+            ),
+            Alert(
+                "BackupRepositoryLarge",
+                f"sum(max by (stanza) ({REPO_SIZE_METRIC})) > {BACKUP_REPO_SIZE_ALERT_BYTES}",
+                "info",
+                "Backups occupy more than 1 TiB of object storage",
+                "Past the 1 TB included in Hetzner Object Storage's base price every TB costs extra; "
+                "check retention.",
+                "1h",
             ),
         ],
         "unde-etcd": [

@@ -21,6 +21,7 @@ What runs, per stanza:
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from ..model import Inventory, Server, Shard
@@ -367,8 +368,9 @@ def runner_script(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
 
 def backup_units(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, str]:
     """The backup and metrics units of a node. Every node of a shard has them; the runner
-    decides on each run whether this node is the primary."""
-    env = f"EnvironmentFile={layout.secrets_dir}/{ENV_FILE_NAME}"
+    decides on each run whether this node is the primary. An existing server keeps its keys in
+    a pgBackRest configuration file instead (standalone_files), so its units need no environment."""
+    env = f"EnvironmentFile={layout.secrets_dir}/{ENV_FILE_NAME}" if stanza.patroni_api else ""
     after = "After=patroni.service" if stanza.patroni_api else "After=postgresql.service"
     service = "\n".join(
         [
@@ -415,4 +417,64 @@ def _timer(description: str, unit: str, schedule: list[str]) -> str:
     return "\n".join(
         ["[Unit]", f"Description={description} (unde-infra)", "", "[Timer]", f"Unit={unit}", *schedule, "",
          "[Install]", "WantedBy=timers.target", ""]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Existing PostgreSQL servers (production-db, staging-db): Debian's PostgreSQL, not Patroni.
+
+STANDALONE_CONFIG_DIR = "/etc/pgbackrest/conf.d"
+STANDALONE_SECRETS_CONF = f"{STANDALONE_CONFIG_DIR}/unde-secrets.conf"
+STANDALONE_PG_PATH_CONF = f"{STANDALONE_CONFIG_DIR}/unde-pg1-path.conf"
+
+
+def standalone_secrets_conf(cipher_pass: str, s3_key: str, s3_secret: str) -> str:
+    """SECRET: the repository keys as pgBackRest options, in a file only the postgres user reads.
+    PostgreSQL's archive_command on these servers starts without systemd's help, and giving it an
+    environment would mean restarting a running production database."""
+    values = {"repo1-cipher-pass": cipher_pass, "repo1-s3-key": s3_key, "repo1-s3-key-secret": s3_secret}
+    for name, value in values.items():
+        if not value or any(c in value for c in "\n\r\0"):
+            raise ValueError(f"{name} must be one non-empty line")
+    return _ini({"global": dict(values)})
+
+
+def standalone_files(server: Server, inventory: Inventory, cipher_pass: str, s3_key: str, s3_secret: str,
+                     layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, tuple[str, str, bool]]:
+    """path -> (content, mode, secret) of an existing PostgreSQL server's backups."""
+    stanza = standalone_stanza(server, layout)
+    files = {
+        layout.pgbackrest_config: (stanza_conf(stanza, standalone_repo(inventory, server), layout), "0644", False),
+        STANDALONE_SECRETS_CONF: (standalone_secrets_conf(cipher_pass, s3_key, s3_secret), "0600", True),
+        layout.pgbackrest_runner: (runner_script(stanza, layout), "0755", False),
+    }
+    files.update({path: (text, "0644", False) for path, text in backup_units(stanza, layout).items()})
+    return files
+
+
+def standalone_setup(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    """Shell run after the files change: pgBackRest installed, the data directory found, WAL
+    archiving switched on with a reload. archive_mode itself takes effect only at PostgreSQL's
+    next restart, which this never does on its own: until then the backups fail and the
+    BackupFullTooOld alert says so (README: one restart in a maintenance window)."""
+    stanza = standalone_stanza(server, layout)
+    psql = "runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1"
+    archive = f"pgbackrest --config={layout.pgbackrest_config} --stanza={stanza.name} archive-push %p"
+    return "\n".join(
+        [
+            "set -e",
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest",
+            f"install -d -o postgres -g postgres -m 0750 {layout.pgbackrest_log_dir} {layout.pgbackrest_spool_dir} "
+            f"{layout.pgbackrest_lock_dir}",
+            f"chown postgres:postgres {STANDALONE_SECRETS_CONF} && chmod 0600 {STANDALONE_SECRETS_CONF}",
+            f'data_dir=$({psql} -c "SHOW data_directory")',
+            f"printf '[%s]\\npg1-path=%s\\n' {shlex.quote(stanza.name)} \"$data_dir\" > {STANDALONE_PG_PATH_CONF}",
+            f"{psql} -c {shlex.quote(f'ALTER SYSTEM SET archive_command = {chr(39)}{archive}{chr(39)}')}",
+            f"{psql} -c \"ALTER SYSTEM SET archive_mode = 'on'\" -c 'SELECT pg_reload_conf()'",
+            f'if [ "$({psql} -c "SHOW archive_mode")" != on ]; then',
+            "  echo 'archive_mode takes effect at the next restart of PostgreSQL: backups wait for it' >&2",
+            "fi",
+            "systemctl daemon-reload",
+            f"systemctl enable --now {' '.join(BACKUP_TIMERS)}",
+        ]
     )
