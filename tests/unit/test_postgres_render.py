@@ -262,12 +262,12 @@ def test_exporter_metric_names() -> None:
 
 def test_existing_postgres_servers_are_backed_up_under_their_own_prefix(inventory: Inventory) -> None:
     server = inventory.server("production-db")
-    files = pgbackrest.standalone_files(server, inventory, "cipher", "key", "secret")
+    files = pgbackrest.standalone_files(server, inventory, "cipher-pass-value", "key", "secret")
     conf, mode, secret = files["/etc/pgbackrest/pgbackrest.conf"]
     assert "repo1-path=/production-db/pgbackrest" in conf and "[production-db]" in conf
-    assert not secret and "cipher" not in conf
+    assert not secret and "cipher-pass-value" not in conf
     keys, mode, secret = files[pgbackrest.STANDALONE_SECRETS_CONF]
-    assert secret and mode == "0600" and "repo1-cipher-pass=cipher\n" in keys
+    assert secret and mode == "0600" and "repo1-cipher-pass=cipher-pass-value\n" in keys
     setup = pgbackrest.standalone_setup(server)
     assert "archive-push %p" in setup and "systemctl restart" not in setup  # never restarts production
     with pytest.raises(ValueError):
