@@ -111,6 +111,11 @@ class Shard:
     index: int
     primary: Server
     replica: Server
+    durability: str = "async"
+
+    @property
+    def synchronous(self) -> bool:
+        return self.durability == "sync"
 
     @property
     def scope(self) -> str:
@@ -674,7 +679,10 @@ def _derive_shards(
             subnet=spec.replica.subnet,
             shard=n,
         )
-        shards.append(Shard(n, primary, replica))
+        shards.append(Shard(n, primary, replica, spec.durability_overrides.get(n, spec.durability)))
+    for index in sorted(spec.durability_overrides):
+        if not 0 <= index < spec.count:
+            problems.add(f"shards.durability_overrides.{index}", f"there is no shard {index} (count is {spec.count})")
     return shards
 
 

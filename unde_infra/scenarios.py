@@ -7,14 +7,20 @@ The model follows what Patroni and etcd actually do:
   Hetzner's private network; local servers reach Helsinki (and the witness) only through their
   WireGuard tunnels to helsinki-gw, except local-etcd-1, which has a direct tunnel to the witness
   (render/wireguard.py) that survives the loss of Helsinki and of the local <-> Helsinki link.
-* etcd works for a Patroni node if the node reaches a member that is, or reaches, a member that
-  can lead: one that reaches a majority of the members (pre-vote keeps a partly cut-off member
-  from unseating it).
+* Where the etcd leader is when the failure happens matters, so every row is the worst case
+  over the leader's positions. A leader that still reaches a majority stays leader (pre-vote
+  and check-quorum keep a partly cut-off member from unseating it); otherwise a member that
+  reaches a majority is elected, which renews every lease, Patroni's leader key among them.
+* etcd works for a Patroni node if the node reaches a member that is, or reaches, the leader.
 * The primary keeps its leader lock while it has etcd. Without etcd, failsafe_mode keeps it
   primary only if it reaches every other Patroni member of its shard; otherwise it demotes
   itself after retry_timeout and takes no writes.
 * A replica takes over when the primary is gone or demoted and it has etcd: after the leader
   key's ttl, the member check and the promotion (timings.failover_rto_seconds()).
+* Durability: an async shard loses what its primary acknowledged but did not stream; when the
+  primary lives on, cut off, that is everything it acknowledged until it demotes itself
+  (timings.async_loss_window_seconds()). A sync shard acknowledges a commit only once the replica
+  has it, so a failover loses nothing.
 """
 
 from __future__ import annotations
@@ -22,15 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import timings
-from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, WITNESS, Inventory, Server, Shard, load_topology
+from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, WITNESS, EtcdMember, Inventory, Server, Shard, load_topology
 
 SCENARIOS = ("shard-down", "local-site-down", "helsinki-down", "link-cut", "third-site-down")
 PLACEMENTS = ("three-sites", "plan")
-JSON_KEYS = ("scenario", "shard", "writable", "primary_site", "rto_seconds", "data_at_risk")
+JSON_KEYS = ("scenario", "shard", "durability", "writable", "primary_site", "rto_seconds", "max_loss_seconds",
+             "data_at_risk", "etcd_leader", "two_primaries", "by_leader")
 
 
 @dataclass(frozen=True)
@@ -42,18 +49,38 @@ class Failure:
 
 @dataclass(frozen=True)
 class Outcome:
+    """One failure of one shard with the etcd leader on one member (or, from `analyse`, on the
+    member that makes it worst)."""
+
     scenario: str
     shard: int
+    durability: str
     writable: bool
     primary_site: str | None
     rto_seconds: int | None
+    # Seconds of acknowledged commits that a failover may drop (0: none can be lost).
+    max_loss_seconds: float
     data_at_risk: str
+    etcd_leader: str | None  # the etcd member that leads when the failure happens
+    etcd_election: bool = False
+    two_primaries: bool = False
+    by_leader: tuple[Outcome, ...] = ()
     # Not part of --json: the reasoning, for people.
     why: str = field(default="", compare=False)
 
     def as_json(self) -> dict[str, object]:
-        data = asdict(self)
-        return {key: data[key] for key in JSON_KEYS}
+        data = {key: getattr(self, key) for key in JSON_KEYS if key != "by_leader"}
+        if self.by_leader:
+            data["by_leader"] = [
+                {k: getattr(o, k) for k in ("etcd_leader", "writable", "primary_site", "rto_seconds",
+                                            "max_loss_seconds", "etcd_election")}
+                for o in self.by_leader
+            ]
+        return data
+
+    def severity(self) -> tuple[int, float, int]:
+        """Worse first when sorted descending: not writable, then more loss, then a longer RTO."""
+        return (0 if self.writable else 1, self.max_loss_seconds, self.rto_seconds or 0)
 
 
 def _direct_links(inventory: Inventory) -> set[frozenset[str]]:
@@ -104,62 +131,104 @@ def failures(inventory: Inventory, shard: Shard) -> list[Failure]:
     ]
 
 
-def etcd_leader_candidates(inventory: Inventory, net: Network) -> list[Server]:
-    hosts = [m.host for m in inventory.etcd]
-    majority = len(hosts) // 2 + 1
-    return [h for h in hosts if net.alive(h) and sum(1 for o in hosts if net.reach(h, o)) >= majority]
+def _majority(inventory: Inventory) -> int:
+    return len(inventory.etcd) // 2 + 1
 
 
-def has_dcs(node: Server, inventory: Inventory, net: Network) -> bool:
-    if not net.alive(node):
+def _reaches_majority(member: Server, inventory: Inventory, net: Network) -> bool:
+    return net.alive(member) and sum(1 for m in inventory.etcd if net.reach(member, m.host)) >= _majority(inventory)
+
+
+def etcd_leaders_after(inventory: Inventory, net: Network, leader: EtcdMember) -> tuple[list[Server], bool]:
+    """Who can lead etcd after the failure, and whether an election was needed. A leader that is
+    alive and still reaches a majority keeps its place: pre-vote and check-quorum make every
+    member that still hears from it refuse a challenger, and a challenger needs a majority. Else
+    any member that reaches a majority may win the election (each is a possible worst case)."""
+    if _reaches_majority(leader.host, inventory, net):
+        return [leader.host], False
+    return [m.host for m in inventory.etcd if _reaches_majority(m.host, inventory, net)], True
+
+
+def has_dcs(node: Server, inventory: Inventory, net: Network, etcd_leader: Server | None) -> bool:
+    """Patroni on `node` can read and write the DCS: it reaches a member that is, or reaches,
+    the etcd leader (a member cut off from the leader answers no linearizable request)."""
+    if etcd_leader is None or not net.alive(node):
         return False
-    leaders = etcd_leader_candidates(inventory, net)
-    return any(
-        net.reach(node, m.host) and any(net.reach(m.host, leader) for leader in leaders) for m in inventory.etcd
-    )
+    return any(net.reach(node, m.host) and net.reach(m.host, etcd_leader) for m in inventory.etcd)
 
 
-def evaluate(inventory: Inventory, shard: Shard, failure: Failure) -> Outcome:
+def evaluate(inventory: Inventory, shard: Shard, failure: Failure, leader: EtcdMember | None = None) -> Outcome:
+    """The outcome with the etcd leader on `leader` when the failure happens; without one, the
+    worst over every leader position (and every possible election winner)."""
+    if leader is None:
+        cases = [evaluate(inventory, shard, failure, m) for m in inventory.etcd]
+        worst = max(cases, key=Outcome.severity)
+        return replace(worst, by_leader=tuple(cases))
     net = Network(inventory, failure)
+    winners, election = etcd_leaders_after(inventory, net, leader)
+    if not winners:
+        return _evaluate(inventory, shard, failure, net, leader, None, election)
+    return max((_evaluate(inventory, shard, failure, net, leader, w, election) for w in winners), key=Outcome.severity)
+
+
+def _evaluate(inventory: Inventory, shard: Shard, failure: Failure, net: Network, leader: EtcdMember,
+              etcd_leader: Server | None, election: bool) -> Outcome:
     primary, replica = shard.primary, shard.replica
-    failover_rto = timings.failover_rto_seconds()
+    sync = shard.synchronous
     lag_mib = timings.MAXIMUM_LAG_ON_FAILOVER_BYTES // (1024 * 1024)
-    lost_on_failover = (
-        f"asynchronous replication: commits acknowledged by {primary.name} but not yet streamed "
-        f"(at most {lag_mib} MiB of WAL, else no promotion; usually well under 1 s); clients verify and replay"
-    )
+    window = timings.async_loss_window_seconds()
     catching_up = (
         f"none lost; {replica.name} is cut off, so WAL and archive-push accumulate on {primary.name} "
-        "(alert at 20 GB) and a failure of the primary now would lose what was written since"
+        "(alert at 20 GB)"
+        + (" and commits wait until Patroni drops it from synchronous_standby_names (then go on unreplicated)"
+           if sync else " and a failure of the primary now would lose what was written since")
     )
 
-    def outcome(writable: bool, site: str | None, rto: int | None, risk: str, why: str) -> Outcome:
-        return Outcome(failure.name, shard.index, writable, site, rto, risk, why)
+    def outcome(writable: bool, site: str | None, rto: int | None, loss: float, risk: str, why: str) -> Outcome:
+        return Outcome(failure.name, shard.index, shard.durability, writable, site, rto, loss, risk, leader.member,
+                       election, False, (), why)
 
-    if net.alive(primary) and has_dcs(primary, inventory, net):
+    if net.alive(primary) and has_dcs(primary, inventory, net, etcd_leader):
         risk = "none" if net.reach(primary, replica) else catching_up
-        return outcome(True, primary.site, 0, risk, f"{primary.name} keeps the leader lock (it reaches an etcd majority)")
+        return outcome(True, primary.site, 0, 0, risk, f"{primary.name} keeps the leader lock (it reaches the etcd leader)")
     if net.alive(primary) and net.reach(primary, replica):
         # failsafe_mode: without etcd, the primary stays primary because it reaches every member.
-        return outcome(True, primary.site, 0, "none",
+        return outcome(True, primary.site, 0, 0, "none",
                        f"{primary.name} lost etcd but failsafe_mode keeps it: it reaches every member")
     demoted = net.alive(primary)
-    if net.alive(replica) and has_dcs(replica, inventory, net):
-        return outcome(True, replica.site, failover_rto, lost_on_failover,
-                       f"{primary.name} {'demotes itself (no etcd majority)' if demoted else 'is down'}; "
-                       f"{replica.name} reaches an etcd majority and is promoted")
+    if net.alive(replica) and has_dcs(replica, inventory, net, etcd_leader):
+        rto = timings.failover_rto_seconds(etcd_election=election)
+        if sync:
+            loss: float = 0
+            risk = ("none lost: synchronous_mode, every acknowledged commit is on the replica"
+                    + (f"; {primary.name} stops acknowledging as soon as the replica is cut off" if demoted else ""))
+        elif demoted:
+            loss = window
+            risk = (f"asynchronous replication: {primary.name} is alive but cut off from {replica.name} and "
+                    f"keeps acknowledging commits until it demotes itself, up to {window} s "
+                    "(loop_wait + 2 x retry_timeout + shutdown); the application verifies and replays them")
+        else:
+            loss = timings.REPLICATION_LAG_SECONDS
+            risk = (f"asynchronous replication: commits acknowledged by {primary.name} but not yet streamed "
+                    f"(about {timings.REPLICATION_LAG_SECONDS} s, at most {lag_mib} MiB of WAL, else no "
+                    "promotion); the application verifies and replays them")
+        return outcome(True, replica.site, rto, loss, risk,
+                       f"{primary.name} {'demotes itself (no etcd leader in reach)' if demoted else 'is down'}; "
+                       f"{replica.name} reaches the etcd leader and is promoted"
+                       + (" after an etcd election, which renews the leader key's lease" if election else ""))
     if demoted:
-        why = (f"{primary.name} reaches no etcd majority and not every member (failsafe cannot help), "
+        why = (f"{primary.name} reaches no etcd leader and not every member (failsafe cannot help), "
                f"so it demotes itself to read-only after retry_timeout ({timings.PATRONI_RETRY_TIMEOUT} s); "
                f"{replica.name} is {'down' if not net.alive(replica) else 'unreachable without etcd'}")
-        risk = "none lost, but writes are refused until etcd has a majority again"
+        risk = "none lost, but writes are refused until etcd has a leader in reach again"
     else:
-        why = f"{primary.name} is down and {replica.name} has no etcd majority (or is down)"
+        why = f"{primary.name} is down and {replica.name} has no etcd leader in reach (or is down)"
         risk = "writes are refused; nothing acknowledged is lost unless the primary's disk is"
-    return outcome(False, None, None, risk, why)
+    return outcome(False, None, None, 0, risk, why)
 
 
 def analyse(inventory: Inventory, scenarios: Iterable[str] = SCENARIOS) -> list[Outcome]:
+    """Every scenario for every shard, each the worst case over the etcd leader's position."""
     wanted = list(scenarios)
     outcomes: list[Outcome] = []
     for name in wanted:
@@ -183,15 +252,20 @@ def _text(inventory: Inventory, outcomes: list[Outcome]) -> str:
     lines = [
         f"etcd placement {inventory.etcd_placement}: {members}",
         f"Patroni ttl {timings.PATRONI_TTL} s, loop_wait {timings.PATRONI_LOOP_WAIT} s, retry_timeout "
-        f"{timings.PATRONI_RETRY_TIMEOUT} s; failover RTO up to {timings.failover_rto_seconds()} s "
+        f"{timings.PATRONI_RETRY_TIMEOUT} s; failover RTO up to {timings.failover_rto_seconds()} s, "
+        f"{timings.failover_rto_seconds(etcd_election=True)} s when the etcd leader fails too "
         "(database only: routing, DNS and the Helsinki orchestrator come on top)",
+        f"async shards: a primary cut off from etcd and its replica acknowledges writes for up to "
+        f"{timings.async_loss_window_seconds()} s before it demotes; sync shards lose no acknowledged write",
+        "each row is the worst case over where the etcd leader is when the failure happens",
         "",
-        f"{'scenario':<16} {'shard':>5}  {'writable':<8} {'primary':<9} {'rto_s':>5}  why",
+        f"{'scenario':<16} {'shard':>5} {'mode':<5} {'writable':<8} {'primary':<9} {'rto_s':>5} {'loss_s':>6}  "
+        f"{'worst etcd leader':<18} why",
     ]
     for o in outcomes:
         rto = "-" if o.rto_seconds is None else str(o.rto_seconds)
-        lines.append(f"{o.scenario:<16} {o.shard:>5}  {'yes' if o.writable else 'NO':<8} "
-                     f"{o.primary_site or '-':<9} {rto:>5}  {o.why}")
+        lines.append(f"{o.scenario:<16} {o.shard:>5} {o.durability:<5} {'yes' if o.writable else 'NO':<8} "
+                     f"{o.primary_site or '-':<9} {rto:>5} {o.max_loss_seconds:>6g}  {o.etcd_leader or '-':<18} {o.why}")
         lines.append(f"{'':<16} {'':>5}  data at risk: {o.data_at_risk}")
     lines += [f"note: {note}" for note in inventory.notes]
     return "\n".join(lines)

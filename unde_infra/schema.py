@@ -106,10 +106,18 @@ class ShardReplicaSpec(Strict):
     large_from_count: int = Field(ge=1)
 
 
+DURABILITY = Literal["async", "sync"]
+
+
 class ShardsSpec(Strict):
     count: int = Field(ge=1)
     local: ShardLocalSpec
     replica: ShardReplicaSpec
+    # async: a commit returns once the local primary has it (SPEC: synchronous_commit = local).
+    # sync: once the Helsinki replica has it too (Patroni's synchronous_mode, not strict).
+    durability: DURABILITY = "async"
+    # Shard index -> durability, for the shards that differ from `durability`.
+    durability_overrides: dict[int, DURABILITY] = {}
 
 
 class EtcdMemberSpec(Strict):

@@ -5,6 +5,8 @@ and the monitoring rules all read these values."""
 
 from __future__ import annotations
 
+import math
+
 # Patroni (DCS timings, seconds). Rule: loop_wait + 2 * retry_timeout <= ttl.
 # ttl 20 is the smallest value current Patroni accepts (4.x raises anything lower to 20); the
 # leader key then expires 15-20 s after a primary dies, which is SPEC's "promotion at ~15 s".
@@ -29,13 +31,36 @@ ETCD_HEARTBEAT_MS = 150
 ETCD_ELECTION_TIMEOUT_MS = 1500
 
 
+# The longest an etcd election takes once the leader is gone: the randomized election timeout
+# (up to 2x) plus pre-vote and vote round trips across the sites.
+ETCD_ELECTION_MAX_SECONDS = 2 * ETCD_ELECTION_TIMEOUT_MS / 1000 + 4 * 0.12
+# A new etcd leader renews every lease for its full ttl plus one election timeout (etcd's
+# lessor.Promote), so Patroni's leader key outlives an etcd leader change by that much.
+ETCD_LEASE_EXTEND_SECONDS = ETCD_ELECTION_TIMEOUT_MS / 1000
+# PostgreSQL's fast shutdown when Patroni demotes a primary that lost the DCS.
+PATRONI_DEMOTE_SECONDS = 2
+# Replication lag of a healthy async replica across the sites: one RTT plus the flush.
+REPLICATION_LAG_SECONDS = 1
+
+
 def patroni_rule_holds(ttl: int = PATRONI_TTL, loop_wait: int = PATRONI_LOOP_WAIT,
                        retry_timeout: int = PATRONI_RETRY_TIMEOUT) -> bool:
     """Patroni's documented rule: a leader must be able to retry the DCS twice within one ttl."""
     return loop_wait + 2 * retry_timeout <= ttl
 
 
-def failover_rto_seconds(ttl: int = PATRONI_TTL) -> int:
+def failover_rto_seconds(ttl: int = PATRONI_TTL, etcd_election: bool = False) -> int:
     """Worst case from a primary's death to a writable replica: the leader key lives up to ttl
-    after its last renewal, then the replica checks the old primary and promotes."""
-    return ttl + PATRONI_MEMBER_CHECK_SECONDS + PATRONI_PROMOTE_SECONDS
+    after its last renewal, then the replica checks the old primary and promotes. When the etcd
+    leader goes down with the primary, the election comes first and the new etcd leader renews
+    the key's lease for another ttl (plus an election timeout)."""
+    election = ETCD_ELECTION_MAX_SECONDS + ETCD_LEASE_EXTEND_SECONDS if etcd_election else 0
+    return math.ceil(ttl + election + PATRONI_MEMBER_CHECK_SECONDS + PATRONI_PROMOTE_SECONDS)
+
+
+def async_loss_window_seconds() -> int:
+    """How long a primary that lost the DCS (and its replica) keeps acknowledging writes: the
+    next HA loop starts up to loop_wait later, its DCS calls give up after retry_timeout (twice
+    at most: reading the cluster, then renewing the lock), then PostgreSQL stops. Patroni's rule
+    loop_wait + 2 * retry_timeout <= ttl keeps this shorter than a replica's promotion."""
+    return PATRONI_LOOP_WAIT + 2 * PATRONI_RETRY_TIMEOUT + PATRONI_DEMOTE_SECONDS

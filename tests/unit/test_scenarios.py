@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -49,13 +50,64 @@ def test_default_placement_keeps_every_shard_writable() -> None:
     assert len(outcomes) == len(scenarios.SCENARIOS) * 3
     for (name, shard), outcome in outcomes.items():
         assert outcome.writable, (name, shard, outcome.why)
-        expected_site = HELSINKI if name in ("shard-down", "local-site-down") else LOCAL
+        expected_site = HELSINKI if name in ("shard-down", "local-site-down", "link-cut") else LOCAL
         assert outcome.primary_site == expected_site, (name, shard)
-        expected_rto = timings.failover_rto_seconds() if expected_site == HELSINKI else 0
-        assert outcome.rto_seconds == expected_rto
+        assert not outcome.two_primaries
+        assert len(outcome.by_leader) == len(inventory.etcd)
     assert outcomes[("third-site-down", 0)].data_at_risk == "none"
     assert "accumulate" in outcomes[("helsinki-down", 0)].data_at_risk
     assert "16 MiB" in outcomes[("shard-down", 0)].data_at_risk
+
+
+def test_rto_includes_the_etcd_election_where_the_leader_fails_with_the_primary(inventory: Inventory) -> None:
+    rows = by_key(scenarios.analyse(inventory))
+    plain, with_election = timings.failover_rto_seconds(), timings.failover_rto_seconds(etcd_election=True)
+    assert plain == timings.PATRONI_TTL + timings.PATRONI_MEMBER_CHECK_SECONDS + timings.PATRONI_PROMOTE_SECONDS
+    # The new etcd leader renews the lease: a full ttl again, plus the election itself.
+    assert with_election >= plain + timings.ETCD_ELECTION_TIMEOUT_MS / 1000 * 2
+    assert with_election <= 30  # SPEC: RTO 15-30 s
+    shard_down, site_down = rows[("shard-down", 0)], rows[("local-site-down", 0)]
+    assert shard_down.rto_seconds == plain and not shard_down.etcd_election
+    assert site_down.rto_seconds == with_election and site_down.etcd_leader == "etcd-1" and site_down.etcd_election
+    by_leader = {o.etcd_leader: o for o in site_down.by_leader}
+    assert by_leader["etcd-3"].rto_seconds == plain and by_leader["etcd-witness"].rto_seconds == plain
+
+
+def test_link_cut_loses_the_async_window_only_with_the_etcd_leader_in_helsinki(inventory: Inventory) -> None:
+    cut = by_key(scenarios.analyse(inventory))[("link-cut", 0)]
+    assert cut.etcd_leader == "etcd-3" and cut.primary_site == HELSINKI
+    assert cut.max_loss_seconds == timings.async_loss_window_seconds()
+    assert timings.async_loss_window_seconds() <= timings.PATRONI_TTL + timings.PATRONI_DEMOTE_SECONDS
+    by_leader = {o.etcd_leader: o for o in cut.by_leader}
+    # The local or the witness leader keeps the local member in its quorum: nothing moves.
+    for member in ("etcd-1", "etcd-witness"):
+        assert by_leader[member].primary_site == LOCAL and by_leader[member].max_loss_seconds == 0
+
+
+def test_sync_shards_never_lose_an_acknowledged_commit() -> None:
+    inventory = load_topology(shards=2)
+    inventory = dataclasses.replace(
+        inventory, shards=tuple(dataclasses.replace(s, durability="sync") if s.index == 1 else s
+                                for s in inventory.shards))
+    for outcome in scenarios.analyse(inventory):
+        for case in (outcome, *outcome.by_leader):
+            if case.shard == 1:
+                assert case.durability == "sync" and case.max_loss_seconds == 0, case
+    cut = {(o.scenario, o.shard): o for o in scenarios.analyse(inventory)}[("link-cut", 0)]
+    assert cut.durability == "async" and cut.max_loss_seconds > 0
+
+
+def test_durability_overrides_are_checked(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "topology.yaml").read_text().replace(
+        "durability_overrides: {}", "durability_overrides: {0: sync, 7: sync}")
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    result = unde("scenarios", "--topology", str(path))
+    assert result.returncode == 2 and "shards.durability_overrides.7: there is no shard 7" in result.stderr
+    ok = path.read_text().replace("{0: sync, 7: sync}", "{0: sync}")
+    path.write_text(ok)
+    rows = json.loads(unde("scenarios", "--json", "--topology", str(path)).stdout)
+    assert {row["durability"] for row in rows} == {"sync"} and all(row["max_loss_seconds"] == 0 for row in rows)
 
 
 def test_plan_placement_stops_writes_when_helsinki_goes() -> None:

@@ -110,6 +110,11 @@ def patroni_config(
                 # Keeps a primary writable through an etcd outage as long as it reaches every
                 # Patroni member; it cannot help when the other member is cut off too.
                 "failsafe_mode": True,
+                # sync shards: a commit is acknowledged only once the replica has it. Not strict:
+                # when the replica is gone, Patroni drops it from synchronous_standby_names (and
+                # from the members it may promote) and writes go on unreplicated.
+                "synchronous_mode": shard.synchronous,
+                "synchronous_mode_strict": False,
                 "postgresql": {
                     "use_pg_rewind": True,
                     "use_slots": True,

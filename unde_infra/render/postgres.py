@@ -149,8 +149,9 @@ def cluster_parameters(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> dic
         "seq_page_cost": "1.0",
         "effective_io_concurrency": 200,
         "fsync": "on",
-        # SPEC: asynchronous replication; a commit never waits for the 120 ms round trip.
-        "synchronous_commit": "local",
+        # async (SPEC): a commit never waits for the 120 ms round trip. sync: it waits until the
+        # synchronous standby (the Helsinki replica, chosen by Patroni) has flushed it.
+        "synchronous_commit": "on" if shard.synchronous else "local",
         "full_page_writes": "on",
         "wal_level": "replica",
         "max_wal_senders": 5,
