@@ -128,6 +128,11 @@ class Lab:
         full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **(env or {})}
         return run([*prefix, *cmd], timeout=timeout, check=check, env=full_env, input_text=input_text)
 
+    def exec_ns(self, ns: str, cmd: Sequence[str], *, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command as root in one of the lab's namespaces (the switch's, for instance)."""
+        assert ns in self.namespaces, ns
+        return run(["ip", "netns", "exec", ns, *cmd], input_text=input_text)
+
     def pids(self, ns: str) -> list[int]:
         out = run(["ip", "netns", "pids", ns], check=False)
         return [int(p) for p in out.stdout.split()]
@@ -306,7 +311,8 @@ class Drill:
         """Call a node's Patroni REST API from the client namespace."""
         script = (
             "import sys, urllib.request as u, urllib.error as e\n"
-            "req = u.Request(sys.argv[1], data=sys.stdin.read().encode(), method=sys.argv[2],"
+            "body = sys.stdin.read().encode()\n"
+            "req = u.Request(sys.argv[1], data=body if sys.argv[2] != 'GET' else None, method=sys.argv[2],"
             " headers={'Content-Type': 'application/json'})\n"
             "try:\n    r = u.urlopen(req, timeout=10); print(r.status); print(r.read().decode())\n"
             "except e.HTTPError as x:\n    print(x.code); print(x.read().decode())\n"

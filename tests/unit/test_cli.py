@@ -84,3 +84,16 @@ def test_bad_shard_count_exits_2() -> None:
     result = unde("validate", "--shards", "0")
     assert result.returncode == 2
     assert "shards.count: Input should be greater than or equal to 1 (got 0)" in result.stderr
+
+
+def test_runbook_prints_the_shards_restore_and_refuses_a_target_without_time_zone() -> None:
+    restore = unde("runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00")
+    assert restore.returncode == 0, restore.stderr
+    assert "--stanza=shard0" in restore.stdout and "--type=time" in restore.stdout
+    assert "'--target=2026-11-24 10:00:00+00:00'" in restore.stdout and "patronictl" in restore.stdout
+    assert "set -a; . /etc/unde/secrets/pgbackrest.env; set +a" in restore.stdout
+    naive = unde("runbook", "restore", "--target", "2026-11-24 10:00")
+    assert naive.returncode == 2 and "give a time zone" in naive.stdout
+    assert unde("runbook", "restore", "--shard", "5", "--target", "2026-11-24T10:00Z").returncode == 2
+    replica = unde("runbook", "replica", "--shard", "0")
+    assert replica.returncode == 0 and "reinit --force shard0 shard-replica-0" in replica.stdout

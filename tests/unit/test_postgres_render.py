@@ -228,6 +228,20 @@ def test_etcd_member_config(inventory: Inventory) -> None:
         etcd.etcd_config(next(m for m in inventory.etcd if m.member == "etcd-witness"), plan)
 
 
+def test_only_the_local_etcd_member_pulls_the_leader_home(inventory: Inventory) -> None:
+    layout = etcd.EtcdLayout()
+    for member in inventory.etcd:
+        files = etcd.etcd_member_files(member, inventory)
+        if member.site == "local":
+            script = files[layout.leader_affinity]
+            assert f"ME = 'http://{member.host.ip}:2379'" in script and "move-leader" in script
+            timer = files[f"/etc/systemd/system/{etcd.LEADER_AFFINITY_UNIT}.timer"]
+            assert f"OnUnitActiveSec={etcd.LEADER_AFFINITY_INTERVAL_SECONDS}s" in timer
+            compile(script, "etcd-leader-affinity", "exec")
+        else:
+            assert layout.leader_affinity not in files
+
+
 def test_etcd_timings_fit_the_rtt() -> None:
     rtt_ms = 120  # SPEC: Helsinki <-> local
     assert timings.ETCD_HEARTBEAT_MS >= rtt_ms

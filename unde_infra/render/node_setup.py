@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 
+from .etcd import DEFAULT_ETCD_LAYOUT, LEADER_AFFINITY_UNIT
 from .pgbackrest import BACKUP_TIMERS
 from .postgres import DEFAULT_LAYOUT, PG_VERSION
 
@@ -85,5 +86,7 @@ def etcd_member_setup() -> str:
             # A member re-reads its configuration only on start; members restart one per stack
             # run, so the two others keep the quorum meanwhile.
             "systemctl restart etcd",
+            # The local member's leader affinity (render/etcd.leader_affinity_files), if it has one.
+            f"if test -f {DEFAULT_ETCD_LAYOUT.leader_affinity}; then systemctl enable --now {LEADER_AFFINITY_UNIT}.timer; fi",
         ]
     )
