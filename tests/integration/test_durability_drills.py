@@ -277,7 +277,8 @@ def run_drill(drill: DurabilityDrill, name: str, request: pytest.FixtureRequest,
     drill.healthy()
     assert predicted.etcd_leader is not None
     drill.move_leader(predicted.etcd_leader)
-    hold = timings.PATRONI_TTL + timings.PATRONI_LOOP_WAIT + 2 * timings.PATRONI_RETRY_TIMEOUT + 10
+    # Long enough for the predicted promotion, or for a demotion that `scenarios` says will not come.
+    hold = (predicted.rto_seconds or timings.async_loss_window_seconds()) + 8
     acked, observed = drill.start_load(hold + 120)
     time.sleep(3)
     inject, heal = _failure(name, drill)
@@ -320,6 +321,7 @@ def drill_for(lab_factory: Callable[[str], Lab], deployed_patroni: str) -> Itera
             inventory, shards=tuple(dataclasses.replace(s, durability=durability) for s in inventory.shards))
         drill = DurabilityDrill(inventory, lab_factory(durability[0] + "d"), deployed_patroni)
         drill.bootstrap()
+        drill.check_bootstrap()
         created = drill.sql(drill.primary, "CREATE TABLE drill_w (id bigint PRIMARY KEY)")
         assert created.returncode == 0, created.stderr
         return drill
