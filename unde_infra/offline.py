@@ -74,7 +74,7 @@ class Record:
             "custom": self.custom,
             "parent": self.parent,
             "inputs": mask_secrets(self.inputs),
-            "dependencies": self.dependencies,
+            "dependencies": sorted(set(self.dependencies)),
             "protect": self.protect,
             "ignoreChanges": self.ignore_changes,
             "retainOnDelete": self.retain_on_delete,
@@ -128,20 +128,34 @@ class OfflineMocks(pulumi_mocks.Mocks):
         stack_outputs: dict[str, dict[str, Any]],
         public_addresses: dict[str, str],
         secret_prefix: str = OFFLINE_SECRET_PREFIX,
+        server_names: list[str] | None = None,
     ) -> None:
         self.secret_prefix = secret_prefix
         self.stack_outputs = stack_outputs
         self.public_addresses = public_addresses
-        self._next_id = STAND_IN_ID_BASE
-        self._next_public = 10
+        # Stand-in addresses by the server's place among all names, not by registration order,
+        # so that two previews of one commit are byte-identical.
+        self._host_index = {name: i for i, name in enumerate(sorted(server_names or []), 11)}
+        self._ids: set[str] = set()
 
-    def new_id(self) -> str:
-        self._next_id += 1
-        return str(self._next_id)
+    def new_id(self, typ: str, name: str) -> str:
+        """A stand-in id derived from the resource's type and name (hcloud ids are numbers)."""
+        for attempt in range(100):
+            digest = hashlib.sha256(f"{typ}::{name}::{attempt}".encode()).digest()
+            rid = str(STAND_IN_ID_BASE + int.from_bytes(digest[:4], "big") % 80_000_000)
+            if rid not in self._ids:
+                self._ids.add(rid)
+                return rid
+        raise RuntimeError(f"no free stand-in id for {typ} {name}")
+
+    def _host(self, name: str) -> int:
+        if name not in self._host_index:
+            self._host_index[name] = 11 + len(self._host_index)
+        return self._host_index[name]
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
-        rid = args.resource_id or self.new_id()
+        rid = args.resource_id or self.new_id(args.typ, args.name)
         if args.typ == "pulumi:pulumi:StackReference":
             ref = state.get("name", args.name)
             stack = str(ref).rsplit("/", 1)[-1]
@@ -150,11 +164,10 @@ class OfflineMocks(pulumi_mocks.Mocks):
             name = state.get("name", args.name)
             public = any(n.get("ipv4Enabled", True) for n in state.get("publicNets", [{}]))
             address = self.public_addresses.get(name)
+            host = self._host(str(name))
             if public and address is None:
-                self._next_public += 1
-                address = f"{STAND_IN_PUBLIC_NET}{self._next_public}"
-            self._next_public += 1
-            state.update(ipv4Address=address or "", ipv6Address=f"2001:db8:{self._next_public:x}::1", status="running")
+                address = f"{STAND_IN_PUBLIC_NET}{host}"
+            state.update(ipv4Address=address or "", ipv6Address=f"2001:db8:{host:x}::1", status="running")
         elif args.typ == "random:index/randomBytes:RandomBytes":
             # Deterministic bytes of the requested length, so that derived values (WireGuard
             # public keys) are real derivations of a placeholder, never of a real secret.
@@ -268,7 +281,18 @@ class StackRun:
     stand_ins: list[str]
 
     def resources(self) -> list[dict[str, Any]]:
-        return [r.export() for r in self.records]
+        """Parents before children, each level by URN: the same order in every run, whatever
+        order the SDK's concurrent registration took."""
+        parent_of = {r.urn: r.parent for r in self.records}
+
+        def depth(urn: str) -> int:
+            level = 0
+            while urn in parent_of:
+                urn = parent_of[urn] or ""
+                level += 1
+            return level
+
+        return [r.export() for r in sorted(self.records, key=lambda r: (depth(r.urn), r.urn))]
 
     def masked_outputs(self) -> dict[str, Any]:
         return mask_secrets(self.outputs)
@@ -298,6 +322,7 @@ def run_program(
     program: Path = ROOT / "__main__.py",
     stand_ins: list[str] | None = None,
     secret_prefix: str = OFFLINE_SECRET_PREFIX,
+    server_names: list[str] | None = None,
 ) -> StackRun:
     """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks."""
     pulumi_config: dict[str, str] = {}
@@ -311,7 +336,7 @@ def run_program(
             value = f"{secret_prefix}-{key}"
             secret_keys.append(full)
         pulumi_config[full] = value if isinstance(value, str) else json.dumps(value)
-    mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix)
+    mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix, server_names)
     monitor = RecordingMonitor(mocks)
     _configure(monitor, stack)
     set_all_config(pulumi_config, secret_keys)

@@ -119,6 +119,7 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
             public_addresses=public,
             stand_ins=item.stand_ins,
             secret_prefix=secret_prefix,
+            server_names=list(item.inventory.servers),
         )
         seconds = time.perf_counter() - started
         if item.stack == HELSINKI:

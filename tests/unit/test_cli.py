@@ -97,3 +97,18 @@ def test_runbook_prints_the_shards_restore_and_refuses_a_target_without_time_zon
     assert unde("runbook", "restore", "--shard", "5", "--target", "2026-11-24T10:00Z").returncode == 2
     replica = unde("runbook", "replica", "--shard", "0")
     assert replica.returncode == 0 and "reinit --force shard0 shard-replica-0" in replica.stdout
+
+
+def test_two_previews_of_one_commit_are_byte_identical(tmp_path: Path) -> None:
+    """Resource order, stand-in ids and addresses, dependencies: nothing depends on the order in
+    which the SDK happened to register, so a diff between two previews shows only real changes."""
+    trees = []
+    for run in ("a", "b"):
+        result = unde("preview", "--stack", "all", "--out", str(tmp_path / run))
+        assert result.returncode == 0, result.stderr
+        trees.append({p.relative_to(tmp_path / run): p.read_bytes()
+                      for p in sorted((tmp_path / run).rglob("*")) if p.is_file()})
+    assert trees[0].keys() == trees[1].keys()
+    differing = [str(path) for path in trees[0] if trees[0][path] != trees[1][path]]
+    assert differing == []
+    assert len(trees[0]) > 100
