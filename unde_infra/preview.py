@@ -29,7 +29,11 @@ from .offline import (
     run_program,
     unwrap_secrets,
 )
-from .settings import StackSettings, check_against_inventory, missing_import_ids, parse_settings
+from .settings import StackSettings, check_against_inventory, missing_import_ids, needs_telegram_chat, parse_settings
+
+# A chat id of the right shape (a Telegram group's), so the offline Alertmanager config is one
+# amtool accepts; a real run stops until the stack config names the team's chat.
+OFFLINE_TELEGRAM_CHAT_ID = -1000000000001
 
 USER_DATA_ARTIFACT = "user-data.yaml"
 
@@ -42,6 +46,8 @@ class PreparedStack:
     settings: StackSettings
     inventory: Inventory
     stand_ins: list[str] = field(default_factory=list)
+    # Settings the offline preview stood in because the stack config lacks them, for the summary.
+    stand_in_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +57,7 @@ class StackResult:
     seconds: float
     artifacts: dict[str, dict[str, str]]  # server -> absolute path -> content
     violations: list[Any] = field(default_factory=list)  # policies.rules.Violation
+    stand_in_notes: list[str] = field(default_factory=list)
 
     @property
     def mandatory_violations(self) -> list[Any]:
@@ -88,11 +95,17 @@ def prepare(
             ids.update({name: str(STAND_IN_IMPORT_ID_BASE + i) for i, name in enumerate(stand_ins, 1)})
             config["importIds"] = ids
             settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+        notes = []
+        if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
+            config["telegramChatId"] = OFFLINE_TELEGRAM_CHAT_ID
+            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            notes.append(f"telegramChatId is not set in Pulumi.{stack}.yaml; the preview stood in "
+                         f"{OFFLINE_TELEGRAM_CHAT_ID}. A real run stops until it is set.")
         check_against_inventory(settings, inventory, problems)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
             continue
-        prepared.append(PreparedStack(stack, config, settings, inventory, stand_ins))
+        prepared.append(PreparedStack(stack, config, settings, inventory, stand_ins, notes))
     if errors:
         raise PreviewInputError("\n".join(errors))
     return prepared
@@ -125,7 +138,7 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
         if item.stack == HELSINKI:
             # The local stack reads what helsinki really exported in this same preview.
             stack_outputs = {**stack_outputs, HELSINKI: run.plain_outputs()}
-        result = StackResult(run, item.inventory, seconds, collect_artifacts(run))
+        result = StackResult(run, item.inventory, seconds, collect_artifacts(run), stand_in_notes=item.stand_in_notes)
         result.violations = check_policies(result, item.settings)
         results.append(result)
     return results
@@ -242,7 +255,7 @@ def summary(result: StackResult) -> str:
             f"the preview stood in ids {STAND_IN_IMPORT_ID_BASE + 1}..{STAND_IN_IMPORT_ID_BASE + len(run.stand_ins)} "
             f"({', '.join(run.stand_ins)}). A real run stops until importIds are set."
         )
-    for note in result.inventory.notes:
+    for note in [*result.stand_in_notes, *result.inventory.notes]:
         lines.append(f"  note: {note}")
     mandatory = len(result.mandatory_violations)
     advisory = len(result.violations) - mandatory

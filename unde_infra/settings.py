@@ -198,6 +198,17 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                 problems.add(f"hosts.{server.name}", "provider existing: give this server's address (and user)")
     if not settings.ssh_keys:
         problems.add("sshKeys", "at least one admin SSH public key")
+    if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
+        problems.add(
+            "telegramChatId",
+            "the Telegram chat that receives the alerts (Alertmanager refuses a telegram_config without "
+            f"chat_id): `pulumi config set telegramChatId -100... -s {settings.stack}`",
+        )
+
+
+def needs_telegram_chat(settings: StackSettings, inventory: Inventory) -> bool:
+    """The stack that builds the monitoring server renders Alertmanager's Telegram receiver."""
+    return any(s.task == "monitoring" for s in inventory.stack_servers(settings.site))
 
 
 def missing_import_ids(settings: StackSettings, inventory: Inventory) -> list[str]:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -568,3 +569,19 @@ def test_tunnel_collector_output_is_valid_exposition_format(inventory: Inventory
     assert result.returncode in (0, 3), result.stdout + result.stderr
     findings = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert findings == ["vpn_tunnel_rtt_ms metric names should not contain abbreviated units"]
+
+
+def test_the_default_previews_monitoring_files_pass_the_real_tools(tmp_path: Path) -> None:
+    """Not hand-picked settings: what `make preview` writes with the committed stack config."""
+    amtool, promtool = require_tool("amtool"), require_tool("promtool")
+    result = subprocess.run([sys.executable, "-m", "unde_infra", "preview", "--stack", "helsinki", "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "telegramChatId is not set" in result.stdout  # the stand-in is said, not hidden
+    root = tmp_path / "helsinki" / "artifacts" / "monitoring" / "etc" / "prometheus"
+    checked = run(amtool, "check-config", str(root / "alertmanager.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = sorted(str(p) for p in (root / "rules").glob("*.yml"))
+    assert rules
+    checked = run(promtool, "check", "rules", *rules)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -55,3 +55,20 @@ def test_settings_against_the_inventory() -> None:
     assert "sshKeys: at least one admin SSH public key" in lines
     assert sum(line.startswith("importIds.") and "already exists" in line for line in lines) == 15
     assert settings.existing_subnets == (IPv4Network("10.9.0.0/24"),)
+
+
+def test_a_real_run_of_the_monitoring_stack_needs_the_telegram_chat() -> None:
+    inventory = load_topology()
+    base = {"site": "helsinki", "sshKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1ho4d0mZ2fJ9Fp3XhXqA5U2n0S2gk2U0m8Q5xS8Z2F admin"],
+            "vswitchId": 1, "importIds": {s.name: "1" for s in inventory.stack_servers("helsinki") if s.existing}}
+    for chat, expected in ((None, ["telegramChatId"]), (-1001234567890, [])):
+        raw = dict(base) if chat is None else {**base, "telegramChatId": chat}
+        problems = Problems()
+        settings = parse_settings("helsinki", raw, problems)
+        check_against_inventory(settings, inventory, problems)
+        assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
+    # The local stack renders no Alertmanager: it needs no chat.
+    problems = Problems()
+    local = parse_settings("local", {"site": "local", "sshKeys": base["sshKeys"]}, problems)
+    check_against_inventory(local, inventory, problems)
+    assert "telegramChatId" not in [p.path for p in problems.items]
