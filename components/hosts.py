@@ -23,8 +23,9 @@ from unde_infra.settings import StackSettings
 
 IMAGE = "debian-12"
 # An adopted server keeps its public network as it is: detaching a primary IP needs the server
-# powered off, a step for a maintenance window, not for `pulumi up`.
-ADOPTED_ONLY_FIELDS = ["publicNets"]
+# powered off, a step for a maintenance window, not for `pulumi up`. It keeps its type too: a
+# resize powers it off, so it happens only where the topology opts in (servers.<name>.resize).
+ADOPTED_ONLY_FIELDS = ["publicNets", "serverType"]
 # Left alone during the adoption run (settings.adopting): whatever the servers have today.
 ADOPTION_RUN_FIELDS = ["name", "serverType", "labels", "networks", "deleteProtection", "rebuildProtection", "backups"]
 
@@ -60,7 +61,9 @@ def server_options(
 def _adopted_fields(server: Server, settings: StackSettings, is_server: bool) -> list[str]:
     if not (server.existing and is_server):
         return []
-    return ADOPTED_ONLY_FIELDS + (ADOPTION_RUN_FIELDS if settings.adopting else [])
+    kept = [f for f in ADOPTED_ONLY_FIELDS if not (f == "serverType" and server.resize)]
+    during_adoption = [f for f in ADOPTION_RUN_FIELDS if f not in kept] if settings.adopting else []
+    return kept + during_adoption
 
 
 @dataclass

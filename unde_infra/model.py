@@ -83,6 +83,7 @@ class Server:
     shard: int | None = None
     instance: int = 1
     tunnel: Tunnel | None = None
+    resize: bool = False  # an existing server may change type (servers.<name>.resize)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -389,7 +390,10 @@ def _derive(
 
     problems.raise_if_any(source)
     assert shards_spec is not None and etcd_spec is not None  # a missing section is a problem above
-    notes = []
+    notes = [
+        f"{s.name} has resize: true: a changed type in the topology resizes it (hcloud powers it off)"
+        for s in servers.values() if s.existing and s.resize
+    ]
     if etcd_spec.placement == "plan":
         notes.append(
             "etcd placement 'plan': Helsinki holds 2 of 3 etcd votes, so losing Helsinki stops "
@@ -488,6 +492,9 @@ def _server_from_spec(
 ) -> Server | None:
     path = f"servers.{name}"
     ok = True
+    if spec.resize and not spec.existing:
+        problems.add(f"{path}.resize", "only an existing server needs resize: a new one is created with its type")
+        ok = False
     if not ipplan.matches(SERVER_NAME_PATTERN, name):
         problems.add(path, f"invalid server name {name!r}: lowercase letters, digits and '-', 2-63 characters")
         ok = False
@@ -543,6 +550,7 @@ def _server_from_spec(
         public_address=public_address,
         subnet=subnet,
         tunnel=tunnel,
+        resize=spec.resize,
     )
 
 

@@ -58,6 +58,9 @@ class ServerSpec(Strict):
     etcd_placement: str | None = None
     # Stateless scale-out: instances of this server's task (local-app-2, ...).
     instances: int = Field(default=1, ge=1, le=8)
+    # An existing server keeps the type it runs with, whatever `type` says, unless this opts in
+    # to a resize (hcloud powers the server off for it).
+    resize: bool = False
 
 
 class SiteSpec(Strict):

@@ -126,3 +126,28 @@ def test_an_existing_network_is_adopted_then_widened(run_stack) -> None:
     (network,) = [r for r in second.run.records if r.type == "hcloud:index/network:Network"]
     assert network.import_id == "4242" and network.inputs["ipRange"] == "10.0.0.0/14"
     assert len([r for r in second.run.records if r.type == "hcloud:index/networkRoute:NetworkRoute"]) == 3
+
+
+def _scraper(result) -> dict:
+    return next(r for r in result.run.records if r.type == "hcloud:index/server:Server" and r.name == "scraper")
+
+
+def test_an_adopted_server_is_resized_only_when_the_topology_opts_in(run_stack, tmp_path) -> None:
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[2] / "config" / "topology.yaml").read_text()
+    line = "  scraper:          {site: helsinki, task: scraper, type: cpx22,"
+    assert line in source
+    edited = tmp_path / "topology.yaml"
+    edited.write_text(source.replace(line, line.replace("cpx22", "cpx32")))
+    kept = _scraper(run_stack("helsinki", topology=edited))
+    # The new type is registered, but the engine leaves the running server's type alone.
+    assert kept.inputs["serverType"] == "cpx32" and "serverType" in kept.ignore_changes
+    opted = tmp_path / "resize.yaml"
+    opted.write_text(source.replace(line, line.replace("type: cpx22,", "type: cpx32, resize: true,")))
+    resized = _scraper(run_stack("helsinki", topology=opted))
+    assert resized.inputs["serverType"] == "cpx32" and "serverType" not in resized.ignore_changes
+    # Every other adopted server keeps its type either way.
+    others = [r for r in run_stack("helsinki", topology=opted).run.records
+              if r.type == "hcloud:index/server:Server" and r.import_id and r.name != "scraper"]
+    assert others and all("serverType" in r.ignore_changes for r in others)

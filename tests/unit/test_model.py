@@ -297,3 +297,8 @@ def test_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(TopologyError) as caught:
         load_topology(tmp_path / "nope.yaml")
     assert "cannot read the file" in str(caught.value)
+
+
+def test_resize_is_only_for_an_existing_server(tmp_path: Path) -> None:
+    problems = _problems(_set("servers.local-app.resize", True), tmp_path)
+    assert problems == ["servers.local-app.resize: only an existing server needs resize: a new one is created with its type"]
