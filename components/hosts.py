@@ -124,7 +124,7 @@ class HcloudHosts:
 
     settings: StackSettings
     location: str
-    ssh_key_ids: Sequence[pulumi.Input[str]]
+    ssh_key_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     network_id: pulumi.Input[int] | None = None
     provider: pulumi.ProviderResource | None = None
     depends_on: Sequence[pulumi.Resource] | None = None

@@ -80,11 +80,19 @@ def _local_type(server: Server, settings: StackSettings, inventory: Inventory) -
     return cheapest_type(server.vcpu, server.ram_gb, settings.location, inventory.server_types, inventory.local_limit)
 
 
-def _ssh_keys(settings: StackSettings) -> list[pulumi.Input[str]]:
-    return [
-        hcloud.SshKey(f"admin-{i}", name=f"unde-{settings.stack}-admin-{i}", public_key=key).id
-        for i, key in enumerate(settings.ssh_keys)
-    ]
+def _ssh_keys(settings: StackSettings) -> list[pulumi.Output[str]]:
+    """The admin keys of the Hetzner project. Hetzner holds one copy of a key per project, so the
+    helsinki stack owns them (the local stack reads their ids); a key uploaded before is adopted."""
+    keys = []
+    for i, key in enumerate(settings.ssh_keys):
+        import_id = settings.ssh_key_import_ids.get(i)
+        options = pulumi.ResourceOptions(
+            import_=import_id,
+            # An adopted key keeps the name and labels it was uploaded with.
+            ignore_changes=["name", "labels"] if import_id else None,
+        )
+        keys.append(hcloud.SshKey(f"admin-{i}", name=f"unde-admin-{i}", public_key=key, opts=options).id)
+    return keys
 
 
 def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
@@ -129,12 +137,13 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         "gatewaySshEndpoint": gateway.public_address.apply(lambda a: f"root@{a}:22"),
         "gatewayPublicAddress6": gateway.public_address6,
         "witnessPublicAddress": built["etcd-witness"].address if "etcd-witness" in built else "",
+        "sshKeyIds": keys,
     }
 
 
 def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
     helsinki = pulumi.StackReference(settings.helsinki_stack)
-    keys = _ssh_keys(settings) if settings.provider == "hcloud" or inventory.shards else []
+    keys = helsinki.require_output("sshKeyIds")
     local_hosts: HostProvider
     if settings.provider == "hcloud":
         network = LocalNetwork("local", inventory, settings.location)

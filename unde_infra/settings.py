@@ -31,6 +31,9 @@ class StackSettings:
     shards: int | None = None
     import_ids: dict[str, str] = field(default_factory=dict)
     ssh_keys: tuple[str, ...] = ()
+    # Keys already uploaded to the Hetzner project, adopted by id (position in sshKeys -> id):
+    # Hetzner refuses a second copy of a key (uniqueness_error).
+    ssh_key_import_ids: dict[int, str] = field(default_factory=dict)
     admin_cidrs: tuple[IPv4Network, ...] = ()
     vswitch_id: int | None = None
     # The Helsinki network exists already (the adopted servers are on it): its hcloud id, the
@@ -55,7 +58,7 @@ class StackSettings:
 
 
 KNOWN_KEYS = {
-    "site", "topology", "shards", "importIds", "sshKeys", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",
+    "site", "topology", "shards", "importIds", "sshKeys", "sshKeyImportIds", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
     "posthogApiKey", "routerosUser", "routerosPrivateInterface",
@@ -105,6 +108,8 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         if unknown:
             problems.add(f"hosts.{name}", f"unknown keys: {', '.join(sorted(unknown))}")
         hosts[name] = ExistingHost(str(host["address"]), str(host.get("user", "root")), int(host.get("port", 22)))
+    ssh_keys = tuple(str(k) for k in raw.get("sshKeys") or [])
+    key_imports = _ssh_key_imports(raw.get("sshKeyImportIds"), len(ssh_keys), problems)
     vswitch = raw.get("vswitchId")
     if vswitch is not None and not str(vswitch).isdigit():
         problems.add("vswitchId", f"the Robot vSwitch id is a number (got {vswitch!r})")
@@ -117,7 +122,8 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         topology=str(raw.get("topology", "config/topology.yaml")),
         shards=shards,
         import_ids={str(k): str(v) for k, v in import_ids.items()},
-        ssh_keys=tuple(str(k) for k in raw.get("sshKeys") or []),
+        ssh_keys=ssh_keys,
+        ssh_key_import_ids=key_imports,
         admin_cidrs=tuple(a for a in admin_cidrs if isinstance(a, IPv4Network)),
         vswitch_id=int(vswitch) if vswitch is not None else None,
         network_import_id=import_id,
@@ -133,6 +139,24 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         routeros_user=str(raw.get("routerosUser", "admin")),
         routeros_private_interface=str(raw.get("routerosPrivateInterface", "ether2")),
     )
+
+
+def _ssh_key_imports(raw: Any, key_count: int, problems: Problems) -> dict[int, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add("sshKeyImportIds", "a mapping from a key's position in sshKeys (0, 1, ...) to its hcloud id")
+        return {}
+    found = {}
+    for position, key_id in raw.items():
+        where = f"sshKeyImportIds.{position}"
+        if not str(position).isdigit() or int(position) >= key_count:
+            problems.add(where, f"no key at position {position!r} of sshKeys ({key_count} keys)")
+        elif isinstance(key_id, bool) or not str(key_id).isdigit():
+            problems.add(where, f"hcloud ssh key ids are numbers (got {key_id!r}; `hcloud ssh-key list` shows them)")
+        else:
+            found[int(position)] = str(key_id)
+    return found
 
 
 def _network_import(

@@ -27,7 +27,7 @@ def test_every_bad_setting_is_reported() -> None:
     assert [str(p) for p in problems.items] == [
         "colour: unknown setting (known: adminCidrs, adopting, heartbeatUrl, helsinkiStack, hosts, importIds, location, "
         "networkImport, objectStorageAccessKey, objectStorageSecretKey, posthogApiKey, provider, routerosPrivateInterface, "
-        "routerosUser, shards, site, slackChannel, slackWebhookUrl, sshKeys, sshPrivateKey, telegramBotToken, "
+        "routerosUser, shards, site, slackChannel, slackWebhookUrl, sshKeyImportIds, sshKeys, sshPrivateKey, telegramBotToken, "
         "telegramChatId, topology, vswitchId)",
         "shards: must be a whole number of at least 1 (got 0)",
         "importIds.scraper: hcloud server ids are numbers (got 'abc')",

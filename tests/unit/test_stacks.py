@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pulumi
 import pytest
+import yaml
 
 from unde_infra.errors import TopologyError
-from unde_infra.offline import Record, read_stack_config, run_program
+from unde_infra.offline import Record, read_stack_config, run_program, unwrap_secrets
 from unde_infra.preview import StackResult
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SERVER = "hcloud:index/server:Server"
 REPLACE_FORCING = {"image", "userData", "sshKeys", "location", "datacenter"}
@@ -215,3 +218,26 @@ def test_a_change_never_touches_what_would_replace_a_stateful_server(run_stack, 
     if "sshKeys" in change:
         # The new key really changes the bootstrap: ignored, so no server is replaced for it.
         assert any(plain(before[n].inputs)["userData"] != plain(after[n].inputs)["userData"] for n in protected)
+
+
+def test_the_admin_keys_are_uploaded_once_per_hetzner_project(run_stack) -> None:
+    """Hetzner refuses a second copy of a key in one project (uniqueness_error): the helsinki
+    stack owns the keys, the local stack's servers use their ids from its outputs."""
+    helsinki = run_stack("helsinki")
+    keys = [r for r in helsinki.run.records if r.type == "hcloud:index/sshKey:SshKey"]
+    assert len(keys) == 1 and keys[0].import_id is None
+    exported = helsinki.run.plain_outputs()["sshKeyIds"]
+    assert exported == [keys[0].id]
+    assert all(unwrap_secrets(s.inputs)["sshKeys"] == exported for s in servers(helsinki).values())
+    local = run_stack("local")
+    assert not [r for r in local.run.records if r.type == "hcloud:index/sshKey:SshKey"]
+    offline_ids = yaml.safe_load((ROOT / "config" / "offline-stack-outputs.yaml").read_text())["helsinki"]["sshKeyIds"]
+    assert all(unwrap_secrets(s.inputs)["sshKeys"] == offline_ids for s in servers(local).values())
+
+
+def test_a_key_uploaded_before_is_adopted_by_its_id(run_stack) -> None:
+    result = run_stack("helsinki", sshKeyImportIds={"0": "4711"})
+    (key,) = [r for r in result.run.records if r.type == "hcloud:index/sshKey:SshKey"]
+    assert key.import_id == "4711" and key.id == "4711"
+    assert set(key.ignore_changes) == {"name", "labels"}
+    assert all(unwrap_secrets(s.inputs)["sshKeys"] == ["4711"] for s in servers(result).values())
