@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
-
 import pulumi
 import pulumi_hcloud as hcloud
 
@@ -23,22 +21,23 @@ class HelsinkiNetwork(UndeComponent):
         super().__init__(name, opts)
         plan = inventory.network
         zone = inventory.sites["helsinki"].network_zone or "eu-central"
-        # An existing network is adopted. hcloud can widen a network's range but an import fails
-        # on any difference, so while `currentRange` is set the program asks for the range the
-        # network has; removing it afterwards widens the network in place.
+        # An existing network is adopted at the plan's range: a range change makes the provider
+        # replace the network (ipRange forces a new resource), so the one-time widening is done
+        # beforehand with Hetzner's change_ip_range action (check_against_inventory says how).
+        # The adoption run (`adopting: true`) leaves every field the live network may have
+        # otherwise; the next run converges them in place.
         adopting = settings.network_import_id is not None
-        ip_range = settings.network_current_range or plan.ip_range
+        adoption_run = adopting and settings.adopting
+        ignored = ["name", "labels"] if adopting else []
+        if adoption_run:
+            ignored += ["deleteProtection", "exposeRoutesToVswitch"]
         self.network = hcloud.Network(
             "unde",
             name="unde",
-            ip_range=str(ip_range),
+            ip_range=str(plan.ip_range),
             labels={"managed-by": "unde-infra"},
             delete_protection=True,
-            opts=self.child(
-                protect=True,
-                import_=settings.network_import_id,
-                ignore_changes=["name", "labels"] if adopting else None,
-            ),
+            opts=self.child(protect=True, import_=settings.network_import_id, ignore_changes=ignored or None),
         )
         # hcloud ids are integers in the Python SDK; the provider returns them as strings.
         self.network_id: pulumi.Output[int] = self.network.id.apply(int)
@@ -68,13 +67,6 @@ class HelsinkiNetwork(UndeComponent):
             # Servers without a public address reach the internet through helsinki-gw's NAT.
             "default": "0.0.0.0/0",
         }
-        # While an adopted network still has its old range, routes to destinations outside it
-        # wait for the run that widens it (hcloud rejects them until then).
-        routable = {
-            label: destination
-            for label, destination in destinations.items()
-            if destination == "0.0.0.0/0" or IPv4Network(destination).subnet_of(ip_range)
-        }
         self.routes = [
             hcloud.NetworkRoute(
                 f"route-{label}",
@@ -83,7 +75,7 @@ class HelsinkiNetwork(UndeComponent):
                 gateway=gateway_ip,
                 opts=self.child(),
             )
-            for label, destination in routable.items()
+            for label, destination in destinations.items()
         ]
         self.register_outputs({"network_id": self.network_id})
 

@@ -185,11 +185,31 @@ class OfflineMocks(pulumi_mocks.Mocks):
         return {}, None
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """The SDK's mock monitor, keeping the whole registration request of every resource."""
+class ImportMismatch(Exception):
+    """What `pulumi up` reports as "inputs to import do not match the existing resource"."""
 
-    def __init__(self, mocks: OfflineMocks) -> None:
+
+# (resource type, import id) -> the resource's live inputs, as the provider would read them.
+LiveState = dict[tuple[str, str], dict[str, Any]]
+
+
+def import_mismatches(inputs: dict[str, Any], live: dict[str, Any], ignored: list[str]) -> list[str]:
+    """The inputs an import would refuse: set by the program, known live, different, not ignored."""
+    return sorted(
+        f"{key}: program {inputs[key]!r}, live {live[key]!r}"
+        for key in inputs.keys() & live.keys()
+        if key not in ignored and mask_secrets(inputs[key]) != mask_secrets(live[key])
+    )
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, keeping the whole registration request of every resource. With a
+    live state it also fails an import the way the engine would, on any input that differs."""
+
+    def __init__(self, mocks: OfflineMocks, live_state: LiveState | None = None) -> None:
         super().__init__(mocks)
+        self.live_state = live_state or {}
+        self.import_failures: list[str] = []
         self.records: list[Record] = []
         self.stack_outputs: dict[str, Any] = {}
         self.stack_urn: str | None = None
@@ -202,6 +222,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         _ensure_event_loop()
         inputs = rpc.deserialize_properties(request.object)
         plain = unwrap_secrets(inputs)
+        live = self.live_state.get((request.type, request.importId)) if request.importId else None
+        if live is not None:
+            differences = import_mismatches(plain, live, list(request.ignoreChanges))
+            if differences:
+                # Raised after the run (run_program): an exception here would hang the SDK's wait.
+                self.import_failures.append(f"{urn}: inputs to import do not match the existing resource: "
+                                            + "; ".join(differences))
         secret_inputs = {k for k, v in inputs.items() if rpc.is_rpc_secret(v)}
         rid, state = self.mocks.new_resource(
             pulumi_mocks.MockResourceArgs(
@@ -323,6 +350,7 @@ def run_program(
     stand_ins: list[str] | None = None,
     secret_prefix: str = OFFLINE_SECRET_PREFIX,
     server_names: list[str] | None = None,
+    live_state: LiveState | None = None,
 ) -> StackRun:
     """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks."""
     pulumi_config: dict[str, str] = {}
@@ -337,7 +365,7 @@ def run_program(
             secret_keys.append(full)
         pulumi_config[full] = value if isinstance(value, str) else json.dumps(value)
     mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix, server_names)
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, live_state)
     _configure(monitor, stack)
     set_all_config(pulumi_config, secret_keys)
     saved_path = list(sys.path)
@@ -350,6 +378,8 @@ def run_program(
     finally:
         sys.path[:] = saved_path
         settings.set_root_resource(None)  # type: ignore[arg-type]
+    if monitor.import_failures:
+        raise ImportMismatch("\n".join(sorted(monitor.import_failures)))
     return StackRun(stack, monitor.records, monitor.stack_outputs, config, list(stand_ins or []))
 
 

@@ -210,6 +210,15 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                 f"`pulumi config set --path 'importIds.{server.name}' <id> -s {settings.stack}` "
                 "(`hcloud server describe " + server.name + "` shows it)",
             )
+    current = settings.network_current_range
+    if current is not None and current != inventory.network.ip_range:
+        problems.add(
+            "networkImport.currentRange",
+            f"the network is at {current} and the plan needs {inventory.network.ip_range}; a range change "
+            "makes Pulumi replace the network, so widen it first with Hetzner's change_ip_range action "
+            f"(`hcloud network change-ip-range --ip-range {inventory.network.ip_range} {settings.network_import_id}`), "
+            "then remove currentRange",
+        )
     planned = {s.ip_range for s in inventory.network.subnets.values()}
     for cidr in settings.existing_subnets:
         if cidr not in planned:

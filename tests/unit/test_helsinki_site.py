@@ -105,11 +105,13 @@ def test_gateway_outputs_for_the_local_stack(run_stack) -> None:
     assert set(documented) == set(outputs)
 
 
-def test_an_existing_network_is_adopted_then_widened(run_stack) -> None:
-    adopting = {"id": 4242, "currentRange": "10.1.0.0/16", "subnets": ["10.1.0.0/24", "10.1.1.0/24"]}
-    first = run_stack("helsinki", networkImport=adopting)
+def test_an_existing_network_is_adopted_at_the_plans_range(run_stack) -> None:
+    adopting = {"id": 4242, "subnets": ["10.1.0.0/24", "10.1.1.0/24"]}
+    first = run_stack("helsinki", networkImport=adopting, adopting=True)
     (network,) = [r for r in first.run.records if r.type == "hcloud:index/network:Network"]
-    assert network.import_id == "4242" and network.inputs["ipRange"] == "10.1.0.0/16"
+    # Widened beforehand (change_ip_range): the import asks for the range it has, never a change.
+    assert network.import_id == "4242" and network.inputs["ipRange"] == "10.0.0.0/14"
+    assert {"name", "labels", "deleteProtection", "exposeRoutesToVswitch"} <= set(network.ignore_changes)
     subnets = {r.inputs["ipRange"]: r.import_id for r in first.run.records if r.type == "hcloud:index/networkSubnet:NetworkSubnet"}
     assert subnets == {
         "10.1.0.0/24": "4242-10.1.0.0/24",
@@ -118,14 +120,13 @@ def test_an_existing_network_is_adopted_then_widened(run_stack) -> None:
         "10.1.3.0/24": None,
     }
     routes = sorted(r.inputs["destination"] for r in first.run.records if r.type == "hcloud:index/networkRoute:NetworkRoute")
-    assert routes == ["0.0.0.0/0"]  # the others wait for the wider range
+    assert routes == ["0.0.0.0/0", "10.2.0.0/24", "10.3.0.0/16"]
     servers = [r for r in first.run.records if r.type == "hcloud:index/server:Server"]
     assert {int(r.inputs["networks"][0]["networkId"]) for r in servers} == {4242}
-
-    second = run_stack("helsinki", networkImport={k: v for k, v in adopting.items() if k != "currentRange"})
+    # The next run converges protection in place; name and labels stay the live ones.
+    second = run_stack("helsinki", networkImport=adopting)
     (network,) = [r for r in second.run.records if r.type == "hcloud:index/network:Network"]
-    assert network.import_id == "4242" and network.inputs["ipRange"] == "10.0.0.0/14"
-    assert len([r for r in second.run.records if r.type == "hcloud:index/networkRoute:NetworkRoute"]) == 3
+    assert network.inputs["deleteProtection"] is True and "deleteProtection" not in network.ignore_changes
 
 
 def _scraper(result) -> dict:

@@ -241,3 +241,50 @@ def test_a_key_uploaded_before_is_adopted_by_its_id(run_stack) -> None:
     assert key.import_id == "4711" and key.id == "4711"
     assert set(key.ignore_changes) == {"name", "labels"}
     assert all(unwrap_secrets(s.inputs)["sshKeys"] == ["4711"] for s in servers(result).values())
+
+
+def _live_project(inventory) -> tuple[dict, dict]:
+    """A realistic Hetzner project as it runs today, before the program touched it: the network
+    already widened (change_ip_range), no labels, no protection, the servers with their own names
+    and types. Returns the stack config that adopts it and the live state the mocks check against."""
+    config = read_stack_config("helsinki")
+    existing = [s for s in inventory.stack_servers("helsinki") if s.existing and s.dedicated is None]
+    ids = {s.name: str(5000 + i) for i, s in enumerate(existing, 1)}
+    config.update(importIds=ids, telegramChatId=-1001234567890,
+                  networkImport={"id": 4242, "subnets": ["10.1.0.0/24", "10.1.1.0/24"]})
+    live = {("hcloud:index/network:Network", "4242"): {
+        "name": "unde-net", "ipRange": "10.0.0.0/14", "labels": {}, "deleteProtection": False,
+        "exposeRoutesToVswitch": False}}
+    live[("hcloud:index/networkSubnet:NetworkSubnet", "4242-10.1.0.0/24")] = {
+        "networkId": 4242, "type": "cloud", "networkZone": "eu-central", "ipRange": "10.1.0.0/24"}
+    # production-db's vSwitch subnet (the dedicated server joins the cloud network through it).
+    live[("hcloud:index/networkSubnet:NetworkSubnet", "4242-10.1.1.0/24")] = {
+        "networkId": 4242, "type": "vswitch", "networkZone": "eu-central", "ipRange": "10.1.1.0/24",
+        "vswitchId": int(config["vswitchId"])}
+    for server in existing:
+        live[("hcloud:index/server:Server", ids[server.name])] = {
+            "name": server.name, "serverType": "cx22", "location": "hel1", "image": "debian-12", "labels": {},
+            "deleteProtection": False, "rebuildProtection": False, "backups": False,
+            "networks": [{"networkId": 4242, "ip": str(server.ip)}], "publicNets": [{"ipv4Enabled": True}]}
+    return config, live
+
+
+def test_the_adoption_run_imports_a_live_project_and_a_plain_run_would_not(fresh_event_loop, inventory) -> None:
+    config, live = _live_project(inventory)
+    run = run_program("helsinki", {**config, "adopting": True}, live_state=live)
+    imported = {(r.type, r.import_id) for r in run.records if r.import_id}
+    assert imported == set(live)  # the network, its two subnets and every adopted cloud server
+    # Without the adoption run every difference is an import failure, as `pulumi up` reports it.
+    with pytest.raises(Exception, match="inputs to import do not match") as caught:
+        run_program("helsinki", config, live_state=live)
+    assert "labels" in str(caught.value) or "deleteProtection" in str(caught.value)
+
+
+def test_a_network_at_its_old_range_is_widened_before_the_import(fresh_event_loop, inventory) -> None:
+    config, _ = _live_project(inventory)
+    config["networkImport"] = {**config["networkImport"], "currentRange": "10.1.0.0/16"}
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program("helsinki", config)
+    lines = [str(p) for p in caught.value.__cause__.problems]  # type: ignore[union-attr]
+    assert any(line.startswith("networkImport.currentRange: the network is at 10.1.0.0/16") and
+               "hcloud network change-ip-range --ip-range 10.0.0.0/14 4242" in line for line in lines), lines
