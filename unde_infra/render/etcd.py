@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .. import timings
 from ..model import LOCAL, EtcdMember, Inventory
 from .cloud_init import dump_yaml
+from .systemd import timer_unit
 
 CLUSTER_TOKEN_PREFIX = "unde-etcd"
 
@@ -154,9 +155,8 @@ def leader_affinity_files(member: EtcdMember, inventory: Inventory,
     service = "\n".join(["[Unit]", "Description=Keep the etcd leader on the local member (unde-infra)",
                           "After=etcd.service", "", "[Service]", "Type=oneshot",
                           f"ExecStart=/usr/bin/python3 {layout.leader_affinity}", ""])
-    timer = "\n".join(["[Unit]", "Description=Keep the etcd leader on the local member (unde-infra)", "",
-                        "[Timer]", "OnBootSec=60s", f"OnUnitActiveSec={LEADER_AFFINITY_INTERVAL_SECONDS}s",
-                        "AccuracySec=1s", "", "[Install]", "WantedBy=timers.target", ""])
+    timer = timer_unit("Keep the etcd leader on the local member (unde-infra)",
+                       ["OnBootSec=60s", f"OnUnitActiveSec={LEADER_AFFINITY_INTERVAL_SECONDS}s", "AccuracySec=1s"])
     return {
         layout.leader_affinity: script,
         f"{layout.systemd_dir}/{LEADER_AFFINITY_UNIT}.service": service,

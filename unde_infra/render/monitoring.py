@@ -34,6 +34,7 @@ from ..model import LOCAL, Inventory, Server
 from ..timings import MAXIMUM_LAG_ON_FAILOVER_BYTES
 from .cloud_init import NODE_EXPORTER_PORT, SECRETS_DIR, dump_yaml
 from .pgbackrest import INFO_SUCCESS_METRIC, LAST_BACKUP_METRIC, REPO_SIZE_METRIC
+from .systemd import timer_unit
 
 # --------------------------------------------------------------------------------------------
 # Ports and intervals
@@ -1227,20 +1228,9 @@ def tunnel_collector_files(
             "",
         ]
     )
-    timer = "\n".join(
-        [
-            "[Unit]",
-            "Description=Collect WireGuard tunnel metrics (unde-infra)",
-            "",
-            "[Timer]",
-            "OnBootSec=15s",
-            f"OnUnitActiveSec={TUNNEL_COLLECTOR_INTERVAL_SECONDS}s",
-            "AccuracySec=1s",
-            "",
-            "[Install]",
-            "WantedBy=timers.target",
-            "",
-        ]
+    timer = timer_unit(
+        "Collect WireGuard tunnel metrics (unde-infra)",
+        ["OnBootSec=15s", f"OnUnitActiveSec={TUNNEL_COLLECTOR_INTERVAL_SECONDS}s", "AccuracySec=1s"],
     )
     return {
         paths.tunnel_collector: tunnel_collector_script(tunnels, paths),

@@ -195,7 +195,7 @@ def patroni_env(secrets: ShardSecrets) -> str:
 
 
 def post_bootstrap_script(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
-    # Passwords reach psql through the environment (\\getenv), never through argv, where any
+    # Passwords reach psql through the environment (\getenv), never through argv, where any
     # local user could read them in the process list.
     return "\n".join(
         [

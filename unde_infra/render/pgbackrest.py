@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ..model import Inventory, Server, Shard
 from .postgres import DEFAULT_LAYOUT, SUPERUSER, NodeLayout, ShardSecrets
+from .systemd import timer_unit
 
 BACKUP_BUCKET = "unde-backups"
 ENV_FILE_NAME = "pgbackrest.env"
@@ -181,10 +182,15 @@ def repo_env(cipher_pass: str, s3_key: str, s3_secret: str, repo: Repo) -> str:
     values = {"PGBACKREST_REPO1_CIPHER_PASS": cipher_pass}
     if isinstance(repo, S3Repo):
         values.update({"PGBACKREST_REPO1_S3_KEY": s3_key, "PGBACKREST_REPO1_S3_KEY_SECRET": s3_secret})
+    _require_one_line(values)
+    return "".join(f"{name}={value}\n" for name, value in values.items())
+
+
+def _require_one_line(values: dict[str, str]) -> None:
+    """A secret that reaches a line-based file must be one non-empty line, or it adds lines."""
     for name, value in values.items():
         if not value or any(c in value for c in "\n\r\0"):
             raise ValueError(f"{name} must be one non-empty line")
-    return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,15 +227,20 @@ def pgbackrest(*args, check=True, capture=False):
     return as_postgres(cmd, check=check, text=True, capture_output=capture, timeout=SETTINGS["timeout"])
 
 
+def info_entry():
+    """The stanza's entry of `pgbackrest info`, or None when the repository could not be read."""
+    try:
+        out = pgbackrest("--output=json", "--log-level-file=off", "info", check=False, capture=True)
+        entries = json.loads(out.stdout)
+    except (subprocess.SubprocessError, OSError, ValueError):
+        return None
+    return next((e for e in entries if e.get("name") == SETTINGS["stanza"]), None)
+
+
 def stanza_status():
     """pgBackRest's status code of the stanza (0 ok, 1 missing stanza path, 2 no backup yet,
     3 missing stanza data, ...), or None when the repository could not be read."""
-    out = pgbackrest("--output=json", "--log-level-file=off", "info", check=False, capture=True)
-    try:
-        entries = json.loads(out.stdout)
-    except ValueError:
-        return None
-    entry = next((e for e in entries if e.get("name") == SETTINGS["stanza"]), None)
+    entry = info_entry()
     return None if entry is None else entry.get("status", {}).get("code")
 
 
@@ -266,21 +277,16 @@ def metrics():
     stanza = SETTINGS["stanza"]
     last = {"full": 0.0, "diff": 0.0, "incr": 0.0}
     size, count, ok = 0, 0, 0
-    try:
-        out = pgbackrest("--output=json", "--log-level-file=off", "info", capture=True)
-        for entry in json.loads(out.stdout):
-            if entry.get("name") != stanza:
-                continue
-            ok = 1 if entry.get("status", {}).get("code") in (0, 2) else 0  # 2: no backup yet
-            for backup in entry.get("backup", []):
-                kind = backup.get("type")
-                stop = float(backup.get("timestamp", {}).get("stop", 0))
-                if kind in last:
-                    last[kind] = max(last[kind], stop)
-                size += int(backup.get("info", {}).get("repository", {}).get("delta", 0))
-                count += 1
-    except (subprocess.SubprocessError, OSError, ValueError):
-        ok = 0
+    entry = info_entry()
+    if entry is not None:
+        ok = 1 if entry.get("status", {}).get("code") in (0, 2) else 0  # 2: no backup yet
+        for backup in entry.get("backup", []):
+            kind = backup.get("type")
+            stop = float(backup.get("timestamp", {}).get("stop", 0))
+            if kind in last:
+                last[kind] = max(last[kind], stop)
+            size += int(backup.get("info", {}).get("repository", {}).get("delta", 0))
+            count += 1
     label = 'stanza="%s"' % stanza
     lines = [
         "# HELP __LAST__ Stop time of the newest backup of each type (0 when there is none).",
@@ -400,24 +406,18 @@ def backup_units(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[st
     files = {
         f"{layout.systemd_dir}/{BACKUP_SERVICE_TEMPLATE}": service,
         f"{layout.systemd_dir}/{METRICS_SERVICE}": metrics_service,
-        f"{layout.systemd_dir}/{METRICS_TIMER}": _timer(
-            f"pgBackRest metrics of {stanza.name}", METRICS_SERVICE,
-            ["OnBootSec=60s", f"OnUnitActiveSec={METRICS_INTERVAL_SECONDS}s"],
+        f"{layout.systemd_dir}/{METRICS_TIMER}": timer_unit(
+            f"pgBackRest metrics of {stanza.name} (unde-infra)",
+            ["OnBootSec=60s", f"OnUnitActiveSec={METRICS_INTERVAL_SECONDS}s"], METRICS_SERVICE,
         ),
     }
     for timer, (kind, calendar) in BACKUP_SCHEDULE.items():
-        files[f"{layout.systemd_dir}/{timer}"] = _timer(
-            f"{kind} pgBackRest backup of {stanza.name}", BACKUP_SERVICE_TEMPLATE.replace("@", f"@{kind}"),
+        files[f"{layout.systemd_dir}/{timer}"] = timer_unit(
+            f"{kind} pgBackRest backup of {stanza.name} (unde-infra)",
             [f"OnCalendar={calendar}", "RandomizedDelaySec=30min", "Persistent=true"],
+            BACKUP_SERVICE_TEMPLATE.replace("@", f"@{kind}"),
         )
     return files
-
-
-def _timer(description: str, unit: str, schedule: list[str]) -> str:
-    return "\n".join(
-        ["[Unit]", f"Description={description} (unde-infra)", "", "[Timer]", f"Unit={unit}", *schedule, "",
-         "[Install]", "WantedBy=timers.target", ""]
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,9 +433,7 @@ def standalone_secrets_conf(cipher_pass: str, s3_key: str, s3_secret: str) -> st
     PostgreSQL's archive_command on these servers starts without systemd's help, and giving it an
     environment would mean restarting a running production database."""
     values = {"repo1-cipher-pass": cipher_pass, "repo1-s3-key": s3_key, "repo1-s3-key-secret": s3_secret}
-    for name, value in values.items():
-        if not value or any(c in value for c in "\n\r\0"):
-            raise ValueError(f"{name} must be one non-empty line")
+    _require_one_line(values)
     return _ini({"global": dict(values)})
 
 
