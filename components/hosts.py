@@ -25,9 +25,16 @@ IMAGE = "debian-12"
 # An adopted server keeps its public network as it is: detaching a primary IP needs the server
 # powered off, a step for a maintenance window, not for `pulumi up`. It keeps its type too: a
 # resize powers it off, so it happens only where the topology opts in (servers.<name>.resize).
-ADOPTED_ONLY_FIELDS = ["publicNets", "serverType"]
-# Left alone during the adoption run (settings.adopting): whatever the servers have today.
-ADOPTION_RUN_FIELDS = ["name", "serverType", "labels", "networks", "deleteProtection", "rebuildProtection", "backups"]
+# And it keeps Hetzner's backups as they are: the program sets none, so the provider's default
+# (false) would switch off backups someone enabled.
+ADOPTED_ONLY_FIELDS = ["publicNets", "serverType", "backups"]
+# Left alone during the adoption run (settings.adopting): whatever the servers have today. The
+# provider's Read on import sets no keepDisk, shutdownBeforeDeletion or ignoreRemoteFirewallIds,
+# while its Check gives the program's inputs their defaults (false), so an import would differ on
+# them (config/provider-schemas/import-facts.yaml); the next run writes the defaults into the
+# state, which changes nothing on the server.
+ADOPTION_RUN_FIELDS = ["name", "serverType", "labels", "networks", "deleteProtection", "rebuildProtection", "backups",
+                       "keepDisk", "shutdownBeforeDeletion", "ignoreRemoteFirewallIds"]
 
 
 def server_options(

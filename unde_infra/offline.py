@@ -29,6 +29,7 @@ from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from .model import ROOT
+from .provider_schema import planned_differences
 
 PROJECT = "unde-infra"
 SECRET_MASK = "[secret]"
@@ -193,13 +194,12 @@ class ImportMismatch(Exception):
 LiveState = dict[tuple[str, str], dict[str, Any]]
 
 
-def import_mismatches(inputs: dict[str, Any], live: dict[str, Any], ignored: list[str]) -> list[str]:
-    """The inputs an import would refuse: set by the program, known live, different, not ignored."""
-    return sorted(
-        f"{key}: program {inputs[key]!r}, live {live[key]!r}"
-        for key in inputs.keys() & live.keys()
-        if key not in ignored and mask_secrets(inputs[key]) != mask_secrets(live[key])
-    )
+def import_mismatches(resource_type: str, inputs: dict[str, Any], live: dict[str, Any], ignored: list[str]) -> list[str]:
+    """The inputs an import would refuse: the program's (with the provider's defaults) against
+    what the provider reads from the live resource, not ignored, different."""
+    differences = planned_differences(resource_type, inputs, live, ignored)
+    return [f"{key}: program {mask_secrets(mine)!r}, live {mask_secrets(theirs)!r}"
+            for key, (mine, theirs) in differences.items()]
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -224,7 +224,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         plain = unwrap_secrets(inputs)
         live = self.live_state.get((request.type, request.importId)) if request.importId else None
         if live is not None:
-            differences = import_mismatches(plain, live, list(request.ignoreChanges))
+            differences = import_mismatches(request.type, plain, live, list(request.ignoreChanges))
             if differences:
                 # Raised after the run (run_program): an exception here would hang the SDK's wait.
                 self.import_failures.append(f"{urn}: inputs to import do not match the existing resource: "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from pulumi.runtime import rpc
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "config" / "provider-schemas"
 REPLACE_FACTS_FILE = SCHEMA_DIR / "replace-facts.yaml"
+IMPORT_FACTS_FILE = SCHEMA_DIR / "import-facts.yaml"
 PROVIDERS = ("hcloud", "command", "random", "minio")
 PROVIDER_PREFIX = "pulumi:providers:"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
@@ -156,6 +157,73 @@ def _plain(value: Any) -> Any:
     if isinstance(value, pulumi.StringAsset):
         return {"text": value.text}
     return value
+
+
+# --- import and the runs after it ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportFacts:
+    not_read: frozenset[str] = frozenset()  # inputs Read never sets: absent from an imported state
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # added by Check where the program sends nothing
+    computed: frozenset[str] = frozenset()  # Optional + Computed: a live value the program leaves unset stays
+
+
+@cache
+def import_facts(resource_type: str) -> ImportFacts:
+    """What the provider reads on import and defaults on Check (config/provider-schemas/import-facts.yaml)."""
+    facts = (yaml.safe_load(IMPORT_FACTS_FILE.read_text(encoding="utf-8")) or {}).get(resource_type)
+    if facts is None:
+        return ImportFacts()
+    return ImportFacts(frozenset(facts.get("notRead") or ()), dict(facts.get("defaults") or {}),
+                       frozenset(facts.get("computed") or ()))
+
+
+def planned_differences(
+    resource_type: str, inputs: Mapping[str, Any], state: Mapping[str, Any], ignore_changes: Iterable[str] = ()
+) -> dict[str, tuple[Any, Any]]:
+    """input name -> (program, live) for each input the engine would find different between the
+    program's inputs (with the provider's defaults) and a resource's live state: on import a
+    mismatch, later an update (or a replacement, see `replacement_causes`). Nested blocks compare
+    on what the program sets (their other fields are computed); maps and lists compare whole;
+    an empty value and no value are the same."""
+    facts = import_facts(resource_type)
+    ignored = set(ignore_changes)
+    program = {**facts.defaults, **{k: v for k, v in inputs.items() if v is not None and not k.startswith("__")}}
+    props = (resource_schema(resource_type) or {}).get("inputProperties", {})
+    differences = {}
+    # Outputs the provider computes (status, addresses) are no inputs: they never differ.
+    live_inputs = {k for k in state if k in props} if props else set(state)
+    for name in sorted(program.keys() | live_inputs):
+        if name in ignored or name.startswith("__"):
+            continue
+        if name not in program and name in facts.computed:
+            continue
+        mine, live = _plain(program.get(name)), _plain(state.get(name))
+        if not _same(mine, live, props.get(name, {})):
+            differences[name] = (mine, live)
+    return differences
+
+
+def _same(mine: Any, live: Any, spec: Mapping[str, Any]) -> bool:
+    if _empty(mine) and _empty(live):
+        return True
+    items = spec.get("items", {})
+    if isinstance(mine, list) and isinstance(live, list) and "$ref" in items:
+        # A list of nested blocks (networks, publicNets): each of the program's blocks must match
+        # one live block on the fields it sets.
+        unmatched = list(live)
+        for block in mine:
+            match = next((b for b in unmatched if isinstance(b, dict) and isinstance(block, dict)
+                          and all(_plain(b.get(k)) == v for k, v in block.items() if v is not None)), None)
+            if match is None:
+                return False
+            unmatched.remove(match)
+        return not unmatched
+    return bool(mine == live)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == {} or value == []
 
 
 # --- the check ------------------------------------------------------------------------------------

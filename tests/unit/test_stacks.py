@@ -12,7 +12,7 @@ import yaml
 from unde_infra.errors import TopologyError
 from unde_infra.offline import Record, read_stack_config, run_program, unwrap_secrets
 from unde_infra.preview import StackResult
-from unde_infra.provider_schema import replacing_properties
+from unde_infra.provider_schema import import_facts, planned_differences, replacement_causes, replacing_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,22 +251,28 @@ def _live_project(inventory) -> tuple[dict, dict]:
     config = read_stack_config("helsinki")
     existing = [s for s in inventory.stack_servers("helsinki") if s.existing and s.dedicated is None]
     ids = {s.name: str(5000 + i) for i, s in enumerate(existing, 1)}
-    config.update(importIds=ids, telegramChatId=-1001234567890,
+    config.update(importIds=ids, telegramChatId=-1001234567890, sshKeyImportIds={"0": "4711"},
                   networkImport={"id": 4242, "subnets": ["10.1.0.0/24", "10.1.1.0/24"]})
-    live = {("hcloud:index/network:Network", "4242"): {
+    # The admin key, uploaded by hand under another name (`hcloud ssh-key list`).
+    live = {("hcloud:index/sshKey:SshKey", "4711"): {"name": "admin@laptop", "publicKey": config["sshKeys"][0],
+                                                     "labels": {}}}
+    live[("hcloud:index/network:Network", "4242")] = {
         "name": "unde-net", "ipRange": "10.0.0.0/14", "labels": {}, "deleteProtection": False,
-        "exposeRoutesToVswitch": False}}
+        "exposeRoutesToVswitch": False}
     live[("hcloud:index/networkSubnet:NetworkSubnet", "4242-10.1.0.0/24")] = {
         "networkId": 4242, "type": "cloud", "networkZone": "eu-central", "ipRange": "10.1.0.0/24"}
     # production-db's vSwitch subnet (the dedicated server joins the cloud network through it).
     live[("hcloud:index/networkSubnet:NetworkSubnet", "4242-10.1.1.0/24")] = {
         "networkId": 4242, "type": "vswitch", "networkZone": "eu-central", "ipRange": "10.1.1.0/24",
         "vswitchId": int(config["vswitchId"])}
-    for server in existing:
+    for i, server in enumerate(existing):
+        # What the provider's Read sets on import (import-facts.yaml): no networks, public nets,
+        # keepDisk and the other inputs it never reads. One server has Hetzner backups on, one a
+        # firewall made by hand; an official image reads back by name.
         live[("hcloud:index/server:Server", ids[server.name])] = {
-            "name": server.name, "serverType": "cx22", "location": "hel1", "image": "debian-12", "labels": {},
-            "deleteProtection": False, "rebuildProtection": False, "backups": False,
-            "networks": [{"networkId": 4242, "ip": str(server.ip)}], "publicNets": [{"ipv4Enabled": True}]}
+            "name": server.name, "serverType": "cx22", "location": "hel1", "image": "ubuntu-22.04", "labels": {},
+            "deleteProtection": False, "rebuildProtection": False, "backups": i == 0,
+            "firewallIds": [777] if i == 1 else [], "placementGroupId": None, "status": "running"}
     return config, live
 
 
@@ -274,11 +280,68 @@ def test_the_adoption_run_imports_a_live_project_and_a_plain_run_would_not(fresh
     config, live = _live_project(inventory)
     run = run_program("helsinki", {**config, "adopting": True}, live_state=live)
     imported = {(r.type, r.import_id) for r in run.records if r.import_id}
-    assert imported == set(live)  # the network, its two subnets and every adopted cloud server
+    assert imported == set(live)  # the key, the network, its two subnets and every adopted cloud server
     # Without the adoption run every difference is an import failure, as `pulumi up` reports it.
     with pytest.raises(Exception, match="inputs to import do not match") as caught:
         run_program("helsinki", config, live_state=live)
     assert "labels" in str(caught.value) or "deleteProtection" in str(caught.value)
+    # Read leaves keepDisk unset while Check defaults it: an import differs on it.
+    assert "keepDisk: program False, live None" in str(caught.value)
+
+
+def test_an_adoption_run_that_sent_the_defaulted_fields_would_be_refused(fresh_event_loop, inventory,
+                                                                         monkeypatch) -> None:
+    import components.hosts
+
+    config, live = _live_project(inventory)
+    defaulted = {"keepDisk", "shutdownBeforeDeletion", "ignoreRemoteFirewallIds"}
+    monkeypatch.setattr(components.hosts, "ADOPTION_RUN_FIELDS",
+                        [f for f in components.hosts.ADOPTION_RUN_FIELDS if f not in defaulted])
+    with pytest.raises(Exception, match="inputs to import do not match") as caught:
+        run_program("helsinki", {**config, "adopting": True}, live_state=live)
+    assert "shutdownBeforeDeletion: program False, live None" in str(caught.value)
+
+
+def test_an_uploaded_key_that_differs_from_the_config_is_refused(fresh_event_loop, inventory) -> None:
+    """A key's text forces a new key (RequiresReplace): an import of a different text fails, and
+    a replacement would collide with the uploaded copy (uniqueness_error)."""
+    config, live = _live_project(inventory)
+    live[("hcloud:index/sshKey:SshKey", "4711")]["publicKey"] = config["sshKeys"][0].replace("replace-with", "old")
+    with pytest.raises(Exception, match="sshKey:SshKey::admin-0: inputs to import do not match") as caught:
+        run_program("helsinki", {**config, "adopting": True}, live_state=live)
+    assert "publicKey: program" in str(caught.value)
+    assert replacing_properties("hcloud:index/sshKey:SshKey") == {"publicKey"}
+
+
+def test_the_live_servers_hold_only_what_the_provider_reads(inventory) -> None:
+    _, live = _live_project(inventory)
+    not_read = import_facts(SERVER).not_read
+    assert {"keepDisk", "shutdownBeforeDeletion", "ignoreRemoteFirewallIds", "networks", "publicNets"} <= not_read
+    for (kind, _), state in live.items():
+        if kind == SERVER:
+            assert not not_read & state.keys()
+
+
+def test_the_run_after_the_adoption_updates_in_place_and_keeps_what_it_must(fresh_event_loop, inventory) -> None:
+    """After the adoption run the state is what the provider read; the next run (adopting off)
+    plans an update of each server from it: no replacement, no resize, no change to backups or
+    hand-made firewalls; labels, protection, networks and the defaulted fields converge."""
+    config, live = _live_project(inventory)
+    run = run_program("helsinki", config)  # no live state: nothing is imported in this run
+    ids = {v: k for k, v in config["importIds"].items()}
+    converging = {"labels", "deleteProtection", "rebuildProtection", "networks", "keepDisk", "shutdownBeforeDeletion",
+                  "ignoreRemoteFirewallIds"}
+    for record in run.records:
+        if record.type != SERVER or record.import_id not in ids:
+            continue
+        state = live[(SERVER, record.import_id)]
+        inputs = unwrap_secrets(record.inputs)
+        changes = planned_differences(SERVER, inputs, state, record.ignore_changes)
+        assert replacement_causes(SERVER, state, inputs, record.ignore_changes) == [], record.name
+        assert set(changes) == converging, (record.name, changes)
+        assert changes["keepDisk"] == (False, None)
+        # Without the ignore list the image alone would replace every adopted server.
+        assert "image" in replacement_causes(SERVER, state, inputs)
 
 
 def test_a_network_at_its_old_range_is_widened_before_the_import(fresh_event_loop, inventory) -> None:
