@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from unde_infra.firewall import ANYWHERE, HTTPS_PORT, SSH_PORT, wireguard_port_range
+from unde_infra.firewall import ANYWHERE, HTTPS_PORT, SSH_PORT, allows, as_rule, covers, wireguard_port_range
+from unde_infra.firewall import Rule as FirewallRule
 from unde_infra.limits import size_over_limit
 from unde_infra.model import LOCAL, ROOT, Inventory, colocated_tasks, stack_of
 from unde_infra.naming import (
@@ -201,10 +202,13 @@ def no_public_ipv4_on_data_servers(resources: list[ResourceView], ctx: Context) 
 
 def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
     wireguard = wireguard_port_range(ctx.inventory)
+    kept = _kept_inbound_rules(resources, ctx)
     for r in resources:
         if r.type != FIREWALL:
             continue
-        for rule in r.inputs.get("rules") or []:
+        for i, rule in enumerate(r.inputs.get("rules") or []):
+            if (r.urn, i) in kept:
+                continue
             sources = set(rule.get("sourceIps") or [])
             if rule.get("direction", "in") != "in" or not sources & set(ANYWHERE):
                 continue
@@ -225,8 +229,8 @@ def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tupl
         if s.task in cfg.tunnel_endpoint_tasks or s.site in cfg.tunnel_endpoint_sites
     }
     for firewall, names in attached.values():
-        for rule in firewall.inputs.get("rules") or []:
-            if not set(rule.get("sourceIps") or []) & set(ANYWHERE):
+        for i, rule in enumerate(firewall.inputs.get("rules") or []):
+            if (firewall.urn, i) in kept or not set(rule.get("sourceIps") or []) & set(ANYWHERE):
                 continue
             port = (rule.get("protocol"), rule.get("port"))
             if port == ("tcp", str(HTTPS_PORT)):
@@ -235,6 +239,44 @@ def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tupl
             if port == ("udp", wireguard):
                 for name in sorted(names - endpoints):
                     yield firewall.urn, f"WireGuard open on {name}, which is not a tunnel endpoint"
+
+
+def _plan_rule(rule: Mapping[str, Any]) -> FirewallRule:
+    return FirewallRule(str(rule.get("protocol")), rule.get("port"), tuple(rule.get("sourceIps") or ()),
+                        str(rule.get("description") or ""))
+
+
+def _kept_inbound_rules(resources: list[ResourceView], ctx: Context) -> set[tuple[str, int]]:
+    """(firewall urn, rule index) of the rules that keep open no more than what every server they
+    are attached to declares it serves today (servers.<name>.inbound, not closed)."""
+    kept = set()
+    for firewall, names in _attachments(resources).values():
+        declared = [ctx.inventory.servers[n].inbound if n in ctx.inventory.servers else () for n in names]
+        for i, rule in enumerate(firewall.inputs.get("rules") or []):
+            wanted = _plan_rule(rule)
+            if names and all(any(not e.close and covers(as_rule(e), wanted) for e in entries) for entries in declared):
+                kept.add((firewall.urn, i))
+    return kept
+
+
+def no_surprise_blocking(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    """What a server that runs today serves publicly (servers.<name>.inbound) and the firewalls
+    attached to it no longer allow: only where the topology acknowledges it with `close`."""
+    rules_by_server: dict[str, list[FirewallRule]] = {}
+    for firewall, names in _attachments(resources).values():
+        rules = [_plan_rule(r) for r in firewall.inputs.get("rules") or [] if r.get("direction", "in") == "in"]
+        for name in names:
+            rules_by_server.setdefault(name, []).extend(rules)
+    for r in servers(resources):
+        name = server_name(r)
+        server = ctx.inventory.servers.get(name)
+        if server is None or not server.existing or name not in rules_by_server:
+            continue  # no firewall attached: hcloud filters nothing, so nothing is blocked
+        for i, entry in enumerate(server.inbound):
+            if not entry.close and not allows(rules_by_server[name], entry):
+                yield r.urn, (f"{name}: serves {entry.describe()} today ({entry.reason}) and the new firewalls "
+                              f"block it; acknowledge with close: true at servers.{name}.inbound.{i}, or keep it "
+                              "(SSH is kept only from the admin CIDRs)")
 
 
 def _attachments(resources: list[ResourceView]) -> dict[str, tuple[ResourceView, set[str]]]:
@@ -423,6 +465,8 @@ RULES: tuple[Rule, ...] = (
     Rule("etcd-quorum-survives-site-loss", "The etcd quorum survives the loss of either site", ADVISORY, etcd_quorum_survives_site_loss),
     Rule("monitoring-targets", "Every server is a monitoring target", MANDATORY, every_server_is_a_monitoring_target),
     Rule("local-server-tunnel", "Every local server has its own tunnel", MANDATORY, every_local_server_has_a_tunnel),
+    Rule("no-surprise-blocking", "Traffic a running server serves today stays open unless the topology closes it",
+         MANDATORY, no_surprise_blocking),
 )
 
 

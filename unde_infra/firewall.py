@@ -8,14 +8,17 @@ restricted by each host's nftables rules (rendered with the services)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, ip_network
 
-from .model import Inventory, Server
+from .model import Inbound, Inventory, Server
 
 ANYWHERE = ("0.0.0.0/0", "::/0")
 HTTPS_PORT = 443
 SSH_PORT = 22
+# hcloud keeps a rule's description to 255 characters.
+DESCRIPTION_LIMIT = 255
 
 
 @dataclass(frozen=True)
@@ -74,4 +77,72 @@ def firewall_plans(inventory: Inventory, stack: str, admin_cidrs: tuple[IPv4Netw
                 endpoints,
             )
         )
+    # What a server serves publicly today stays open (servers.<name>.inbound), in a firewall of
+    # its own, except what the topology closes and SSH, which only the admin CIDRs reach.
+    for server in servers:
+        kept = [e for e in server.inbound if not e.close and not _is_ssh(e)
+                and not allows(rules_on(plans, server.name), e)]
+        if kept:
+            plans.append(FirewallPlan(
+                f"unde-{server.name}-inbound",
+                tuple(Rule(e.protocol, e.port, e.sources, f"served today: {e.reason}"[:DESCRIPTION_LIMIT])
+                      for e in kept),
+                (server.name,),
+            ))
     return plans
+
+
+def rules_on(plans: Iterable[FirewallPlan], server: str) -> list[Rule]:
+    return [rule for plan in plans if server in plan.servers for rule in plan.rules]
+
+
+def newly_blocked(inventory: Inventory, stack: str, admin_cidrs: tuple[IPv4Network, ...]) -> list[tuple[Server, Inbound]]:
+    """What servers that run today serve publicly and the planned firewalls do not allow: the
+    traffic the change starts to block, acknowledged (`close`) or not."""
+    plans = firewall_plans(inventory, stack, admin_cidrs)
+    return [
+        (server, entry)
+        for server in inventory.stack_servers(stack)
+        if server.existing
+        for entry in server.inbound
+        if not allows(rules_on(plans, server.name), entry)
+    ]
+
+
+def as_rule(entry: Inbound) -> Rule:
+    return Rule(entry.protocol, entry.port, entry.sources, entry.reason)
+
+
+def allows(rules: Iterable[Rule], entry: Inbound) -> bool:
+    """Whether one of the rules lets all of `entry` in (hcloud allows what any rule of any
+    attached firewall allows)."""
+    wanted = as_rule(entry)
+    return any(covers(rule, wanted) for rule in rules)
+
+
+def covers(outer: Rule, inner: Rule) -> bool:
+    """`outer` allows everything `inner` does: same protocol, its ports, every source inside one of its own."""
+    if outer.protocol != inner.protocol:
+        return False
+    if outer.protocol in ("tcp", "udp"):
+        low, high = port_span(outer.port)
+        inner_low, inner_high = port_span(inner.port)
+        if not low <= inner_low <= inner_high <= high:
+            return False
+    outer_nets = [ip_network(s, strict=False) for s in outer.sources]
+    return all(
+        any(n.version == o.version and n.subnet_of(o) for o in outer_nets)  # type: ignore[arg-type]
+        for n in (ip_network(s, strict=False) for s in inner.sources)
+    )
+
+
+def port_span(port: str | None) -> tuple[int, int]:
+    if port in (None, "any"):
+        return 1, 65535
+    low, _, high = str(port).partition("-")
+    return int(low), int(high or low)
+
+
+def _is_ssh(entry: Inbound) -> bool:
+    low, high = port_span(entry.port)
+    return entry.protocol == "tcp" and low <= SSH_PORT <= high

@@ -63,6 +63,21 @@ class Tunnel:
 
 
 @dataclass(frozen=True)
+class Inbound:
+    """Public traffic a server serves today (servers.<name>.inbound)."""
+
+    protocol: str  # tcp | udp | icmp
+    port: str | None  # "443" or "8000-8100"; None for icmp
+    sources: tuple[str, ...]
+    reason: str
+    close: bool = False  # acknowledged: the new firewalls stop it on purpose
+
+    def describe(self) -> str:
+        where = f" {self.port}" if self.port else ""
+        return f"{self.protocol}{where} from {', '.join(self.sources)}"
+
+
+@dataclass(frozen=True)
 class Server:
     name: str
     site: str
@@ -84,6 +99,7 @@ class Server:
     instance: int = 1
     tunnel: Tunnel | None = None
     resize: bool = False  # an existing server may change type (servers.<name>.resize)
+    inbound: tuple[Inbound, ...] = ()  # what it serves publicly today (servers.<name>.inbound)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -533,7 +549,8 @@ def _server_from_spec(
         if spec.tunnel is not None and spec.site == LOCAL
         else None
     )
-    if not ok:
+    inbound = _inbound_of(path, spec, has_public or spec.site == LOCAL, problems)  # as Server.has_public_interface
+    if not ok or inbound is None:
         return None
     return Server(
         name=name,
@@ -551,7 +568,27 @@ def _server_from_spec(
         subnet=subnet,
         tunnel=tunnel,
         resize=spec.resize,
+        inbound=inbound,
     )
+
+
+def _inbound_of(path: str, spec: ServerSpec, public_interface: bool, problems: Problems) -> tuple[Inbound, ...] | None:
+    """servers.<name>.inbound: only where there is a public interface to serve it on, and
+    `close` only where something runs today to stop."""
+    if not spec.inbound:
+        return ()
+    ok = True
+    if not public_interface or spec.dedicated is not None:
+        problems.add(f"{path}.inbound", "the server has no public interface behind an hcloud firewall")
+        ok = False
+    for i, entry in enumerate(spec.inbound):
+        if entry.close and not spec.existing:
+            problems.add(f"{path}.inbound.{i}.close", "only a server that runs today (existing: true) has traffic to close")
+            ok = False
+    if not ok:
+        return None
+    return tuple(Inbound(e.protocol, e.port if e.port is None else str(e.port), tuple(e.sources), e.reason, e.close)
+                 for e in spec.inbound)
 
 
 def _size_of(

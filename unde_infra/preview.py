@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from .errors import Problems, TopologyError
-from .model import HELSINKI, ROOT, STACKS, Inventory, load_topology
+from .firewall import newly_blocked
+from .model import HELSINKI, ROOT, STACKS, Inbound, Inventory, Server, load_topology
 from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstrapped_server, delivered_file
 from .offline import (
     OFFLINE_SECRET_PREFIX,
@@ -37,6 +38,7 @@ from .settings import StackSettings, check_against_inventory, missing_import_ids
 OFFLINE_TELEGRAM_CHAT_ID = -1000000000001
 
 USER_DATA_ARTIFACT = "user-data.yaml"
+FIREWALL_TYPE = "hcloud:index/firewall:Firewall"
 
 
 
@@ -59,6 +61,8 @@ class StackResult:
     artifacts: dict[str, dict[str, str]]  # server -> absolute path -> content
     violations: list[Any] = field(default_factory=list)  # policies.rules.Violation
     stand_in_notes: list[str] = field(default_factory=list)
+    # What running servers serve publicly today that the new firewalls stop (firewall.newly_blocked).
+    blocked: list[tuple[Server, Inbound]] = field(default_factory=list)
 
     @property
     def mandatory_violations(self) -> list[Any]:
@@ -143,6 +147,8 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
             # The local stack reads what helsinki really exported in this same preview.
             stack_outputs = {**stack_outputs, HELSINKI: run.plain_outputs()}
         result = StackResult(run, item.inventory, seconds, collect_artifacts(run), stand_in_notes=item.stand_in_notes)
+        if any(r.type == FIREWALL_TYPE for r in run.records):
+            result.blocked = newly_blocked(item.inventory, item.stack, item.settings.admin_cidrs)
         result.violations = check_policies(result, item.settings)
         results.append(result)
     if schema_violations:
@@ -263,6 +269,7 @@ def summary(result: StackResult) -> str:
         )
     for note in [*result.stand_in_notes, *result.inventory.notes]:
         lines.append(f"  note: {note}")
+    lines += _inbound_lines(result)
     mandatory = len(result.mandatory_violations)
     advisory = len(result.violations) - mandatory
     lines.append(f"  policies: {mandatory} mandatory violations, {advisory} advisory")
@@ -271,6 +278,28 @@ def summary(result: StackResult) -> str:
     artifact_count = sum(len(files) for files in result.artifacts.values())
     lines.append(f"  artifacts: {artifact_count} files for {len(result.artifacts)} servers")
     return "\n".join(lines)
+
+
+def _inbound_lines(result: StackResult) -> list[str]:
+    """Per server, the public traffic the change starts to block, and what the preview assumes
+    where the topology does not say what a running server serves."""
+    lines = []
+    if result.blocked:
+        lines.append("  public traffic the new firewalls block (servers.<name>.inbound):")
+        for server, entry in result.blocked:
+            state = ("closed on purpose (close: true)" if entry.close
+                     else "NOT acknowledged: a mandatory violation until close: true is set")
+            lines.append(f"    {server.name}: {entry.describe()} ({entry.reason}): {state}")
+    if not any(r.type == FIREWALL_TYPE for r in result.run.records):
+        return lines
+    silent = [s.name for s in result.inventory.stack_servers(result.run.stack)
+              if s.existing and s.dedicated is None and s.has_public_interface and not s.inbound]
+    if silent:
+        lines.append(f"  note: {len(silent)} running servers with a public interface declare no inbound "
+                     f"({', '.join(silent)}); the preview assumes they serve nothing publicly today but SSH, "
+                     "which the new firewalls keep for the admin CIDRs only. Record what each serves "
+                     "(servers.<name>.inbound) before the first run.")
+    return lines
 
 
 def _other_hosts(result: StackResult) -> str:

@@ -7,10 +7,10 @@ silently ignored setting.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SERVER_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
 SERVICE = Literal["postgres", "patroni", "pgbouncer", "redis", "etcd"]
@@ -44,6 +44,54 @@ class TunnelSpec(Strict):
     index: int = Field(ge=0, le=255)
 
 
+INBOUND_PROTOCOL = Literal["tcp", "udp", "icmp"]
+ANYWHERE_SOURCES = ("0.0.0.0/0", "::/0")
+
+
+class InboundSpec(Strict):
+    """Public traffic a server that runs today serves: what its current hcloud firewall allows,
+    or what `ss -tlnp` shows listening on its public address when it has no firewall."""
+
+    protocol: INBOUND_PROTOCOL = "tcp"
+    port: int | str | None = None  # 443 or "8000-8100"; icmp has none
+    sources: list[str] = Field(default_factory=lambda: list(ANYWHERE_SOURCES), min_length=1)
+    reason: str = Field(min_length=1)
+    # The acknowledgement: the first run stops serving this on purpose (the new firewalls do
+    # not allow it). Without it, traffic the new firewalls would block is a policy violation.
+    close: bool = False
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, value: int | str | None) -> str | None:
+        if value is None:
+            return None
+        low, sep, high = str(value).partition("-")
+        if not (low.isdigit() and (not sep or high.isdigit())):
+            raise ValueError("a port (443) or a range (8000-8100)")
+        first, last = int(low), int(high or low)
+        if not 1 <= first <= last <= 65535:
+            raise ValueError("ports are 1-65535, a range low-high")
+        return f"{first}-{last}" if sep and first != last else str(first)
+
+    @field_validator("sources")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for source in value:
+            try:
+                ip_network(source, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{source!r} is not a network in CIDR form ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _port_fits_protocol(self) -> InboundSpec:
+        if self.protocol == "icmp" and self.port is not None:
+            raise ValueError("icmp has no port")
+        if self.protocol != "icmp" and self.port is None:
+            raise ValueError(f"{self.protocol} needs a port")
+        return self
+
+
 class ServerSpec(Strict):
     site: str
     # A list is accepted by the parser only so that "two tasks" can be reported as such.
@@ -61,6 +109,8 @@ class ServerSpec(Strict):
     # An existing server keeps the type it runs with, whatever `type` says, unless this opts in
     # to a resize (hcloud powers the server off for it).
     resize: bool = False
+    # What the server serves publicly today; the firewalls keep it open unless `close` says so.
+    inbound: list[InboundSpec] = []
 
 
 class SiteSpec(Strict):

@@ -157,6 +157,21 @@ def test_every_local_server_has_a_tunnel(default_runs) -> None:
     assert found["local-server-tunnel"] == ["local-mood: local server without its own WireGuard tunnel"]
 
 
+def test_no_surprise_blocking(run_stack, tmp_path: Path) -> None:
+    """Passing and violating cases of the rule; tests/unit/test_inbound.py has the rest."""
+    def serves(entry: dict[str, Any]):
+        return lambda data: data["servers"]["push"].update(inbound=[entry])
+
+    kept = run_stack("helsinki", topology=topology_with(tmp_path, serves({"port": 6379, "reason": "redis for a partner",
+                                                                         "sources": ["203.0.113.7/32"]})))
+    assert "no-surprise-blocking" not in violations(kept)
+    blocked = run_stack("helsinki", topology=topology_with(tmp_path, serves({"port": "20-25", "reason": "ssh and smtp"})))
+    assert violations(blocked)["no-surprise-blocking"] == [
+        "push: serves tcp 20-25 from 0.0.0.0/0, ::/0 today (ssh and smtp) and the new firewalls block it; "
+        "acknowledge with close: true at servers.push.inbound.0, or keep it (SSH is kept only from the admin CIDRs)"
+    ]
+
+
 def test_every_rule_has_a_case_here() -> None:
     text = Path(__file__).read_text()
     assert all(f'"{name}"' in text for name in RULE_NAMES)
