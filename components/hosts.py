@@ -26,8 +26,10 @@ IMAGE = "debian-12"
 # powered off, a step for a maintenance window, not for `pulumi up`. It keeps its type too: a
 # resize powers it off, so it happens only where the topology opts in (servers.<name>.resize).
 # And it keeps Hetzner's backups as they are: the program sets none, so the provider's default
-# (false) would switch off backups someone enabled.
-ADOPTED_ONLY_FIELDS = ["publicNets", "serverType", "backups"]
+# (false) would switch off backups someone enabled. And it stays in the placement group it is in:
+# the program sends none for an adopted server, which would ask hcloud to take it out, and that
+# needs the server powered off.
+ADOPTED_ONLY_FIELDS = ["publicNets", "serverType", "backups", "placementGroupId"]
 # Left alone during the adoption run (settings.adopting): whatever the servers have today. The
 # provider's Read on import sets no keepDisk, shutdownBeforeDeletion or ignoreRemoteFirewallIds,
 # while its Check gives the program's inputs their defaults (false), so an import would differ on

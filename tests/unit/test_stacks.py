@@ -268,11 +268,13 @@ def _live_project(inventory) -> tuple[dict, dict]:
     for i, server in enumerate(existing):
         # What the provider's Read sets on import (import-facts.yaml): no networks, public nets,
         # keepDisk and the other inputs it never reads. One server has Hetzner backups on, one a
-        # firewall made by hand; an official image reads back by name.
+        # firewall made by hand, one sits in a spread placement group made by hand; an official
+        # image reads back by name.
         live[("hcloud:index/server:Server", ids[server.name])] = {
             "name": server.name, "serverType": "cx22", "location": "hel1", "image": "ubuntu-22.04", "labels": {},
             "deleteProtection": False, "rebuildProtection": False, "backups": i == 0,
-            "firewallIds": [777] if i == 1 else [], "placementGroupId": None, "status": "running"}
+            "firewallIds": [777] if i == 1 else [], "placementGroupId": 888 if i == 2 else None,
+            "status": "running"}
     return config, live
 
 
@@ -325,7 +327,8 @@ def test_the_live_servers_hold_only_what_the_provider_reads(inventory) -> None:
 def test_the_run_after_the_adoption_updates_in_place_and_keeps_what_it_must(fresh_event_loop, inventory) -> None:
     """After the adoption run the state is what the provider read; the next run (adopting off)
     plans an update of each server from it: no replacement, no resize, no change to backups or
-    hand-made firewalls; labels, protection, networks and the defaulted fields converge."""
+    hand-made firewalls or placement groups; labels, protection, networks and the defaulted
+    fields converge."""
     config, live = _live_project(inventory)
     run = run_program("helsinki", config)  # no live state: nothing is imported in this run
     ids = {v: k for k, v in config["importIds"].items()}
@@ -340,8 +343,11 @@ def test_the_run_after_the_adoption_updates_in_place_and_keeps_what_it_must(fres
         assert replacement_causes(SERVER, state, inputs, record.ignore_changes) == [], record.name
         assert set(changes) == converging, (record.name, changes)
         assert changes["keepDisk"] == (False, None)
-        # Without the ignore list the image alone would replace every adopted server.
+        # Without the ignore list the image alone would replace every adopted server, and the
+        # one in a placement group would be taken out of it.
         assert "image" in replacement_causes(SERVER, state, inputs)
+        if state["placementGroupId"] is not None:
+            assert "placementGroupId" in planned_differences(SERVER, inputs, state)
 
 
 def test_a_network_at_its_old_range_is_widened_before_the_import(fresh_event_loop, inventory) -> None:
