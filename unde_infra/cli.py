@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import cost, runbook, scenarios
+from . import capacity, cost, runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios.register(sub)
     runbook.register(sub)
     cost.register(sub)
+    capacity.register(sub)
     return parser
 
 
