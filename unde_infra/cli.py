@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import capacity, cost, runbook, scenarios
+from . import capacity, cost, diagram, runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     runbook.register(sub)
     cost.register(sub)
     capacity.register(sub)
+    diagram.register(sub)
     return parser
 
 
