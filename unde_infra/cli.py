@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .preview import PreviewInputError
+    from .provider_schema import ProviderSchemaError
 
     args = build_parser().parse_args(argv)
     try:
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except PreviewInputError as error:
         print(str(error), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ProviderSchemaError as error:
+        print(error.report(), file=sys.stderr)
         return EXIT_BAD_INPUT
     except pulumi.RunError as error:
         if isinstance(error.__cause__, TopologyError):

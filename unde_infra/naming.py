@@ -3,14 +3,17 @@ registered (the offline preview, the policy pack): one place for each, so the tw
 
 from __future__ import annotations
 
+from .provider_schema import replacing_properties
+
 SERVER_TYPE = "hcloud:index/server:Server"
 REMOTE_COMMAND_TYPE = "command:remote:Command"
 REMOTE_COPY_TYPE = "command:remote:CopyToRemote"  # where the far end has no shell (RouterOS)
 
-# hcloud.Server inputs whose change makes the provider replace the server. A change to them
-# (a new bootstrap, a new admin key, a new image release) must never replace a running server:
-# it applies to servers created afterwards only.
-REPLACE_FORCING_FIELDS = ("image", "userData", "sshKeys", "location", "datacenter")
+# hcloud.Server inputs whose change makes the provider replace the server, from the provider's
+# schema and ForceNew facts (config/provider-schemas). A change to them (a new bootstrap, a new
+# admin key, a new image release) must never replace a running server: it applies to servers
+# created afterwards only.
+REPLACE_FORCING_FIELDS = tuple(sorted(replacing_properties(SERVER_TYPE)))
 
 _BOOTSTRAP_SUFFIX = "-bootstrap"
 

@@ -29,6 +29,7 @@ from .offline import (
     run_program,
     unwrap_secrets,
 )
+from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
 from .settings import StackSettings, check_against_inventory, missing_import_ids, needs_telegram_chat, parse_settings
 
 # A chat id of the right shape (a Telegram group's), so the offline Alertmanager config is one
@@ -122,6 +123,7 @@ def documented_stack_outputs() -> dict[str, dict[str, Any]]:
 def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
     stack_outputs = documented_stack_outputs()
     results = []
+    schema_violations: list[SchemaViolation] = []
     for item in prepared:
         public = {s.name: str(s.public_address) for s in item.inventory.servers.values() if s.public_address}
         started = time.perf_counter()
@@ -135,12 +137,16 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
             server_names=list(item.inventory.servers),
         )
         seconds = time.perf_counter() - started
+        # What the providers would refuse, checked against their published schemas.
+        schema_violations += check_records(run.records)
         if item.stack == HELSINKI:
             # The local stack reads what helsinki really exported in this same preview.
             stack_outputs = {**stack_outputs, HELSINKI: run.plain_outputs()}
         result = StackResult(run, item.inventory, seconds, collect_artifacts(run), stand_in_notes=item.stand_in_notes)
         result.violations = check_policies(result, item.settings)
         results.append(result)
+    if schema_violations:
+        raise ProviderSchemaError(schema_violations)
     return results
 
 

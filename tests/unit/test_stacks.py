@@ -12,11 +12,12 @@ import yaml
 from unde_infra.errors import TopologyError
 from unde_infra.offline import Record, read_stack_config, run_program, unwrap_secrets
 from unde_infra.preview import StackResult
+from unde_infra.provider_schema import replacing_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 
 SERVER = "hcloud:index/server:Server"
-REPLACE_FORCING = {"image", "userData", "sshKeys", "location", "datacenter"}
+REPLACE_FORCING = replacing_properties(SERVER)
 STATEFUL_URNS = Path(__file__).with_name("stateful_server_urns.txt")
 
 

@@ -1,0 +1,298 @@
+"""The providers' published schemas, kept as data, and what follows from them.
+
+`config/provider-schemas/<provider>.json` holds each provider's `schema.json` trimmed to the
+resources the program registers (see `provider_schema_trim` for where each came from and how it
+is regenerated). From them:
+
+- `check_records` checks every registered resource the way the provider would before it acts:
+  unknown input, missing required input, wrong type, a value outside an enum. The offline
+  preview stops on any of them (exit 2), naming the URN and the property.
+- `replacing_properties` and `replacement_causes` say which changed inputs replace a resource:
+  the schema's replace markers plus the facts of `replace-facts.yaml` (the Terraform provider's
+  ForceNew and RequiresReplace where the schema is silent), each with its source.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.output import Unknown
+from pulumi.runtime import rpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = ROOT / "config" / "provider-schemas"
+REPLACE_FACTS_FILE = SCHEMA_DIR / "replace-facts.yaml"
+PROVIDERS = ("hcloud", "command", "random", "minio")
+PROVIDER_PREFIX = "pulumi:providers:"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+# The engine's own resource: its one input is the other stack's name.
+BUILTIN_RESOURCES: dict[str, dict[str, Any]] = {
+    STACK_REFERENCE: {"inputProperties": {"name": {"type": "string"}}, "requiredInputs": ["name"]},
+}
+# Inputs the SDK adds to every explicit provider resource, outside the provider's schema.
+SDK_PROVIDER_INPUTS = frozenset({"version", "pluginDownloadURL"})
+
+
+@dataclass(frozen=True)
+class SchemaViolation:
+    urn: str
+    property: str  # a path into the inputs: `rules[0].direction`
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.urn}: {self.property}: {self.message}"
+
+
+class ProviderSchemaError(Exception):
+    """Inputs the provider would refuse: reported like bad input, exit code 2."""
+
+    def __init__(self, violations: list[SchemaViolation]) -> None:
+        self.violations = violations
+        super().__init__(self.report())
+
+    def report(self) -> str:
+        count = len(self.violations)
+        head = f"provider schemas: {count} problem{'s' if count != 1 else ''}"
+        return "\n".join([head, *(f"  {v}" for v in self.violations)])
+
+
+@cache
+def load_schema(provider: str) -> dict[str, Any]:
+    """A provider's trimmed schema with the pinned SDK's differences applied."""
+    path = SCHEMA_DIR / f"{provider}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for token, difference in data.get("pinnedSdk", {}).get("differences", {}).items():
+        node = data["resources"].get(token) or data["types"].get(token)
+        if node is None:
+            continue
+        props_key = "inputProperties" if token in data["resources"] else "properties"
+        node.setdefault(props_key, {}).update(difference.get("addedInputs", {}))
+        if "requiredInputs" in difference:
+            node["requiredInputs" if token in data["resources"] else "required"] = difference["requiredInputs"]
+    return data
+
+
+@cache
+def _replace_facts() -> dict[str, dict[str, dict[str, Any]]]:
+    return yaml.safe_load(REPLACE_FACTS_FILE.read_text(encoding="utf-8")) or {}
+
+
+def _provider_of(resource_type: str) -> str:
+    if resource_type.startswith(PROVIDER_PREFIX):
+        return resource_type[len(PROVIDER_PREFIX):]
+    return resource_type.split(":", 1)[0]
+
+
+def resource_schema(resource_type: str) -> dict[str, Any] | None:
+    """The schema of a resource type's inputs (`inputProperties`, `requiredInputs`), or None."""
+    if resource_type in BUILTIN_RESOURCES:
+        return BUILTIN_RESOURCES[resource_type]
+    provider = _provider_of(resource_type)
+    if provider not in PROVIDERS:
+        return None
+    schema = load_schema(provider)
+    if resource_type.startswith(PROVIDER_PREFIX):
+        return schema.get("provider", {})
+    resource: dict[str, Any] | None = schema["resources"].get(resource_type)
+    return resource
+
+
+# --- replacement ----------------------------------------------------------------------------------
+
+def replace_fact_sources(resource_type: str) -> dict[str, str]:
+    """input name -> the source of the fact that adds or removes it from the replacing inputs."""
+    return {name: str(fact.get("source", "")) for name, fact in _replace_facts().get(resource_type, {}).items()}
+
+
+@cache
+def replacing_properties(resource_type: str) -> frozenset[str]:
+    """Top-level input names (camelCase as in resources.json) whose change replaces a resource of
+    that type: the schema's `willReplaceOnChanges`/`replaceOnChanges` markers, plus the provider's
+    ForceNew facts where the schema is silent, minus those the pinned version dropped."""
+    schema = resource_schema(resource_type) or {}
+    marked = {name for name, prop in schema.get("inputProperties", {}).items()
+              if prop.get("willReplaceOnChanges") or prop.get("replaceOnChanges")}
+    facts = _replace_facts().get(resource_type, {})
+    marked |= {name for name, fact in facts.items() if fact.get("replaces")}
+    marked -= {name for name, fact in facts.items() if not fact.get("replaces")}
+    return frozenset(marked)
+
+
+def replacement_causes(
+    resource_type: str, old_inputs: dict, new_inputs: dict, ignore_changes: Iterable[str] = ()
+) -> list[str]:
+    """The changed, not-ignored input names that would force replacement, sorted. An input that
+    appears or disappears counts as changed; an unknown new value counts as a change, as the
+    engine plans a replacement when a replace-forcing input is not known yet."""
+    ignored = set(ignore_changes)
+    causes = []
+    for name in replacing_properties(resource_type):
+        if name in ignored:
+            continue
+        old, new = _plain(old_inputs.get(name)), _plain(new_inputs.get(name))
+        if isinstance(new, Unknown) or old != new:
+            causes.append(name)
+    return sorted(causes)
+
+
+def _plain(value: Any) -> Any:
+    """Comparable values: secrets unwrapped, whole doubles as integers, assets as their text."""
+    if rpc.is_rpc_secret(value):
+        return _plain(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
+    return value
+
+
+# --- the check ------------------------------------------------------------------------------------
+
+def check_records(records: Iterable[Any]) -> list[SchemaViolation]:
+    """Every violation of the providers' schemas among registered resources (offline.Record or
+    anything with urn, type, custom and inputs), in URN order."""
+    violations: list[SchemaViolation] = []
+    for record in records:
+        violations += check_resource(record.urn, record.type, record.inputs, custom=record.custom)
+    return sorted(violations, key=lambda v: (v.urn, v.property, v.message))
+
+
+def check_resource(urn: str, resource_type: str, inputs: Mapping[str, Any], *, custom: bool = True) -> list[SchemaViolation]:
+    if not custom:
+        return []  # a component (`unde:...`): the program's own type, no provider behind it
+    schema = resource_schema(resource_type)
+    if schema is None:
+        provider = _provider_of(resource_type)
+        where = "no schema is kept for provider" if provider not in PROVIDERS else "not a resource of provider"
+        return [SchemaViolation(urn, "(type)", f"{resource_type}: {where} {provider!r}")]
+    is_provider = resource_type.startswith(PROVIDER_PREFIX)
+    checker = _Checker(urn, _provider_of(resource_type), json_strings=is_provider)
+    props = schema.get("inputProperties", {})
+    for name, value in inputs.items():
+        if name.startswith("__") or (is_provider and name in SDK_PROVIDER_INPUTS):
+            continue
+        if name not in props:
+            checker.add(name, f"unknown input (the schema has {_names(props)})")
+            continue
+        checker.value(name, value, props[name])
+    for name in schema.get("requiredInputs", []) or []:
+        if _absent(inputs.get(name)):
+            checker.add(name, "missing required input")
+    return checker.violations
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+def _names(props: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(props)) or "none"
+
+
+class _Checker:
+    def __init__(self, urn: str, provider: str, json_strings: bool) -> None:
+        self.urn = urn
+        self.provider = provider
+        # A provider resource's non-string inputs travel JSON-encoded as strings.
+        self.json_strings = json_strings
+        self.violations: list[SchemaViolation] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.violations.append(SchemaViolation(self.urn, path, message))
+
+    def value(self, path: str, value: Any, spec: Mapping[str, Any], secret: bool = False) -> None:
+        if rpc.is_rpc_secret(value):
+            value, secret = rpc.unwrap_rpc_secret(value), True
+        if value is None or isinstance(value, Unknown):
+            return  # unset, or computed later: the provider checks it when it is known
+        ref = spec.get("$ref")
+        if ref is not None:
+            self._ref(path, value, ref, secret)
+            return
+        kind = spec.get("type")
+        if kind is None:
+            return
+        if self.json_strings and kind != "string" and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                self.add(path, f"expected {kind} (JSON-encoded), got {_short(value, secret)}")
+                return
+        if kind == "string":
+            self._expect(path, value, isinstance(value, str), "string", secret)
+        elif kind == "boolean":
+            self._expect(path, value, isinstance(value, bool), "boolean", secret)
+        elif kind == "integer":
+            whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+            self._expect(path, value, whole and not isinstance(value, bool), "integer", secret)
+        elif kind == "number":
+            self._expect(path, value, isinstance(value, (int, float)) and not isinstance(value, bool), "number", secret)
+        elif kind == "array":
+            if self._expect(path, value, isinstance(value, list), "array", secret):
+                for i, item in enumerate(value):
+                    self.value(f"{path}[{i}]", item, spec.get("items", {}), secret)
+        elif kind == "object":
+            if self._expect(path, value, isinstance(value, dict), "object", secret):
+                if "properties" in spec:
+                    self._object(path, value, spec, secret)
+                else:
+                    for key, item in value.items():
+                        self.value(f"{path}.{key}", item, spec.get("additionalProperties", {}), secret)
+
+    def _expect(self, path: str, value: Any, ok: bool, kind: str, secret: bool = False) -> bool:
+        if not ok:
+            self.add(path, f"expected {kind}, got {type(value).__name__} {_short(value, secret)}")
+        return ok
+
+    def _ref(self, path: str, value: Any, ref: str, secret: bool) -> None:
+        if ref == "pulumi.json#/Any":
+            return
+        if ref in ("pulumi.json#/Asset", "pulumi.json#/Archive"):
+            self._expect(path, value, isinstance(value, (pulumi.Asset, pulumi.Archive)), ref.rsplit("/", 1)[-1], secret)
+            return
+        if ref == "pulumi.json#/Json":
+            return
+        if not ref.startswith("#/types/"):
+            self.add(path, f"schema refers to {ref}, which the check does not know")
+            return
+        token = ref[len("#/types/"):]
+        spec = load_schema(self.provider)["types"].get(token)
+        if spec is None:
+            self.add(path, f"type {token} is missing from the trimmed schema (regenerate it)")
+            return
+        if "enum" in spec:
+            allowed = [e.get("value") for e in spec["enum"]]
+            if value not in allowed:
+                self.add(path, f"{_short(value, secret)} is not one of {', '.join(map(repr, allowed))} ({token})")
+            return
+        self.value(path, value, {"type": "object", **spec} if "properties" in spec else spec, secret)
+
+    def _object(self, path: str, value: Mapping[str, Any], spec: Mapping[str, Any], secret: bool) -> None:
+        props = spec.get("properties", {})
+        for key, item in value.items():
+            if key not in props:
+                self.add(f"{path}.{key}", f"unknown property (the type has {_names(props)})")
+                continue
+            self.value(f"{path}.{key}", item, props[key], secret)
+        for key in spec.get("required", []) or []:
+            if _absent(value.get(key)):
+                self.add(f"{path}.{key}", "missing required property")
+
+
+def _short(value: Any, secret: bool = False) -> str:
+    if secret:
+        return "[secret]"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
