@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import capacity, cost, diagram, runbook, scenarios
+from . import capacity, cost, diagram, diff, runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost.register(sub)
     capacity.register(sub)
     diagram.register(sub)
+    diff.register(sub)
     return parser
 
 
