@@ -72,7 +72,7 @@ mr-preview: $(STAMP)
 # then the note. Exit code: the diff's (3 when a protected, stateful or adopted resource would be
 # replaced), after the reports are written and the note is posted.
 mr-diff: $(STAMP)
-	status=0; \
+	@status=0; \
 	$(VENV)/bin/unde-infra diff $(MR_DIR)/base $(MR_DIR)/head --format markdown > $(MR_DIR)/diff.md || status=$$?; \
 	$(VENV)/bin/unde-infra diff $(MR_DIR)/base $(MR_DIR)/head --format json > $(MR_DIR)/diff.json || true; \
 	$(VENV)/bin/unde-infra diff $(MR_DIR)/base $(MR_DIR)/head --format text | tee $(MR_DIR)/diff.txt || true; \

@@ -18,7 +18,7 @@ from typing import Any
 from .cost import resources_cost
 from .errors import Problems
 from .model import STACKS, load_topology
-from .naming import SERVER_TYPE
+from .naming import REMOTE_COMMAND_TYPE, SERVER_TYPE
 from .provider_schema import replacement_causes
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FORBIDDEN = 0, 2, 3
@@ -319,7 +319,11 @@ def render_markdown(diff: PreviewDiff) -> str:
         out += [f"- `{c.urn}`: {c.action}{' (' + ', '.join(f'`{x}`' for x in c.replace_causes) + ')' if c.replace_causes else ''}"
                 f" — {c.forbidden}" for c in diff.forbidden]
         out.append("")
-    out += ["### Cost (per month)", "", *[f"- {line.strip()}" for line in _cost_lines(diff)], ""]
+    out += ["### Cost (per month)", "",
+            *[f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in _cost_lines(diff)], ""]
+    if any(r.action == "replace" and r.type == REMOTE_COMMAND_TYPE for r in diff.resources):
+        out += ["A `command:remote:Command` replaced because of its `triggers` runs again: the file it "
+                "delivers is written anew; the server itself is not touched.", ""]
     for stack in STACKS:
         changes = [r for r in diff.resources if r.stack == stack]
         if changes:

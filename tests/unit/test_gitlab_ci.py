@@ -240,3 +240,26 @@ def test_mr_note_posts_the_report_to_the_gitlab_api(tmp_path: Path) -> None:
     assert received == [("/api/v4/projects/42/merge_requests/7/notes", "glpat-secret-value", {"body": [report]})]
     assert "glpat-secret-value" not in result.stdout + result.stderr
     assert "posted" in result.stdout
+
+
+def test_mr_preview_previews_the_merge_base_in_its_own_worktree(tmp_path: Path) -> None:
+    """`make mr-preview` with the merge base HEAD: both previews are written, the base's from a
+    worktree of that commit, and the worktree is gone afterwards; their diff is then empty
+    unless the working tree has uncommitted changes to the program."""
+    out = tmp_path / "mr"
+    result = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "mr-preview", "MR_BASE_SHA=HEAD", f"MR_DIR={out}"],
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for side in ("base", "head"):
+        for stack in ("helsinki", "local"):
+            assert (out / side / stack / "resources.json").is_file()
+    assert not (out / "base-src").exists()
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True).stdout
+    assert str(out) not in worktrees
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "unde_infra", "components", "config",
+                            "__main__.py", "Pulumi.helsinki.yaml", "Pulumi.local.yaml", "policies"],
+                           capture_output=True, text=True, check=True).stdout
+    if not dirty:
+        diff = subprocess.run([sys.executable, "-m", "unde_infra", "diff", str(out / "base"), str(out / "head")],
+                              capture_output=True, text=True, cwd=ROOT, check=False)
+        assert diff.returncode == 0 and diff.stdout.startswith("no changes"), diff.stdout[:2000]
