@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # The real tools the tests run the rendered configs through, and the servers they start.
 DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-exporter \
 	etcd-server etcd-client python3-venv postgresql-15 pgbouncer pgbackrest redis-server \
-	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light
+	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light \
+	graphviz librsvg2-bin git
 PYTEST_ARGS ?=
 
 .PHONY: preview test lint deb-packages benchmark clean
@@ -42,3 +43,85 @@ benchmark: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# --- The merge-request workflow (.gitlab-ci.yml runs these targets; see README, "Merge requests") ---
+# Where the merge request's previews, diff and diagram go (kept as job artifacts).
+MR_DIR ?= build/mr
+# The merge request's merge base (CI_MERGE_REQUEST_DIFF_BASE_SHA in a pipeline).
+MR_BASE_SHA ?=
+# The Pulumi stack a credentialed job works on (helsinki or local).
+STACK ?=
+PULUMI_DIR ?= build/pulumi-cli
+PULUMI := $(PULUMI_DIR)/pulumi/pulumi
+
+.PHONY: mr-preview mr-diff mr-note diagram cost pulumi-cli pulumi-login pulumi-preview pulumi-up
+
+# The offline preview (with the policies) at the merge request's head and at its merge base. The
+# base is checked out in a worktree of its own and previewed with its own program and config
+# (the head's installed dependencies). A mandatory violation at the head fails the target, after
+# both previews are written, so the diff still runs.
+mr-preview: $(STAMP)
+	@test -n "$(MR_BASE_SHA)" || { echo "MR_BASE_SHA: give the merge base commit (CI_MERGE_REQUEST_DIFF_BASE_SHA)"; exit 2; }
+	rm -rf $(MR_DIR) && git worktree prune && mkdir -p $(MR_DIR)
+	git worktree add --detach $(MR_DIR)/base-src $(MR_BASE_SHA)
+	cd $(MR_DIR)/base-src && $(abspath $(PY)) -m unde_infra preview --stack all --out $(abspath $(MR_DIR))/base
+	git worktree remove --force $(MR_DIR)/base-src
+	$(VENV)/bin/unde-infra preview --stack all --out $(MR_DIR)/head
+
+# The diff of the two previews as text (the job log), Markdown (the merge-request note) and JSON,
+# then the note. Exit code: the diff's (3 when a protected, stateful or adopted resource would be
+# replaced), after the reports are written and the note is posted.
+mr-diff: $(STAMP)
+	@status=0; \
+	$(VENV)/bin/unde-infra diff $(MR_DIR)/base $(MR_DIR)/head --format markdown > $(MR_DIR)/diff.md || status=$$?; \
+	$(VENV)/bin/unde-infra diff $(MR_DIR)/base $(MR_DIR)/head --format json > $(MR_DIR)/diff.json || true; \
+	$(VENV)/bin/unde-infra diff $(MR_DIR)/base $(MR_DIR)/head --format text | tee $(MR_DIR)/diff.txt || true; \
+	$(POST_NOTE) || { [ $$status != 0 ] || status=1; }; \
+	exit $$status
+
+# Posts $(MR_DIR)/diff.md as a merge-request note when UNDE_MR_NOTE_TOKEN is set (a project access
+# token with the api scope: CI_JOB_TOKEN cannot write notes). The token never reaches the log.
+POST_NOTE = if [ -z "$$UNDE_MR_NOTE_TOKEN" ]; then echo "UNDE_MR_NOTE_TOKEN is not set: the diff report is kept as an artifact only"; \
+	elif [ -z "$$CI_API_V4_URL" ] || [ -z "$$CI_PROJECT_ID" ] || [ -z "$$CI_MERGE_REQUEST_IID" ]; then \
+		echo "mr-note: runs in a merge-request pipeline (CI_API_V4_URL, CI_PROJECT_ID, CI_MERGE_REQUEST_IID)"; false; \
+	else curl --silent --show-error --fail-with-body --output /dev/null --request POST \
+		--header "PRIVATE-TOKEN: $$UNDE_MR_NOTE_TOKEN" --data-urlencode "body@$(MR_DIR)/diff.md" \
+		"$$CI_API_V4_URL/projects/$$CI_PROJECT_ID/merge_requests/$$CI_MERGE_REQUEST_IID/notes" \
+		&& echo "posted $(MR_DIR)/diff.md as a note on merge request !$$CI_MERGE_REQUEST_IID"; fi
+
+mr-note:
+	@$(POST_NOTE)
+
+diagram: $(STAMP)
+	$(VENV)/bin/unde-infra diagram --out $(MR_DIR)/diagram
+
+cost: $(STAMP)
+	$(VENV)/bin/unde-infra cost --format markdown
+
+# The pinned Pulumi CLI (PULUMI_VERSION, PULUMI_SHA256: .gitlab-ci.yml's variables), checked
+# against the pinned checksum and against the checksums file of the same GitHub release.
+pulumi-cli:
+	@test -n "$(PULUMI_VERSION)" -a -n "$(PULUMI_SHA256)" || { echo "pulumi-cli: set PULUMI_VERSION and PULUMI_SHA256"; exit 2; }
+	rm -rf $(PULUMI_DIR) && mkdir -p $(PULUMI_DIR)
+	cd $(PULUMI_DIR) && release=https://github.com/pulumi/pulumi/releases/download/v$(PULUMI_VERSION) \
+		&& tarball=pulumi-v$(PULUMI_VERSION)-linux-x64.tar.gz \
+		&& curl --silent --show-error --fail --location --remote-name "$$release/$$tarball" \
+		&& curl --silent --show-error --fail --location --remote-name "$$release/pulumi-$(PULUMI_VERSION)-checksums.txt" \
+		&& echo "$(PULUMI_SHA256)  $$tarball" | sha256sum --check --strict \
+		&& grep -qx "$(PULUMI_SHA256)  $$tarball" pulumi-$(PULUMI_VERSION)-checksums.txt \
+		&& tar -xzf "$$tarball"
+	$(PULUMI) version
+
+# The self-managed state backend (README: "State backend"): PULUMI_BACKEND_URL, the object
+# storage keys as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, PULUMI_CONFIG_PASSPHRASE.
+pulumi-login: pulumi-cli
+	@test -n "$$PULUMI_BACKEND_URL" || { echo "pulumi-login: set PULUMI_BACKEND_URL"; exit 2; }
+	$(PULUMI) login "$$PULUMI_BACKEND_URL"
+
+pulumi-preview: $(STAMP) pulumi-login
+	@test -n "$(STACK)" || { echo "pulumi-preview: set STACK (helsinki or local)"; exit 2; }
+	$(PULUMI) preview --stack $(STACK) --policy-pack policies --diff --non-interactive
+
+pulumi-up: $(STAMP) pulumi-login
+	@test -n "$(STACK)" || { echo "pulumi-up: set STACK (helsinki or local)"; exit 2; }
+	$(PULUMI) up --stack $(STACK) --policy-pack policies --yes --non-interactive

@@ -6,6 +6,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from unde_infra.model import Inventory
+from unde_infra.naming import LOAD_BALANCER_TYPE
 from unde_infra.render.entry import HTTPS_PORT, UPSTREAM_PATH, nginx_upstream
 
 from .base import UndeComponent
@@ -30,7 +31,7 @@ class HcloudEntryPoint(UndeComponent):
         balancer = hcloud.LoadBalancer(
             name,
             name=name,
-            load_balancer_type="lb11",
+            load_balancer_type=LOAD_BALANCER_TYPE,
             location=location,
             algorithm=hcloud.LoadBalancerAlgorithmArgs(type="least_connections"),
             labels={"managed-by": "unde-infra", "site": "local", "task": "api"},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import runbook, scenarios
+from . import capacity, cost, diagram, diff, runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     prev.set_defaults(func=cmd_preview)
     scenarios.register(sub)
     runbook.register(sub)
+    cost.register(sub)
+    capacity.register(sub)
+    diagram.register(sub)
+    diff.register(sub)
     return parser
 
 

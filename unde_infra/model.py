@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from . import ipplan
 from .errors import Problems
 from .limits import size_over_limit
+from .pricing import DEFAULT_PRICING, load_pricing
 from .schema import (
     SECTIONS,
     SERVER_NAME_PATTERN,
@@ -194,8 +195,23 @@ class Inventory:
 # Loading
 
 
-def load_server_types(path: Path = DEFAULT_SERVER_TYPES) -> dict[str, ServerTypeSpec]:
+def load_server_types(path: Path = DEFAULT_SERVER_TYPES, pricing: Path = DEFAULT_PRICING) -> dict[str, ServerTypeSpec]:
+    """The server types' specs, each with its price from config/pricing.yaml (the one place for
+    prices): a type without a price, or a price for no known type, is an error."""
     data = _read_yaml(path, Problems())
+    prices = load_pricing(pricing).servers.eur_month
+    problems = Problems()
+    types = data.get("types") if isinstance(data, dict) else None
+    if isinstance(types, dict):
+        for name, spec in types.items():
+            if name not in prices:
+                problems.add(f"servers.eur_month.{name}", f"server type {name} (config/server_types.yaml) has no price")
+            elif isinstance(spec, dict):
+                types[name] = {**spec, "eur_month": prices[name]}
+        for name in prices:
+            if name not in types:
+                problems.add(f"servers.eur_month.{name}", f"a price for {name}, which config/server_types.yaml does not know")
+    problems.raise_if_any(str(pricing))
     try:
         return ServerTypesFile.model_validate(data).types
     except ValidationError as exc:

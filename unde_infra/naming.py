@@ -39,3 +39,10 @@ def delivered_file(name: str) -> tuple[str, str] | None:
     """(server, path) of a file delivery's name, or None for any other name."""
     server, sep, path = name.partition(":")
     return (server, path) if sep and path.startswith("/") else None
+
+
+# The hcloud Load Balancer in front of the API instances (local-app scale-out); its price is in
+# config/pricing.yaml under the same name.
+LOAD_BALANCER_TYPE = "lb11"
+LOAD_BALANCER_RESOURCE_TYPE = "hcloud:index/loadBalancer:LoadBalancer"
+BUCKET_RESOURCE_TYPE = "minio:index/s3Bucket:S3Bucket"

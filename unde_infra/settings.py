@@ -21,6 +21,8 @@ class ExistingHost:
     address: str
     user: str = "root"
     port: int = 22
+    # What the host costs per month (EUR, excl. VAT), for `unde-infra cost`; None: not given.
+    eur_month: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,13 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         if not isinstance(host, dict) or "address" not in host:
             problems.add(f"hosts.{name}", "needs at least an address (and optionally user, port)")
             continue
-        unknown = set(host) - {"address", "user", "port"}
+        unknown = set(host) - {"address", "user", "port", "eurMonth"}
         if unknown:
             problems.add(f"hosts.{name}", f"unknown keys: {', '.join(sorted(unknown))}")
-        hosts[name] = ExistingHost(str(host["address"]), str(host.get("user", "root")), int(host.get("port", 22)))
+        hosts[name] = ExistingHost(
+            str(host["address"]), str(host.get("user", "root")), int(host.get("port", 22)),
+            _monthly_price(host.get("eurMonth"), f"hosts.{name}.eurMonth", problems),
+        )
     ssh_keys = tuple(str(k) for k in raw.get("sshKeys") or [])
     key_imports = _ssh_key_imports(raw.get("sshKeyImportIds"), len(ssh_keys), problems)
     vswitch = raw.get("vswitchId")
@@ -184,6 +189,23 @@ def _network_import(
     current = IPv4Network(str(raw["currentRange"])) if raw.get("currentRange") and networks else None
     subnets = tuple(networks[1:] if current is not None else networks)
     return str(raw["id"]), current, subnets
+
+
+def _monthly_price(value: Any, where: str, problems: Problems) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        problems.add(where, f"EUR per month, a number (got {value!r})")
+        return None
+    try:
+        price = float(value)
+    except ValueError:
+        problems.add(where, f"EUR per month, a number (got {value!r})")
+        return None
+    if not 0 <= price < 100_000 or price != price:
+        problems.add(where, f"EUR per month, from 0 to 100000 (got {value!r})")
+        return None
+    return price
 
 
 def _int_setting(raw: dict[str, Any], key: str, problems: Problems) -> int:

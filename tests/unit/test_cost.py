@@ -1,0 +1,174 @@
+"""`unde-infra cost`: the monthly bill from config/pricing.yaml, per server, stack and total;
+existing hosts priced from their stack config; the comparison with the plan's stages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unde_infra.cost import compare_with_plan, resources_cost, stack_settings, topology_cost
+from unde_infra.errors import Problems, TopologyError
+from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_server_types, load_topology
+from unde_infra.pricing import load_pricing
+from unde_infra.settings import parse_settings
+
+PRICING = load_pricing()
+PRICES = PRICING.servers.eur_month
+IPV4 = PRICING.other.primary_ipv4
+
+
+def unde(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "unde_infra", *args], capture_output=True, text=True, cwd=ROOT, check=False)
+
+
+def existing_local(hosts: dict[str, dict[str, object]]):
+    problems = Problems()
+    settings = parse_settings(LOCAL, {"provider": "existing", "hosts": hosts}, problems)
+    assert not problems, problems.items
+    return settings
+
+
+def test_default_topology_prices_every_server_from_the_price_file() -> None:
+    report = topology_cost(load_topology(), stack_settings(LOCAL))
+    lines = {line.name: line for line in report.lines}
+    assert report.unpriced == []
+    # Adopted Helsinki servers: their own type, plus the primary IPv4 they have.
+    assert (lines["helsinki-gw"].product, lines["helsinki-gw"].eur) == ("cx23", PRICES["cx23"] + IPV4)
+    assert lines["push"].eur == PRICES["cpx32"] + IPV4
+    # A private data server has no public IPv4 to pay for; the Robot server has its own price.
+    assert lines["staging-db"].ipv4_eur == 0 and lines["staging-db"].eur == PRICES["cpx22"]
+    assert (lines["production-db"].kind, lines["production-db"].eur) == ("dedicated", PRICING.other.dedicated["AX41"])
+    # Local servers: the cheapest type sold in sin that fits (16 vCPU / 32 GB for a shard).
+    assert (lines["local-shard-0"].product, lines["local-shard-0"].eur) == ("cpx62", PRICES["cpx62"])
+    assert lines["local-etcd-1"].product == "cpx12"
+    # The replica is in the local stack but runs in Helsinki.
+    replica = lines["shard-replica-0"]
+    assert (replica.stack, replica.site, replica.product) == ("local", "helsinki", "ccx23")
+    assert lines["object storage"].eur == PRICING.other.object_storage_base
+    assert "local-app-lb" not in lines  # one API instance: no load balancer
+    inventory = load_topology()
+    assert {n for n in lines if n not in ("object storage",)} == set(inventory.servers)
+    assert report.total() == pytest.approx(sum(line.eur for line in report.lines))
+    assert report.total() == pytest.approx(report.total(stack="helsinki") + report.total(stack="local"))
+
+
+def test_sixteen_shards_bring_sixteen_pairs_and_the_larger_replica_type() -> None:
+    one = topology_cost(load_topology(), stack_settings(LOCAL))
+    sixteen = topology_cost(load_topology(shards=16), stack_settings(LOCAL))
+    replicas = [line for line in sixteen.lines if line.task == "shard-replica"]
+    assert len(replicas) == 16 and {line.product for line in replicas} == {"ccx33"}
+    shards = [line for line in sixteen.lines if line.task == "shard"]
+    assert len(shards) == 16 and {line.product for line in shards} == {"cpx62"}
+    # Only the local stack grows: 15 more shards, 16 replicas at the larger type instead of one small.
+    assert sixteen.total(stack="helsinki") == one.total(stack="helsinki")
+    expected = 15 * PRICES["cpx62"] + 16 * PRICES["ccx33"] - PRICES["ccx23"]
+    assert sixteen.total(stack="local") - one.total(stack="local") == pytest.approx(expected)
+
+
+def test_scale_out_adds_a_load_balancer_on_hcloud(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    data["servers"]["local-app"]["instances"] = 2
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump(data))
+    report = topology_cost(load_topology(topology), stack_settings(LOCAL))
+    lines = {line.name: line for line in report.lines}
+    assert lines["local-app-lb"].eur == PRICING.other.load_balancer_types["lb11"]
+    assert lines["local-app-2"].product == "cpx32"
+    # With existing hosts the entry host's nginx balances: no load balancer to pay for.
+    hosts = {name: {"address": f"192.0.2.{i}", "eurMonth": 10} for i, name in enumerate(lines, 1) if name.startswith("local-")}
+    existing = topology_cost(load_topology(topology), existing_local(hosts))
+    assert "local-app-lb" not in {line.name for line in existing.lines}
+
+
+def test_existing_hosts_are_priced_from_the_stack_config() -> None:
+    inventory = load_topology()
+    local_names = [s.name for s in inventory.site_servers(LOCAL)]
+    hosts: dict[str, dict[str, object]] = {name: {"address": f"192.0.2.{i}", "eurMonth": 20 + i}
+                                           for i, name in enumerate(local_names, 1)}
+    del hosts["local-voice"]["eurMonth"]
+    report = topology_cost(inventory, existing_local(hosts))
+    lines = {line.name: line for line in report.lines}
+    assert lines["local-app"].kind == "existing"
+    assert lines["local-app"].eur == hosts["local-app"]["eurMonth"]
+    assert lines["local-app"].ipv4_eur == 0  # an existing host's price is whatever its contract says
+    assert report.unpriced == ["local-voice"]
+    assert any("local-voice" in note and "eurMonth" in note for note in report.notes)
+    assert report.total(site=LOCAL) == pytest.approx(sum(h["eurMonth"] for h in hosts.values() if "eurMonth" in h))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["cheap", -5, True, [1], 10**6])
+def test_a_bad_host_price_is_a_settings_problem(value: object) -> None:
+    problems = Problems()
+    parse_settings(LOCAL, {"provider": "existing", "hosts": {"local-app": {"address": "192.0.2.1", "eurMonth": value}}}, problems)
+    assert [p.path for p in problems.items] == ["hosts.local-app.eurMonth"]
+
+
+def test_a_type_without_a_price_and_a_price_without_a_type_are_errors(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "config" / "pricing.yaml").read_text())
+    del data["servers"]["eur_month"]["cx33"]
+    data["servers"]["eur_month"]["cx99"] = 1.0
+    path = tmp_path / "pricing.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(TopologyError) as raised:
+        load_server_types(pricing=path)
+    assert sorted(p.path for p in raised.value.problems) == ["servers.eur_month.cx33", "servers.eur_month.cx99"]
+
+
+def test_the_price_file_has_a_date_and_a_source_per_group() -> None:
+    raw = yaml.safe_load((ROOT / "config" / "pricing.yaml").read_text())
+    for group in ("servers", "other"):
+        assert raw[group]["source"].startswith("https://")
+        assert str(raw[group]["taken"]) in PRICING.taken
+    # One place for a price: server_types.yaml keeps the specs only.
+    assert "eur_month" not in (ROOT / "config" / "server_types.yaml").read_text().split("types:")[1]
+
+
+def test_comparison_with_the_plan_uses_each_stages_shard_count() -> None:
+    rows = compare_with_plan(DEFAULT_TOPOLOGY, stack_settings(LOCAL))
+    by = {(r.stage, r.part): r for r in rows}
+    assert {r.stage for r in rows} == {"start", "10K", "50K"}
+    assert [by[(s, "total")].shards for s in ("start", "10K", "50K")] == [1, 4, 16]
+    ours_16 = topology_cost(load_topology(shards=16), stack_settings(LOCAL))
+    assert by[("50K", "local")].ours == ours_16.total(site=LOCAL)
+    assert by[("50K", "total")].ours == ours_16.total()
+    # The plan's figures as SPEC.md states them.
+    assert (by[("10K", "total")].plan.low, by[("10K", "total")].plan.high) == (740, 1140)  # type: ignore[union-attr]
+    assert by[("50K", "local")].plan.currency == "USD"  # type: ignore[union-attr]
+    assert by[("start", "total")].plan is None and by[("start", "total")].verdict == "the plan gives no figure"
+    assert by[("10K", "total")].verdict.endswith("below the plan") or "within" in by[("10K", "total")].verdict
+
+
+def test_cli_text_markdown_json_and_stack_filter() -> None:
+    text = unde("cost")
+    assert text.returncode == 0, text.stderr
+    assert "stack helsinki: EUR" in text.stdout and "stack local: EUR" in text.stdout
+    assert "Against the plan" in text.stdout and "prices taken 2026-" in text.stdout
+    markdown = unde("cost", "--format", "markdown", "--shards", "16")
+    assert "| local-shard-15 | local | shard | cpx62 |" in markdown.stdout
+    data = json.loads(unde("cost", "--format", "json", "--stack", "local", "--shards", "16").stdout)
+    assert data["shards"] == 16
+    assert {line["stack"] for line in data["lines"]} == {"local"}
+    assert len([line for line in data["lines"] if line["task"] == "shard-replica"]) == 16
+    assert data["total"] == pytest.approx(data["stacks"]["helsinki"] + data["stacks"]["local"])
+    assert data["plan_comparison"] == []  # one stack: no plan comparison
+    bad = unde("cost", "--shards", "0")
+    assert bad.returncode == 2 and "--shards" in bad.stderr
+
+
+@pytest.mark.parametrize("shards", [1, 16])
+def test_the_preview_bills_what_the_topology_cost_says(run_stack, shards: int) -> None:
+    """The two views agree: pricing what the program registered (resources.json) gives the same
+    Hetzner Cloud bill as pricing the topology, stack by stack."""
+    for stack in ("helsinki", "local"):
+        result = run_stack(stack, shards=shards)
+        from_preview = resources_cost(stack, result.run.resources())
+        from_topology = topology_cost(load_topology(shards=shards), stack_settings(LOCAL))
+        cloud = [line for line in from_topology.stack_lines(stack) if line.kind in ("hcloud", "object-storage", "load-balancer")]
+        assert from_preview.unpriced == []
+        assert sorted((line.name, line.product, line.eur) for line in from_preview.lines) == \
+            sorted((line.name, line.product, line.eur) for line in cloud)
