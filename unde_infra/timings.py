@@ -73,9 +73,9 @@ def async_loss_window_seconds() -> int:
 ENTRY_PROBE_INTERVAL_SECONDS = 10
 ENTRY_PROBE_TIMEOUT_SECONDS = 5
 ENTRY_FAILURES_TO_FAIL_OVER = 3
-# Back to the local site only after a minute of health, and never sooner than five minutes
-# after the watcher moved the record away: a local site that flaps must not pull users back
-# and forth (every move costs them a reconnect and up to a TTL of errors).
+# Back to the local site only once its entry has answered for five minutes without a single
+# failed probe (and at least six probes): a local site that flaps must not pull users back and
+# forth (every move costs them a reconnect and up to a TTL of errors).
 ENTRY_SUCCESSES_TO_FAIL_BACK = 6
 ENTRY_FAIL_BACK_HOLD_SECONDS = 300
 # The watcher reads the peer vantage point's verdict over the private network.

@@ -12,7 +12,8 @@ Two roles, two vantage points in two Hetzner locations:
 * decider (the standby entry point, hel1): probes the local entry and the standby entry itself,
   reads the observer's verdict, and moves the entry record through Hetzner's Cloud API: to the
   standby when the local entry failed N probes in a row here AND at the observer AND the standby
-  is healthy; back to the local entry after M healthy probes in a row and a hold time.
+  is healthy; back to the local entry once it has answered for the hold time without one failed
+  probe (and at least M probes).
 
 Why two vantage points: a path failure between one of them and the local site is not a failure
 of the local site; only an outage both see moves users. Why it is safe to wait for the observer:
@@ -39,7 +40,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 LOCAL, STANDBY, OTHER, UNKNOWN = "local", "standby", "other", "unknown"
@@ -60,6 +61,8 @@ EXIT_BAD_CONFIG = 2
 class Thresholds:
     failures_to_fail_over: int
     successes_to_fail_back: int
+    # Back only after the local entry answered this long without one failed probe: a site that
+    # flaps never pulls users back and forth.
     hold_seconds: float
     peer_max_age_seconds: float
     # False when the topology has no second vantage point: the decider then decides alone.
@@ -88,7 +91,7 @@ class Observation:
 class State:
     fail_streak: int = 0  # consecutive failed probes of the local entry from here
     ok_streak: int = 0
-    moved_at: float | None = None  # when the record last moved to the standby (for the hold)
+    healthy_since: float | None = None  # when the current run of healthy probes began
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,12 @@ class Decision:
     reason: str
 
 
-def observe(state: State, local_ok: bool) -> State:
-    """The streaks after one more probe of the local entry."""
+def observe(state: State, local_ok: bool, now: float) -> State:
+    """The streaks after one more probe of the local entry, finished at `now`."""
     if local_ok:
-        return replace(state, fail_streak=0, ok_streak=state.ok_streak + 1)
-    return replace(state, fail_streak=state.fail_streak + 1, ok_streak=0)
+        since = state.healthy_since if state.ok_streak and state.healthy_since is not None else now
+        return State(fail_streak=0, ok_streak=state.ok_streak + 1, healthy_since=since)
+    return State(fail_streak=state.fail_streak + 1, ok_streak=0, healthy_since=None)
 
 
 def decide(state: State, obs: Observation, t: Thresholds) -> Decision:
@@ -131,9 +135,10 @@ def decide(state: State, obs: Observation, t: Thresholds) -> Decision:
         return Decision(LOCAL, f"the standby is not healthy and the local entry passed {state.ok_streak} probes")
     if state.ok_streak < m:
         return Decision(None, f"failed over; the local entry passed {state.ok_streak} of {m} probes")
-    if state.moved_at is not None and obs.now - state.moved_at < t.hold_seconds:
-        left = t.hold_seconds - (obs.now - state.moved_at)
-        return Decision(None, f"failed over; holding {left:.0f} s more before failing back")
+    healthy_for = obs.now - state.healthy_since if state.healthy_since is not None else 0.0
+    if healthy_for < t.hold_seconds:
+        return Decision(None, f"failed over; the local entry is healthy for {healthy_for:.0f} s, "
+                              f"holding until {t.hold_seconds:g} s without a failed probe")
     if peer is not None and peer.fail_streak > 0:
         return Decision(None, f"the local entry is healthy here, but the peer saw {peer.fail_streak} failed probes")
     return Decision(LOCAL, f"the local entry passed {state.ok_streak} probes in a row: failing back")
@@ -481,7 +486,7 @@ class Watcher:
         local_ok, detail = self.prober(self.config.local, self.config)
         with self.lock:
             previous = self.state
-            self.state = observe(self.state, local_ok)
+            self.state = observe(self.state, local_ok, now)
             self.last_probe_at = time.monotonic()
         if local_ok != (previous.ok_streak > 0):
             self.log(f"local entry {'healthy' if local_ok else 'FAILING'} from {self.config.vantage}: {detail}")
@@ -497,8 +502,6 @@ class Watcher:
                 self.record = self.classify(self.api.read_records())
             except ApiError as error:
                 self.log(str(error))
-        if self.record == STANDBY and self.state.moved_at is None:
-            self.state = replace(self.state, moved_at=now)  # started while failed over: hold from now
         decision = decide(self.state, Observation(local_ok, standby_ok, peer, self.record, now), self.config.thresholds)
         if decision.target is not None:
             target = self.config.local if decision.target == LOCAL else self.config.standby
@@ -507,8 +510,6 @@ class Watcher:
             try:
                 self.api.set_records(target.record, f"unde-entry-failover on {self.config.vantage}: {decision.target}")
                 self.record = decision.target
-                if decision.target == STANDBY:
-                    self.state = replace(self.state, moved_at=now)
             except ApiError as error:
                 self.log(f"{error}; the record stays as it was, trying again next probe")
                 self.record = UNKNOWN
