@@ -61,12 +61,6 @@ class StackSettings:
     dns_zone: str | None = None
     entry_hostname: str = "api"
 
-    @property
-    def entry_fqdn(self) -> str | None:
-        if self.dns_zone is None:
-            return None
-        return self.dns_zone if self.entry_hostname == "@" else f"{self.entry_hostname}.{self.dns_zone}"
-
 
 KNOWN_KEYS = {
     "site", "topology", "shards", "importIds", "sshKeys", "sshKeyImportIds", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",

@@ -488,7 +488,8 @@ class Watcher:
             previous = self.state
             self.state = observe(self.state, local_ok, now)
             self.last_probe_at = time.monotonic()
-        if local_ok != (previous.ok_streak > 0):
+        first = previous.ok_streak == 0 and previous.fail_streak == 0
+        if first or local_ok != (previous.ok_streak > 0):
             self.log(f"local entry {'healthy' if local_ok else 'FAILING'} from {self.config.vantage}: {detail}")
         self.ticks += 1
         if self.config.role == OBSERVER:
