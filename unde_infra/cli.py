@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import runbook, scenarios
+from . import ops, runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.set_defaults(func=cmd_preview)
     scenarios.register(sub)
     runbook.register(sub)
+    ops.register(sub)
     return parser
 
 
