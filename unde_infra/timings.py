@@ -87,7 +87,7 @@ ENTRY_PEER_MAX_AGE_SECONDS = 3 * ENTRY_PROBE_INTERVAL_SECONDS
 ENTRY_RECORD_TTL_SECONDS = 60
 # One call to Hetzner's Cloud API (set_records), and the time until the authoritative
 # nameservers answer with the new records. Hetzner publishes no figure for the latter; 60 s is
-# an assumption the first real drill must confirm (`dig @hydrogen.ns.hetzner.com`).
+# an assumption the first real drill must confirm (`dig` at one of the zone's nameservers).
 DNS_API_TIMEOUT_SECONDS = 10
 DNS_PUBLISH_SECONDS = 60
 
