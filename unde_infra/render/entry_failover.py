@@ -127,7 +127,8 @@ def watcher_unit(role: str) -> str:
         "ProtectSystem=strict",
         "ProtectHome=yes",
         "PrivateTmp=yes",
-        f"ReadWritePaths={TEXTFILE.rsplit('/', 1)[0]}",
+        # "-": a missing directory (no node_exporter yet) must not stop the watcher from starting.
+        f"ReadWritePaths=-{TEXTFILE.rsplit('/', 1)[0]}",
         "",
         "[Install]",
         "WantedBy=multi-user.target",
