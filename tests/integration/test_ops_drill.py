@@ -86,7 +86,8 @@ def test_switchover_and_reinit_from_the_ops_plans(lab_factory: Callable[[str], L
 
     # The leader refuses to be reinitialised: patronictl fails, nothing is wiped.
     (leader_reinit, *_) = [s for s in ops.reinit_steps(shard, "replica", layout_for=layout_for) if s.expect]
-    refused = drill.lab.exec(leader_reinit.server.name, list(leader_reinit.argv), check=False, timeout=60)  # type: ignore[union-attr]
+    assert leader_reinit.server is not None
+    refused = drill.lab.exec(leader_reinit.server.name, list(leader_reinit.argv), check=False, timeout=60)
     assert refused.returncode != 0 and drill.writable(replica), refused.stdout + refused.stderr
 
     # And home again, patronictl on the local member this time.
