@@ -10,6 +10,7 @@ import pulumi_random as random
 from unde_infra.model import Inventory, Server
 from unde_infra.render.app_secrets import (
     APP_DB_USERS,
+    DB_USER_OF_TASK,
     MEK_PATH,
     MEK_TASKS,
     POSTHOG_INGEST_TASK,
@@ -17,6 +18,7 @@ from unde_infra.render.app_secrets import (
     SHARD_CREDENTIALS_PATH,
     posthog_ingest,
     shard_credentials,
+    shard_hosts,
 )
 
 from .base import UndeComponent
@@ -54,13 +56,14 @@ class LocalSecrets(UndeComponent):
         files: dict[str, RemoteFile] = {}
         if server.task in MEK_TASKS:
             files[MEK_PATH] = RemoteFile(self.mek.apply(lambda key: key + "\n"), mode="0400", secret=True)
-        if server.task in APP_DB_USERS:
-            shards = [(s.index, str(s.primary.ip)) for s in self.inventory.shards]
+        db_user = DB_USER_OF_TASK.get(server.task)
+        if db_user is not None:
             passwords = pulumi.Output.all(
                 **{f"{index}:{user}": value for (index, user), value in self.app_passwords.items()}
             ).apply(_by_shard_and_user)
+            shards = shard_hosts(self.inventory, server)
             files[SHARD_CREDENTIALS_PATH] = RemoteFile(
-                passwords.apply(partial(shard_credentials, user=server.task, shards=shards)), mode="0600", secret=True
+                passwords.apply(partial(shard_credentials, user=db_user, shards=shards)), mode="0600", secret=True
             )
         if server.task == POSTHOG_INGEST_TASK:
             posthog = self.inventory.servers["posthog"]

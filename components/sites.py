@@ -15,6 +15,7 @@ from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topo
 from unde_infra.render.app_secrets import POSTHOG_PATH, posthog_server
 from unde_infra.render.cloud_init import base_files, base_setup_script, bootstrap_user_data
 from unde_infra.render.entry import api_instances, needs_load_balancer
+from unde_infra.render.entry_failover import EntryDns
 from unde_infra.render.exporters import needs_standalone_postgres_exporter
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
 from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
@@ -34,12 +35,13 @@ from .network import HelsinkiNetwork, LocalNetwork
 from .object_storage import ObjectStorage
 from .secrets import LocalSecrets
 from .shard_pair import ShardPair
+from .warm_standby import WarmStandby
 from .wireguard_peer import RouterOsTunnels, TunnelWiring, WireGuardPeer, WitnessTunnel
 
 PLACEMENT_GROUP_SIZE = 10  # hcloud's limit of servers in one spread placement group
 HELSINKI_EXPORTS = (
     "networkId", "gatewayPublicAddress", "gatewayPrivateAddress", "gatewaySshEndpoint", "gatewayPublicAddress6",
-    "witnessPublicAddress",
+    "witnessPublicAddress", "standbyEntryAddress",
 )  # fmt: skip
 
 
@@ -130,6 +132,7 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
     cloud = {name: host for name, host in built.items() if host.server.dedicated is None}
     Firewalls("helsinki", firewall_plans(inventory, HELSINKI, settings.admin_cidrs), _server_ids(cloud))
     ObjectStorage("object-storage", inventory)
+    standby = inventory.standby_entry
     return {
         "networkId": network.network_id,
         "gatewayPublicAddress": gateway.public_address,
@@ -137,6 +140,8 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         "gatewaySshEndpoint": gateway.public_address.apply(lambda a: f"root@{a}:22"),
         "gatewayPublicAddress6": gateway.public_address6,
         "witnessPublicAddress": built["etcd-witness"].address if "etcd-witness" in built else "",
+        # Where the entry record fails over to (the local stack owns the record).
+        "standbyEntryAddress": built[standby.name].address if standby is not None else "",
         "sshKeyIds": keys,
     }
 
@@ -227,7 +232,24 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             entry_address = NginxEntryPoint("local-app-entry", inventory, instances[0]).address
     if settings.provider == "hcloud":
         Firewalls("local", firewall_plans(inventory, LOCAL, settings.admin_cidrs), _server_ids(built))
+    outputs: dict[str, Any] = {}
+    if inventory.standby_entry is not None and settings.dns_zone is not None:
+        dns = EntryDns(settings.dns_zone, settings.entry_hostname)
+        WarmStandby(
+            inventory,
+            dns,
+            entry_address,
+            helsinki.require_output("standbyEntryAddress"),
+            helsinki.require_output("witnessPublicAddress") if witness is not None else None,
+            gateway_address,
+            secrets,
+        )
+        outputs["entryRecord"] = dns.fqdn
+    # How `unde-infra ops` reaches the local servers without a public address (README: "Day 2").
+    jump = local_hosts.jump if isinstance(local_hosts, HcloudHosts) else None
     return {
+        **outputs,
+        "sshJump": pulumi.Output.from_input(jump).apply(lambda a: f"root@{a}:22" if a else ""),
         "entryAddress": entry_address,
         "shards": [
             {"shard": s.index, "primary": str(s.primary.ip), "replica": str(s.replica.ip)} for s in inventory.shards

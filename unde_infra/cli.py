@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import capacity, cost, diagram, diff, runbook, scenarios
+from . import capacity, cost, diagram, diff, ops, runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.register(sub)
     diagram.register(sub)
     diff.register(sub)
+    ops.register(sub)
     return parser
 
 

@@ -41,6 +41,8 @@ DEFAULT_SERVER_TYPES = ROOT / "config" / "server_types.yaml"
 
 HELSINKI, LOCAL, WITNESS = "helsinki", "local", "witness"
 SHARD_REPLICA_TASK, SHARD_TASK = "shard-replica", "shard"
+# SPEC scenario 2's warm standby in Helsinki: the entry point DNS fails over to, its orchestrator.
+STANDBY_ENTRY_TASK, STANDBY_ORCHESTRATOR_TASK = "standby-api", "standby-orchestrator"
 STACKS = (HELSINKI, LOCAL)
 
 
@@ -189,6 +191,11 @@ class Inventory:
 
     def etcd_hosts(self) -> list[Server]:
         return [m.host for m in self.etcd]
+
+    @property
+    def standby_entry(self) -> Server | None:
+        """The Helsinki entry point the public record fails over to (scenario 2), if there is one."""
+        return next((s for s in self.servers.values() if s.task == STANDBY_ENTRY_TASK), None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,11 +31,20 @@ from .offline import (
     unwrap_secrets,
 )
 from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
-from .settings import StackSettings, check_against_inventory, missing_import_ids, needs_telegram_chat, parse_settings
+from .settings import (
+    StackSettings,
+    check_against_inventory,
+    missing_import_ids,
+    needs_entry_dns,
+    needs_telegram_chat,
+    parse_settings,
+)
 
 # A chat id of the right shape (a Telegram group's), so the offline Alertmanager config is one
 # amtool accepts; a real run stops until the stack config names the team's chat.
 OFFLINE_TELEGRAM_CHAT_ID = -1000000000001
+# A zone under a reserved top-level domain (RFC 2606): plainly not the team's real domain.
+OFFLINE_DNS_ZONE = "unde.example"
 
 USER_DATA_ARTIFACT = "user-data.yaml"
 FIREWALL_TYPE = "hcloud:index/firewall:Firewall"
@@ -106,6 +115,11 @@ def prepare(
             settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
             notes.append(f"telegramChatId is not set in Pulumi.{stack}.yaml; the preview stood in "
                          f"{OFFLINE_TELEGRAM_CHAT_ID}. A real run stops until it is set.")
+        if needs_entry_dns(settings, inventory) and settings.dns_zone is None:
+            config["dnsZone"] = OFFLINE_DNS_ZONE
+            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            notes.append(f"dnsZone is not set in Pulumi.{stack}.yaml; the preview stood in {OFFLINE_DNS_ZONE}. "
+                         "A real run stops until it is set.")
         check_against_inventory(settings, inventory, problems)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())

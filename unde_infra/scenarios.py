@@ -37,7 +37,11 @@ from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, WITNESS, EtcdMember, Inven
 SCENARIOS = ("shard-down", "local-site-down", "helsinki-down", "link-cut", "third-site-down")
 PLACEMENTS = ("three-sites", "plan")
 JSON_KEYS = ("scenario", "shard", "durability", "writable", "primary_site", "rto_seconds", "max_loss_seconds",
-             "data_at_risk", "etcd_leader", "two_primaries", "by_leader")
+             "data_at_risk", "etcd_leader", "two_primaries", "entry_failover_seconds", "scenario_rto_seconds",
+             "by_leader")
+# SPEC scenario 2: the whole local site down; Helsinki takes the users' traffic.
+SITE_FAILOVER_SCENARIO = "local-site-down"
+SPEC_SITE_FAILOVER_RTO_SECONDS = (60, 300)  # SPEC: "RTO 1-5 min"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class Outcome:
     etcd_leader: str | None  # the etcd member that leads when the failure happens
     etcd_election: bool = False
     two_primaries: bool = False
+    # Until users' traffic reaches the Helsinki entry point (DNS failover), where the entry moves;
+    # the scenario's RTO is the later of that and the shard's (they run at the same time).
+    entry_failover_seconds: int | None = None
+    scenario_rto_seconds: int | None = None
     by_leader: tuple[Outcome, ...] = ()
     # Not part of --json: the reasoning, for people.
     why: str = field(default="", compare=False)
@@ -184,9 +192,16 @@ def _evaluate(inventory: Inventory, shard: Shard, failure: Failure, net: Network
            if sync else " and a failure of the primary now would lose what was written since")
     )
 
+    entry = entry_failover_seconds(inventory, failure)
+
     def outcome(writable: bool, site: str | None, rto: int | None, loss: float, risk: str, why: str) -> Outcome:
+        if failure.name == SITE_FAILOVER_SCENARIO:
+            # Users are served again once both the shard and the entry have moved to Helsinki.
+            scenario_rto = None if rto is None or entry is None else max(rto, entry)
+        else:
+            scenario_rto = rto
         return Outcome(failure.name, shard.index, shard.durability, writable, site, rto, loss, risk, leader.member,
-                       election, False, (), why)
+                       election, False, entry, scenario_rto, (), why)
 
     if net.alive(primary) and has_dcs(primary, inventory, net, etcd_leader):
         risk = "none" if net.reach(primary, replica) else catching_up
@@ -227,6 +242,14 @@ def _evaluate(inventory: Inventory, shard: Shard, failure: Failure, net: Network
     return outcome(False, None, None, 0, risk, why)
 
 
+def entry_failover_seconds(inventory: Inventory, failure: Failure) -> int | None:
+    """When the whole local site is down, the entry record moves to the standby entry point in
+    Helsinki (the failover watcher, README "Scenario 2"); without one, users are not served."""
+    if failure.name != SITE_FAILOVER_SCENARIO or inventory.standby_entry is None:
+        return None
+    return timings.entry_failover_seconds()
+
+
 def analyse(inventory: Inventory, scenarios: Iterable[str] = SCENARIOS) -> list[Outcome]:
     """Every scenario for every shard, each the worst case over the etcd leader's position."""
     wanted = list(scenarios)
@@ -254,7 +277,8 @@ def _text(inventory: Inventory, outcomes: list[Outcome]) -> str:
         f"Patroni ttl {timings.PATRONI_TTL} s, loop_wait {timings.PATRONI_LOOP_WAIT} s, retry_timeout "
         f"{timings.PATRONI_RETRY_TIMEOUT} s; failover RTO up to {timings.failover_rto_seconds()} s, "
         f"{timings.failover_rto_seconds(etcd_election=True)} s when the etcd leader fails too "
-        "(database only: routing, DNS and the Helsinki orchestrator come on top)",
+        "(rto_s: the database only; scenario 2's DNS failover is below, the routing update of scenario 1 "
+        "comes on top)",
         f"async shards: a primary cut off from etcd and its replica acknowledges writes for up to "
         f"{timings.async_loss_window_seconds()} s before it demotes; sync shards lose no acknowledged write",
         "each row is the worst case over where the etcd leader is when the failure happens",
@@ -267,8 +291,40 @@ def _text(inventory: Inventory, outcomes: list[Outcome]) -> str:
         lines.append(f"{o.scenario:<16} {o.shard:>5} {o.durability:<5} {'yes' if o.writable else 'NO':<8} "
                      f"{o.primary_site or '-':<9} {rto:>5} {o.max_loss_seconds:>6g}  {o.etcd_leader or '-':<18} {o.why}")
         lines.append(f"{'':<16} {'':>5}  data at risk: {o.data_at_risk}")
+    lines += ["", *site_failover_text(inventory, outcomes)]
     lines += [f"note: {note}" for note in inventory.notes]
     return "\n".join(lines)
+
+
+def site_failover_text(inventory: Inventory, outcomes: list[Outcome]) -> list[str]:
+    rows = [o for o in outcomes if o.scenario == SITE_FAILOVER_SCENARIO]
+    if not rows:
+        return []
+    low, high = SPEC_SITE_FAILOVER_RTO_SECONDS
+    standby = inventory.standby_entry
+    if standby is None:
+        return [f"scenario 2 ({SITE_FAILOVER_SCENARIO}): no standby entry point in the topology, so users are not "
+                "served while the local site is down (SPEC: RTO 1-5 min)"]
+    from .render.entry_failover import observer
+
+    peer = observer(inventory)
+    vantage = f"{standby.name} and {peer.name}" if peer is not None else f"{standby.name} alone"
+    shard_rto = [o.rto_seconds for o in rows]
+    scenario = [o.scenario_rto_seconds for o in rows]
+    worst = None if None in scenario else max(s for s in scenario if s is not None)
+    db = "every shard writable after " + (f"{max(r for r in shard_rto if r is not None)} s"
+                                          if None not in shard_rto else "- (a shard stays unwritable)")
+    verdict = "no RTO: a shard is not writable" if worst is None else (
+        f"RTO {worst} s ({worst / 60:.1f} min), SPEC: {low // 60}-{high // 60} min"
+        + ("" if low <= worst <= high else " (outside SPEC's range)"))
+    return [
+        f"scenario 2 ({SITE_FAILOVER_SCENARIO}): users reach {standby.name} after at most "
+        f"{timings.entry_failover_seconds()} s: detection {timings.entry_failover_detection_seconds()} s "
+        f"({timings.ENTRY_FAILURES_TO_FAIL_OVER} failed probes {timings.ENTRY_PROBE_INTERVAL_SECONDS} s apart at "
+        f"{vantage}), Cloud API {timings.DNS_API_TIMEOUT_SECONDS} s, publication {timings.DNS_PUBLISH_SECONDS} s "
+        f"(assumed), TTL {timings.ENTRY_RECORD_TTL_SECONDS} s",
+        f"  {db}; the two run at the same time: {verdict}",
+    ]
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:

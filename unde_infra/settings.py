@@ -6,8 +6,9 @@ admin keys and CIDRs, the addresses of existing hosts."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Any, Literal
 
 from .errors import Problems
@@ -57,18 +58,22 @@ class StackSettings:
     # Gateway mode routeros: the router's SSH user and its interface on the Helsinki network.
     routeros_user: str = "admin"
     routeros_private_interface: str = "ether2"
+    # The public entry's DNS (local stack): the zone the program creates in Hetzner's DNS and the
+    # entry record's name in it (`api` -> api.<zone>; `@` for the zone's apex).
+    dns_zone: str | None = None
+    entry_hostname: str = "api"
 
 
 KNOWN_KEYS = {
     "site", "topology", "shards", "importIds", "sshKeys", "sshKeyImportIds", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
-    "posthogApiKey", "routerosUser", "routerosPrivateInterface",
+    "posthogApiKey", "routerosUser", "routerosPrivateInterface", "dnsZone", "entryHostname", "dnsApiToken",
 }  # fmt: skip
 # Read by the components with `require_secret`, never into StackSettings.
 SECRET_KEYS = {
     "objectStorageAccessKey", "objectStorageSecretKey", "sshPrivateKey", "telegramBotToken", "slackWebhookUrl",
-    "heartbeatUrl", "posthogApiKey",
+    "heartbeatUrl", "posthogApiKey", "dnsApiToken",
 }  # fmt: skip
 
 
@@ -119,6 +124,7 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
     if vswitch is not None and not str(vswitch).isdigit():
         problems.add("vswitchId", f"the Robot vSwitch id is a number (got {vswitch!r})")
         vswitch = None
+    dns_zone, entry_hostname = _entry_dns(raw, problems)
     network_import = raw.get("networkImport") or {}
     import_id, current_range, existing_subnets = _network_import(network_import, problems)
     return StackSettings(
@@ -143,7 +149,32 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         slack_channel=str(raw.get("slackChannel", "#unde-alerts")),
         routeros_user=str(raw.get("routerosUser", "admin")),
         routeros_private_interface=str(raw.get("routerosPrivateInterface", "ether2")),
+        dns_zone=dns_zone,
+        entry_hostname=entry_hostname,
     )
+
+
+DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _entry_dns(raw: dict[str, Any], problems: Problems) -> tuple[str | None, str]:
+    """The zone (a domain of at least two labels) and the entry's name relative to it, in the
+    lower case Hetzner's API requires, without a trailing dot."""
+    zone = raw.get("dnsZone")
+    if zone is not None:
+        zone = str(zone)
+        labels = zone.split(".")
+        if len(labels) < 2 or not all(DNS_LABEL.match(label) for label in labels):
+            problems.add("dnsZone", f"not a domain name in lower case without a trailing dot: {zone!r}")
+            zone = None
+    hostname = str(raw.get("entryHostname", "api"))
+    labels = hostname.split(".")
+    if hostname != "@" and not all(DNS_LABEL.match(label) for label in labels):
+        problems.add("entryHostname", f"a name inside the zone (e.g. api, or @ for its apex), got {hostname!r}")
+    elif zone is not None and (hostname == zone or hostname.endswith(f".{zone}")):
+        problems.add("entryHostname", f"give the name relative to the zone ({hostname.removesuffix('.' + zone)!r}), "
+                                      f"not {hostname!r}")
+    return zone, hostname
 
 
 def _ssh_key_imports(raw: Any, key_count: int, problems: Problems) -> dict[int, str]:
@@ -253,12 +284,37 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                 problems.add(f"hosts.{server.name}", "provider existing: give this server's address (and user)")
     if not settings.ssh_keys:
         problems.add("sshKeys", "at least one admin SSH public key")
+    if needs_entry_dns(settings, inventory) and settings.dns_zone is None:
+        problems.add(
+            "dnsZone",
+            "the DNS zone of the public entry point, which fails over to "
+            f"{inventory.standby_entry.name if inventory.standby_entry else 'Helsinki'}: "
+            f"`pulumi config set dnsZone unde.app -s {settings.stack}` (the entry is entryHostname in it, default api)",
+        )
+    if needs_entry_dns(settings, inventory) and settings.provider == "existing":
+        entry = settings.hosts.get("local-app")
+        if entry is not None and not _is_ipv4(entry.address):
+            problems.add("hosts.local-app.address", f"the entry record needs the entry's public IPv4, got {entry.address!r}")
     if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
         problems.add(
             "telegramChatId",
             "the Telegram chat that receives the alerts (Alertmanager refuses a telegram_config without "
             f"chat_id): `pulumi config set telegramChatId -100... -s {settings.stack}`",
         )
+
+
+def needs_entry_dns(settings: StackSettings, inventory: Inventory) -> bool:
+    """The local stack owns the entry's DNS (it knows the local entry's address and reads the
+    standby's from helsinki), whenever the topology has a standby entry to fail over to."""
+    return settings.site == LOCAL and inventory.standby_entry is not None
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def needs_telegram_chat(settings: StackSettings, inventory: Inventory) -> bool:

@@ -64,3 +64,50 @@ def async_loss_window_seconds() -> int:
     at most: reading the cluster, then renewing the lock), then PostgreSQL stops. Patroni's rule
     loop_wait + 2 * retry_timeout <= ttl keeps this shorter than a replica's promotion."""
     return PATRONI_LOOP_WAIT + 2 * PATRONI_RETRY_TIMEOUT + PATRONI_DEMOTE_SECONDS
+
+
+# Entry failover (SPEC scenario 2, README "Scenario 2"): the watcher on the standby entry point
+# probes the local entry's /healthz, the witness probes it too, and the entry record moves to
+# Helsinki only when both saw it fail this many times in a row. One failed probe is a blip (a
+# lost packet, a slow response); three at 10 s apart are half a minute of a dead entry point.
+ENTRY_PROBE_INTERVAL_SECONDS = 10
+ENTRY_PROBE_TIMEOUT_SECONDS = 5
+ENTRY_FAILURES_TO_FAIL_OVER = 3
+# Back to the local site only once its entry has answered for five minutes without a single
+# failed probe (and at least six probes): a local site that flaps must not pull users back and
+# forth (every move costs them a reconnect and up to a TTL of errors).
+ENTRY_SUCCESSES_TO_FAIL_BACK = 6
+ENTRY_FAIL_BACK_HOLD_SECONDS = 300
+# The watcher reads the peer vantage point's verdict over the private network.
+ENTRY_PEER_TIMEOUT_SECONDS = 2
+ENTRY_PEER_MAX_AGE_SECONDS = 3 * ENTRY_PROBE_INTERVAL_SECONDS
+# The entry record's TTL: how long a resolver may keep answering with the old address. Low, so a
+# failover reaches clients quickly; not lower, because some resolvers raise shorter TTLs anyway
+# and every resolver then asks Hetzner's nameservers once a minute.
+ENTRY_RECORD_TTL_SECONDS = 60
+# One call to Hetzner's Cloud API (set_records), and the time until the authoritative
+# nameservers answer with the new records. Hetzner publishes no figure for the latter; 60 s is
+# an assumption the first real drill must confirm (`dig` at one of the zone's nameservers).
+DNS_API_TIMEOUT_SECONDS = 10
+DNS_PUBLISH_SECONDS = 60
+
+
+def entry_failover_detection_seconds() -> int:
+    """Worst case from the local entry's death to the watcher's decision. Each vantage point
+    needs its N-th failed probe (the first failing one starts up to one interval after the
+    failure, each takes up to the probe timeout); the two run unsynchronised, so the watcher
+    may read the peer's verdict just before it turns and decide one interval later. A tick
+    probes the local entry and the standby itself, then reads the peer."""
+    return (
+        (ENTRY_FAILURES_TO_FAIL_OVER + 1) * ENTRY_PROBE_INTERVAL_SECONDS
+        + 2 * ENTRY_PROBE_TIMEOUT_SECONDS
+        + ENTRY_PEER_TIMEOUT_SECONDS
+    )
+
+
+def entry_failover_seconds() -> int:
+    """Worst case until every client resolves the entry to Helsinki: detection, the API call,
+    publication to the authoritative nameservers, then a resolver's cached answer expires."""
+    return (
+        entry_failover_detection_seconds() + DNS_API_TIMEOUT_SECONDS + DNS_PUBLISH_SECONDS + ENTRY_RECORD_TTL_SECONDS
+    )

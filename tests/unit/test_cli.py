@@ -25,7 +25,7 @@ def unde(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_validate_prints_the_inventory() -> None:
     result = unde("validate")
     assert result.returncode == 0, result.stderr
-    assert "servers: 28 (18 helsinki stack, 10 local stack; 16 existing, 12 to create)" in result.stdout
+    assert "servers: 30 (20 helsinki stack, 10 local stack; 16 existing, 14 to create)" in result.stdout
     assert "etcd placement three-sites" in result.stdout
 
 
@@ -34,7 +34,7 @@ def test_preview_writes_resources_and_artifacts(tmp_path: Path) -> None:
     result = unde("preview", "--stack", "all", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "helsinki: " in result.stdout and "local: " in result.stdout
-    assert "servers: 17 hcloud (15 adopted, 2 created)" in result.stdout
+    assert "servers: 19 hcloud (15 adopted, 4 created)" in result.stdout
     assert "stood in ids" in result.stdout  # the committed stack config has no import ids
     for stack in ("helsinki", "local"):
         resources = json.loads((out / stack / "resources.json").read_text())

@@ -39,12 +39,14 @@ def test_firewalls_open_only_what_the_plan_exposes(run_stack) -> None:
             ("icmp", None, ("0.0.0.0/0", "::/0")),
             ("tcp", "22", ("198.51.100.0/24", "203.0.113.7/32")),
         ],
+        "unde-helsinki-https": [("tcp", "443", ("0.0.0.0/0", "::/0"))],
         "unde-helsinki-wireguard": [("udp", "51820-52075", ("0.0.0.0/0", "::/0"))],
     }
     assert all(r["direction"] == "in" for fw in firewalls.values() for r in fw["rules"])
     ids = server_ids(result)
     attached = {name: sorted(int(i) for i in a["serverIds"]) for name, a in by_type(result, "hcloud:index/firewallAttachment:FirewallAttachment").items()}
-    assert "unde-helsinki-https" not in attached  # no entry point in Helsinki (see the topology)
+    # HTTPS on the warm-standby entry point only (scenario 2), not on its orchestrator.
+    assert attached["unde-helsinki-https"] == [ids["standby-api"]]
     assert attached["unde-helsinki-wireguard"] == sorted([ids["helsinki-gw"], ids["etcd-witness"]])
     # Private servers have no public interface at all (no IPv4, no IPv6); every server with one,
     # of either family, has the base rules.

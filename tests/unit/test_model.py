@@ -133,7 +133,8 @@ def test_stack_split(inventory: Inventory) -> None:
     local = {s.name for s in inventory.stack_servers("local")}
     assert local == set(SPEC_LOCAL) | {"shard-replica-0"}
     helsinki = {s.name for s in inventory.stack_servers("helsinki")}
-    assert helsinki == (set(SPEC_HELSINKI) - {"shard-replica-0"}) | {"etcd-witness"}
+    # Beyond SPEC's tables: the etcd witness (contradiction 3) and scenario 2's warm standby.
+    assert helsinki == (set(SPEC_HELSINKI) - {"shard-replica-0"}) | {"etcd-witness", "standby-api", "standby-orchestrator"}
     assert stack_of(inventory.server("shard-replica-0")) == "local"
 
 

@@ -116,7 +116,7 @@ def test_no_secret_in_user_data(run_stack) -> None:
     key = "-----BEGIN OPENSSH PRIVATE KEY-----"
     result = run_stack("helsinki", sshKeys=[key])  # somebody pasted the private half
     messages = violations(result)["no-secret-in-user-data"]
-    assert len(messages) == 17 and all("BEGIN OPENSSH PRIVATE KEY" in m for m in messages)
+    assert len(messages) == 19 and all("BEGIN OPENSSH PRIVATE KEY" in m for m in messages)
 
 
 def _evaluate_without(result, predicate) -> dict[str, list[str]]:

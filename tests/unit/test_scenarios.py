@@ -162,3 +162,40 @@ def test_cli_text_and_bad_input(tmp_path: Path) -> None:
     assert unde("scenarios", "--placement", "nowhere").returncode == 2
     missing = unde("scenarios", "--topology", str(tmp_path / "absent.yaml"))
     assert missing.returncode == 2 and "cannot read the file" in missing.stderr
+
+
+def test_scenario_2_rto_adds_the_dns_failover_to_the_promotion(inventory: Inventory) -> None:
+    rows = by_key(scenarios.analyse(inventory))
+    site = rows[("local-site-down", 0)]
+    dns = timings.entry_failover_seconds()
+    # Detection: N failed probes at both vantage points, one interval for their skew, the
+    # probes' timeouts and the peer read; then the API call, publication and the TTL.
+    assert timings.entry_failover_detection_seconds() == (
+        (timings.ENTRY_FAILURES_TO_FAIL_OVER + 1) * timings.ENTRY_PROBE_INTERVAL_SECONDS
+        + 2 * timings.ENTRY_PROBE_TIMEOUT_SECONDS + timings.ENTRY_PEER_TIMEOUT_SECONDS)
+    assert dns == (timings.entry_failover_detection_seconds() + timings.DNS_API_TIMEOUT_SECONDS
+                   + timings.DNS_PUBLISH_SECONDS + timings.ENTRY_RECORD_TTL_SECONDS)
+    assert site.entry_failover_seconds == dns and site.scenario_rto_seconds == max(site.rto_seconds or 0, dns)
+    low, high = scenarios.SPEC_SITE_FAILOVER_RTO_SECONDS
+    assert low <= site.scenario_rto_seconds <= high  # SPEC: RTO 1-5 min
+    for (name, _), row in rows.items():
+        if name != "local-site-down":
+            assert row.entry_failover_seconds is None and row.scenario_rto_seconds == row.rto_seconds
+    text = unde("scenarios").stdout
+    assert f"users reach standby-api after at most {dns} s" in text and "standby-api and etcd-witness" in text
+    assert f"RTO {site.scenario_rto_seconds} s" in text and "SPEC: 1-5 min" in text
+    row = next(r for r in json.loads(unde("scenarios", "--json").stdout) if r["scenario"] == "local-site-down")
+    assert row["entry_failover_seconds"] == dns and row["scenario_rto_seconds"] == site.scenario_rto_seconds
+
+
+def test_without_a_standby_entry_scenario_2_serves_nobody(tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text())
+    del data["servers"]["standby-api"]
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(data))
+    rows = json.loads(unde("scenarios", "--json", "--topology", str(path)).stdout)
+    site = next(r for r in rows if r["scenario"] == "local-site-down")
+    assert site["writable"] is True and site["entry_failover_seconds"] is None and site["scenario_rto_seconds"] is None
+    assert "no standby entry point in the topology" in unde("scenarios", "--topology", str(path)).stdout

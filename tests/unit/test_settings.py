@@ -25,7 +25,8 @@ def test_every_bad_setting_is_reported() -> None:
         problems,
     )
     assert [str(p) for p in problems.items] == [
-        "colour: unknown setting (known: adminCidrs, adopting, heartbeatUrl, helsinkiStack, hosts, importIds, location, "
+        "colour: unknown setting (known: adminCidrs, adopting, dnsApiToken, dnsZone, entryHostname, heartbeatUrl, "
+        "helsinkiStack, hosts, importIds, location, "
         "networkImport, objectStorageAccessKey, objectStorageSecretKey, posthogApiKey, provider, routerosPrivateInterface, "
         "routerosUser, shards, site, slackChannel, slackWebhookUrl, sshKeyImportIds, sshKeys, sshPrivateKey, telegramBotToken, "
         "telegramChatId, topology, vswitchId)",

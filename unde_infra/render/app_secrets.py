@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..model import LOCAL, Inventory, Server
 from .cloud_init import RUNTIME_SECRETS_DIR, SECRETS_DIR
 from .postgres import APP_DATABASE, APP_USERS
 
 MEK_PATH = f"{RUNTIME_SECRETS_DIR}/master-encryption-key"
 SHARD_CREDENTIALS_PATH = f"{SECRETS_DIR}/shard-credentials.env"
 POSTHOG_PATH = f"{SECRETS_DIR}/posthog.env"
-# SPEC: the MEK is on the shards and the orchestrator; a replica becomes a primary on failover.
-MEK_TASKS = frozenset({"orchestrator", "shard", "shard-replica"})
+# SPEC: the MEK is on the shards and the orchestrator; a replica becomes a primary on failover,
+# and the warm-standby orchestrator serves from the replicas then.
+MEK_TASKS = frozenset({"orchestrator", "standby-orchestrator", "shard", "shard-replica"})
 # SPEC: local shard DB passwords of the orchestrator and the persona agent.
 APP_DB_USERS = APP_USERS
+# The database user each client task logs in as (the standby orchestrator is the orchestrator).
+DB_USER_OF_TASK = {"orchestrator": "orchestrator", "persona": "persona", "standby-orchestrator": "orchestrator"}
 POSTHOG_INGEST_TASK = "api"  # local-app sends `POST /capture` over the VPN
 
 
@@ -33,6 +37,13 @@ def env_file(values: Mapping[str, str]) -> str:
             raise ValueError(f"{key}: a value with a quote or a newline cannot be written safely")
         lines.append(f"{key}='{value}'")
     return "\n".join(lines) + "\n"
+
+
+def shard_hosts(inventory: Inventory, server: Server) -> list[tuple[int, str]]:
+    """Each shard's address as a client on `server` starts with: the shard's member on the
+    client's own site (the local primary; in Helsinki, the replica, which the standby
+    orchestrator uses only once the local site is down and every replica has been promoted)."""
+    return [(s.index, str((s.primary if server.site == LOCAL else s.replica).ip)) for s in inventory.shards]
 
 
 def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, shards: list[tuple[int, str]]) -> str:
