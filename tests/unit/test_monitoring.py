@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from unde_infra import timings
+from unde_infra.files import source
 from unde_infra.model import DEFAULT_TOPOLOGY, Inventory, build_inventory, load_server_types, load_topology
 from unde_infra.render import monitoring as m
 
@@ -264,7 +265,11 @@ def test_tunnel_collector_on_local_servers_and_the_gateway(inventory: Inventory)
     files = m.tunnel_collector_files(inventory.servers["local-app"], inventory)
     timer = files["/etc/systemd/system/unde-vpn-tunnel-collector.timer"]
     assert f"OnUnitActiveSec={m.TUNNEL_COLLECTOR_INTERVAL_SECONDS}s" in timer
-    assert '"/var/lib/prometheus/node-exporter"' in files["/usr/local/lib/unde/vpn-tunnel-collector"]
+    settings = json.loads(files["/usr/local/lib/unde/vpn-tunnel-collector.json"])
+    assert settings == {"tunnels": local_app, "output_dir": "/var/lib/prometheus/node-exporter",
+                        "file_name": m.TUNNEL_METRICS_FILE, "ping_count": 3}
+    # The script itself is the package's file, unchanged: its parameters are all in the JSON.
+    assert files["/usr/local/lib/unde/vpn-tunnel-collector"] == source(m.TUNNEL_COLLECTOR_SOURCE)
 
 
 def test_no_gateway_collector_when_routeros_terminates_the_tunnels() -> None:

@@ -29,6 +29,7 @@ from ...model import Inventory
 from .alertmanager import (
     ALERTMANAGER_CREDENTIALS,
     ALERTMANAGER_PLACEHOLDERS,
+    ASSEMBLER_SOURCE,
     alertmanager_args,
     alertmanager_assembler,
     alertmanager_config,
@@ -121,14 +122,16 @@ from .rules import (
     rule_files,
 )
 from .tunnels import (
+    TUNNEL_COLLECTOR_SOURCE,
     TUNNEL_COLLECTOR_UNIT,
     TUNNEL_METRICS_FILE,
     tunnel_collector_files,
-    tunnel_collector_script,
+    tunnel_collector_settings,
     tunnels_seen_from,
 )
 
 __all__ = [
+    "ASSEMBLER_SOURCE",
     "DEFAULT_PATHS",
     "POSTGRES_EXPORTER_PORT",
     "REDIS_EXPORTER_PORT",
@@ -212,7 +215,8 @@ __all__ = [
     "TUNNEL_COLLECTOR_UNIT",
     "TUNNEL_METRICS_FILE",
     "tunnels_seen_from",
-    "tunnel_collector_script",
+    "TUNNEL_COLLECTOR_SOURCE",
+    "tunnel_collector_settings",
     "tunnel_collector_files",
     "monitoring_files",
     "monitoring_secret_files",
@@ -247,7 +251,7 @@ def monitoring_files(
             alertmanager_args(paths, endpoints),
             "Alertmanager reads the runtime copy that alertmanager-config writes at start.",
         ),
-        paths.alertmanager_assembler: alertmanager_assembler(paths),
+        **alertmanager_assembler(paths),
         paths.alertmanager_dropin: alertmanager_dropin(paths),
         paths.grafana_ini: grafana_ini(paths, endpoints),
         f"{paths.grafana_provisioning}/datasources/unde.yaml": grafana_datasources(endpoints),

@@ -3,8 +3,7 @@ pre-start step that fills in the secrets Alertmanager 0.25 cannot read from file
 
 from __future__ import annotations
 
-import json
-
+from ...files import python_script
 from ..cloud_init import dump_yaml
 from .common import ALERTMANAGER_UNIT, AlertingSettings, Endpoints, MonitoringPaths, _credential_lines
 from .metrics import HEARTBEAT_REPEAT_INTERVAL
@@ -84,57 +83,19 @@ def alertmanager_config(settings: AlertingSettings, paths: MonitoringPaths) -> s
     return dump_yaml(config)
 
 
-_ASSEMBLER = '''#!/usr/bin/python3
-"""Write Alertmanager's runtime configuration: the rendered template with the secrets that
-Alertmanager 0.25 cannot read from files, taken from systemd credentials. Rendered by unde-infra."""
-import json
-import os
-import sys
-
-TEMPLATE = __TEMPLATE__
-OUTPUT = __OUTPUT__
-PLACEHOLDERS = __PLACEHOLDERS__
 
 
-def main() -> int:
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not credentials:
-        print("CREDENTIALS_DIRECTORY is not set (LoadCredential= missing?)", file=sys.stderr)
-        return 1
-    with open(TEMPLATE, encoding="utf-8") as f:
-        text = f.read()
-    for name, placeholder in PLACEHOLDERS.items():
-        with open(os.path.join(credentials, name), encoding="utf-8") as f:
-            value = f.read().strip()
-        if not value:
-            print(f"credential {name} is empty", file=sys.stderr)
-            return 1
-        # The placeholder is a whole plain YAML scalar; a JSON string is a valid YAML
-        # double-quoted scalar, whatever characters the secret holds.
-        line = ": " + placeholder + "\\n"
-        if text.count(line) != 1:
-            print(f"placeholder for {name} not found once in {TEMPLATE}", file=sys.stderr)
-            return 1
-        text = text.replace(line, ": " + json.dumps(value) + "\\n")
-    tmp = OUTPUT + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, OUTPUT)
-    return 0
+ASSEMBLER_SOURCE = "alertmanager_config.py"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-'''
-
-
-def alertmanager_assembler(paths: MonitoringPaths) -> str:
-    return (
-        _ASSEMBLER.replace("__TEMPLATE__", json.dumps(paths.alertmanager_config))
-        .replace("__OUTPUT__", json.dumps(paths.alertmanager_runtime_config))
-        .replace("__PLACEHOLDERS__", json.dumps(ALERTMANAGER_PLACEHOLDERS))
-    )
+def alertmanager_assembler(paths: MonitoringPaths) -> dict[str, str]:
+    """The pre-start step (files/alertmanager_config.py) and its parameters beside it."""
+    settings = {
+        "template": paths.alertmanager_config,
+        "output": paths.alertmanager_runtime_config,
+        "placeholders": ALERTMANAGER_PLACEHOLDERS,
+    }
+    return python_script(paths.alertmanager_assembler, ASSEMBLER_SOURCE, settings)
 
 
 def alertmanager_args(paths: MonitoringPaths, endpoints: Endpoints) -> list[str]:
