@@ -6,7 +6,6 @@ REST API on loopback, and Patroni's post-bootstrap script with stand-ins for its
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import subprocess
 import threading
