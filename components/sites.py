@@ -32,6 +32,7 @@ from .hosts import ExistingHosts, HcloudHosts, Host, HostProvider
 from .monitoring import Monitoring
 from .network import HelsinkiNetwork, LocalNetwork
 from .object_storage import ObjectStorage
+from .redis import deliver_redis
 from .secrets import LocalSecrets
 from .shard_pair import ShardPair
 from .wireguard_peer import RouterOsTunnels, TunnelWiring, WireGuardPeer, WitnessTunnel
@@ -190,6 +191,8 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             agent = AgentHost(server, local_hosts, user_data, wiring, secrets.files_for(server))
             built[server.name], peers[server.name] = agent.host, agent.tunnel
             _deliver_etcd_member(agent, inventory)
+            if server == secrets.redis_server():
+                deliver_redis(agent.host, secrets, agent)
             if isinstance(local_hosts, HcloudHosts) and local_hosts.jump is None and server.public_ipv4:
                 local_hosts.jump = agent.host.address
     pairs = []

@@ -1,6 +1,7 @@
-"""Exporters of the servers that are not shards: redis_exporter beside every Redis, and
-postgres_exporter beside the PostgreSQL servers this program does not run itself (production-db,
-staging-db). The shards' exporters come with their HA files (render/patroni.py)."""
+"""Exporters of the servers that are not shards: redis_exporter beside every Redis (its files are
+in render/redis.py), and postgres_exporter beside the PostgreSQL servers this program does not run
+itself (production-db, staging-db). The shards' exporters come with their HA files
+(render/patroni.py)."""
 
 from __future__ import annotations
 
@@ -22,17 +23,6 @@ def needs_redis_exporter(server: Server) -> bool:
 
 def needs_standalone_postgres_exporter(server: Server) -> bool:
     return "postgres" in server.services and "patroni" not in server.services
-
-
-def redis_exporter_setup() -> str:
-    # Debian's unit scrapes redis://localhost:6379 and listens on :9121, as the targets expect.
-    return "\n".join(
-        [
-            "set -e",
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus-redis-exporter",
-            "systemctl enable --now prometheus-redis-exporter",
-        ]
-    )
 
 
 def postgres_exporter_env(password: str, port: int = 5432) -> str:

@@ -22,6 +22,10 @@ PATRONI_REST_PORT = 8008
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 GRAFANA_PORT = 3000
+# The application's own /metrics (prometheus_client's default exporter port in every service, apart
+# from the API port, so that nginx never exposes it).
+APP_METRICS_PORT = 9464
+APP_METRICS_TASKS = ("api", "orchestrator")  # the services that use local-redis's caches
 
 # --------------------------------------------------------------------------------------------
 # Settings and secrets

@@ -24,6 +24,15 @@ SHARD_DISK_USAGE_METRIC = "local_shard_disk_usage_percent"
 SHARD_CACHE_HIT_RATIO_METRIC = "local_shard_cache_hit_ratio"
 POSTHOG_DISK_USAGE_METRIC = "posthog_clickhouse_disk_usage"
 REPLICATION_LAG_METRIC = "unde:shard_replication_lag:bytes"
+# The application's metrics of SPEC's table: the contract the services must export (README,
+# "Monitoring"). Routing and catalog cache figures come from the services that use local-redis
+# (the `app` scrape job); the PostHog figures from the PostHog server's textfile collector
+# (files/posthog_metrics.py, read from ClickHouse), scraped with its node_exporter.
+ROUTING_CACHE_MISS_RATE_METRIC = "shard_routing_cache_miss_rate"
+CATALOG_CACHE_HIT_RATIO_METRIC = "catalog_cache_hit_ratio"
+POSTHOG_EVENTS_INGESTED_METRIC = "posthog_events_ingested_total"
+POSTHOG_QUERY_LATENCY_P95_METRIC = "posthog_query_latency_p95"
+POSTHOG_METRICS_UNIT = "unde-posthog-metrics"  # the timer that writes the two PostHog figures
 
 # --------------------------------------------------------------------------------------------
 # Thresholds. Every alert threshold is one of these or derived from one.
@@ -51,6 +60,17 @@ REPLICATION_LAG_WARNING_BYTES = int(MAXIMUM_LAG_ON_FAILOVER_BYTES * REPLICATION_
 REPLICATION_LAG_CRITICAL_BYTES = MAXIMUM_LAG_ON_FAILOVER_BYTES
 REDIS_MEMORY_ALERT_FRACTION = 0.80  # SPEC: scale Redis out at memory > 80%
 POSTHOG_DISK_USAGE_ALERT_PERCENT = 80  # SPEC: posthog_clickhouse_disk_usage > 80%
+# ClickHouse's data lives under /var/lib/posthog, on the root filesystem of the CCX33.
+POSTHOG_DATA_MOUNTPOINT = "/"
+ROUTING_CACHE_MISS_RATE_MAX = 0.05  # SPEC: shard_routing_cache_miss_rate > 5%
+CATALOG_CACHE_HIT_RATIO_MIN = 0.80  # SPEC: catalog_cache_hit_ratio < 80%
+POSTHOG_QUERY_LATENCY_P95_MAX_SECONDS = 10  # SPEC: posthog_query_latency_p95 > 10 s
+# SPEC: posthog_events_ingested_total is "info": it says when ingestion has stopped for an hour
+# (local-app sends events all day; an hour without one is the app, the tunnel or PostHog).
+POSTHOG_INGESTION_IDLE = "1h"
+# A metric of the contract that nobody exports for this long: the application (or the
+# collector) is not deployed or lost its /metrics; every alert on it is blind meanwhile.
+APP_METRIC_ABSENT_FOR = "30m"
 PROMETHEUS_HEAD_SERIES_MAX = 500_000  # SPEC: prometheus_tsdb_head_series > 500K
 PROMETHEUS_BLOCKS_DISK_FRACTION = 0.80  # SPEC: prometheus_tsdb_storage_blocks_bytes > 80% disk
 PROMETHEUS_DATA_MOUNTPOINT = "/"  # /var/lib/prometheus lives on the root filesystem of a CX33

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from ...model import Inventory, Server
 from ..cloud_init import NODE_EXPORTER_PORT, dump_yaml
 from .common import (
+    APP_METRICS_PORT,
+    APP_METRICS_TASKS,
     ETCD_METRICS_PORT,
     PATRONI_REST_PORT,
     POSTGRES_EXPORTER_PORT,
@@ -53,6 +55,7 @@ SCRAPE_JOBS: tuple[ScrapeJob, ...] = (
     ScrapeJob("redis", REDIS_EXPORTER_PORT, lambda s, inv: "redis" in s.services),
     ScrapeJob("etcd", ETCD_METRICS_PORT, _is_etcd_member),
     ScrapeJob("patroni", PATRONI_REST_PORT, lambda s, inv: "patroni" in s.services),
+    ScrapeJob("app", APP_METRICS_PORT, lambda s, inv: s.task in APP_METRICS_TASKS),
 )
 
 

@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from ...model import LOCAL, Inventory
 from ..cloud_init import dump_yaml
 from ..pgbackrest import INFO_SUCCESS_METRIC, LAST_BACKUP_METRIC, REPO_SIZE_METRIC
+from .common import APP_METRICS_PORT
 from .metrics import (
+    APP_METRIC_ABSENT_FOR,
     BACKUP_REPO_SIZE_ALERT_BYTES,
     BUILTIN_WAL_RETAINED_METRIC,
     CACHE_HIT_RATIO_MIN,
+    CATALOG_CACHE_HIT_RATIO_METRIC,
+    CATALOG_CACHE_HIT_RATIO_MIN,
     DAY,
     DIFF_BACKUP_MAX_AGE_SECONDS,
     DISK_USAGE_ALERT_PERCENT,
@@ -19,8 +23,14 @@ from .metrics import (
     ETCD_PEER_RTT_ALERT_SECONDS,
     FULL_BACKUP_MAX_AGE_SECONDS,
     GIB,
+    POSTHOG_DATA_MOUNTPOINT,
     POSTHOG_DISK_USAGE_ALERT_PERCENT,
     POSTHOG_DISK_USAGE_METRIC,
+    POSTHOG_EVENTS_INGESTED_METRIC,
+    POSTHOG_INGESTION_IDLE,
+    POSTHOG_METRICS_UNIT,
+    POSTHOG_QUERY_LATENCY_P95_MAX_SECONDS,
+    POSTHOG_QUERY_LATENCY_P95_METRIC,
     PROMETHEUS_BLOCKS_DISK_FRACTION,
     PROMETHEUS_DATA_MOUNTPOINT,
     PROMETHEUS_HEAD_SERIES_MAX,
@@ -30,6 +40,8 @@ from .metrics import (
     REPLICATION_LAG_METRIC,
     REPLICATION_LAG_WARNING_BYTES,
     REPLICATION_LAG_WARNING_FRACTION,
+    ROUTING_CACHE_MISS_RATE_MAX,
+    ROUTING_CACHE_MISS_RATE_METRIC,
     SHARD_CACHE_HIT_RATIO_METRIC,
     SHARD_DISK_USAGE_METRIC,
     SITE_RTT_MS,
@@ -97,9 +109,10 @@ def recording_rules() -> list[dict[str, object]]:
                     ),
                 },
                 {
-                    # ClickHouse runs on the single PostHog server, so its disk is the server's disk.
+                    # ClickHouse runs in Docker on the single PostHog server with its data under
+                    # /var/lib/posthog: node_exporter's figures for the filesystem that holds it.
                     "record": POSTHOG_DISK_USAGE_METRIC,
-                    "expr": _disk_usage_percent('job="node", task="posthog"'),
+                    "expr": _disk_usage_percent(f'job="node", task="posthog", mountpoint="{POSTHOG_DATA_MOUNTPOINT}"'),
                 },
                 {
                     # Patroni's own view: bytes between the shard leader's WAL position and what each
@@ -343,6 +356,22 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "Redis on {{ $labels.server }} nears maxmemory: scale out (SPEC: Sentinel, 2 nodes).",
                 "10m",
             ),
+            Alert(
+                "RedisDown",
+                'redis_up{job="redis"} == 0',
+                "critical",
+                "Redis does not answer its exporter",
+                "Redis on {{ $labels.server }} is down, or refuses the exporter's login (its ACL user).",
+                "2m",
+            ),
+            Alert(
+                "RedisSnapshotFailing",
+                'redis_rdb_last_bgsave_status{job="redis"} == 0',
+                "warning",
+                "Redis cannot write its RDB snapshot",
+                "Redis on {{ $labels.server }} keeps serving, but a restart would come back cold (disk full?).",
+                "15m",
+            ),
         ],
         "unde-posthog": [
             Alert(
@@ -352,6 +381,56 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 f"PostHog (ClickHouse) disk more than {POSTHOG_DISK_USAGE_ALERT_PERCENT}% full",
                 "{{ $labels.mountpoint }} on {{ $labels.server }} is filling up.",
                 "10m",
+            ),
+            Alert(
+                "PosthogNoEventsIngested",
+                f"increase({POSTHOG_EVENTS_INGESTED_METRIC}{{task=\"posthog\"}}[{POSTHOG_INGESTION_IDLE}]) == 0",
+                "info",
+                f"PostHog has ingested no event for {POSTHOG_INGESTION_IDLE}",
+                "ClickHouse on {{ $labels.server }} received no event: is local-app sending them (tunnel, API key)?",
+                "15m",
+            ),
+            Alert(
+                "PosthogQueryLatencyHigh",
+                f"max by (server, site, task) ({POSTHOG_QUERY_LATENCY_P95_METRIC}{{task=\"posthog\"}})"
+                f" > {POSTHOG_QUERY_LATENCY_P95_MAX_SECONDS}",
+                "warning",
+                f"PostHog query latency p95 above {POSTHOG_QUERY_LATENCY_P95_MAX_SECONDS} s",
+                "ClickHouse on {{ $labels.server }} answers slowly: SPEC's next step is a separate ClickHouse server.",
+                "15m",
+            ),
+        ],
+        "unde-app": [
+            Alert(
+                "ShardRoutingCacheMissRateHigh",
+                f"max by (server, site, task) ({ROUTING_CACHE_MISS_RATE_METRIC}{{job=\"app\"}})"
+                f" > {_fmt(ROUTING_CACHE_MISS_RATE_MAX)}",
+                "warning",
+                f"Shard routing cache misses above {ROUTING_CACHE_MISS_RATE_MAX:.0%}",
+                "{{ $labels.server }} looks up shard routing in production-db across the 120 ms link: is local-redis "
+                "cold or evicting?",
+                "10m",
+            ),
+            Alert(
+                "CatalogCacheHitRatioLow",
+                f"min by (server, site, task) ({CATALOG_CACHE_HIT_RATIO_METRIC}{{job=\"app\"}})"
+                f" < {_fmt(CATALOG_CACHE_HIT_RATIO_MIN)}",
+                "warning",
+                f"Catalog cache hit ratio below {CATALOG_CACHE_HIT_RATIO_MIN:.0%}",
+                "{{ $labels.server }} fetches the catalog from Helsinki for more than one request in five.",
+                "30m",
+            ),
+            *(
+                Alert(
+                    f"{name}Absent",
+                    f"absent({metric}{{{selector}}})",
+                    "warning",
+                    f"Nobody exports {metric}",
+                    f"{metric} has not been scraped for {APP_METRIC_ABSENT_FOR}: {exporter}; the alerts on it are "
+                    "blind.",
+                    APP_METRIC_ABSENT_FOR,
+                )
+                for name, metric, selector, exporter in APP_METRIC_CONTRACT
             ),
         ],
         "unde-monitoring": [
@@ -383,6 +462,19 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
         ],
     }
 
+
+# Each metric of the application contract (README, "Monitoring"): alert name stem, metric, the
+# selector that says where it must come from, and who exports it.
+APP_METRIC_CONTRACT = (
+    ("ShardRoutingCacheMissRate", ROUTING_CACHE_MISS_RATE_METRIC, 'job="app"',
+     f"local-app and local-orchestrator export it on :{APP_METRICS_PORT}/metrics"),
+    ("CatalogCacheHitRatio", CATALOG_CACHE_HIT_RATIO_METRIC, 'job="app"',
+     f"local-orchestrator exports it on :{APP_METRICS_PORT}/metrics"),
+    ("PosthogEventsIngested", POSTHOG_EVENTS_INGESTED_METRIC, 'task="posthog"',
+     f"the PostHog server's textfile collector ({POSTHOG_METRICS_UNIT}.timer) writes it"),
+    ("PosthogQueryLatencyP95", POSTHOG_QUERY_LATENCY_P95_METRIC, 'task="posthog"',
+     f"the PostHog server's textfile collector ({POSTHOG_METRICS_UNIT}.timer) writes it"),
+)
 
 RULE_FILES = ("unde-recording.yml", "unde-alerts.yml")
 
