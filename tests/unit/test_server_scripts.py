@@ -282,3 +282,76 @@ def test_shell_settings_quote_every_value() -> None:
     for bad in ({"lower": "x"}, {"A": "two\nlines"}):
         with pytest.raises(ValueError):
             shell_settings(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# The PostHog metrics collector
+
+
+@pytest.fixture
+def clickhouse() -> Iterator[tuple[str, dict[str, str], list[dict[str, list[str]]]]]:
+    """A stand-in for ClickHouse's HTTP interface: answers per query, records what it was asked."""
+    import urllib.parse
+
+    answers = {"count()": "123456\n", "quantile(0.95)": "2.5\n"}
+    asked: list[dict[str, list[str]]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            params = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            asked.append(params)
+            body = next((a for key, a in answers.items() if key in params["query"][0]), None)
+            self.send_response(200 if body is not None else 400)
+            self.end_headers()
+            self.wfile.write((body or "Code: 62. Syntax error").encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", answers, asked
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+def posthog_settings(url: str, out: Path) -> dict[str, object]:
+    from unde_infra.render.posthog import metrics_collector_settings
+
+    return {**metrics_collector_settings(), "clickhouse_url": url, "output_dir": str(out)}
+
+
+def test_posthog_metrics_from_clickhouse(clickhouse: tuple[str, dict[str, str], list[dict[str, list[str]]]],
+                                         tmp_path: Path) -> None:
+    from unde_infra.files import posthog_metrics
+
+    url, answers, asked = clickhouse
+    config = tmp_path / "settings.json"
+    config.write_text(json_settings(posthog_settings(url, tmp_path)))
+    assert posthog_metrics.main(["--config", str(config)]) == 0
+    text = (tmp_path / "unde_posthog.prom").read_text()
+    assert values(text) == {"posthog_events_ingested_total": "123456", "posthog_query_latency_p95": "2.5"}
+    assert "# TYPE posthog_events_ingested_total counter" in text
+    # Its own queries stay out of the query log, so they never count in the latency they measure.
+    assert all(params["log_queries"] == ["0"] for params in asked)
+    assert "FROM posthog.events" in asked[0]["query"][0] and "system.query_log" in asked[1]["query"][0]
+    # No SELECT finished in the window: ClickHouse says nan, and so does the metric.
+    answers["quantile(0.95)"] = "nan\n"
+    assert posthog_metrics.main(["--config", str(config)]) == 0
+    assert values((tmp_path / "unde_posthog.prom").read_text())["posthog_query_latency_p95"] == "NaN"
+
+
+def test_posthog_metrics_go_absent_when_clickhouse_does_not_answer(
+        clickhouse: tuple[str, dict[str, str], list[dict[str, list[str]]]], tmp_path: Path) -> None:
+    from unde_infra.files import posthog_metrics
+
+    url, answers, _ = clickhouse
+    config = tmp_path / "settings.json"
+    config.write_text(json_settings(posthog_settings(url, tmp_path)))
+    assert posthog_metrics.main(["--config", str(config)]) == 0
+    answers.clear()  # every query now fails
+    assert posthog_metrics.main(["--config", str(config)]) == 1
+    assert not (tmp_path / "unde_posthog.prom").exists()  # absent, not stale: the absent() alerts fire
+    config.write_text(json_settings(posthog_settings("http://127.0.0.1:9/", tmp_path)))  # nothing listens
+    assert posthog_metrics.main(["--config", str(config)]) == 1
