@@ -220,15 +220,17 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             {etcd_local.name: built[etcd_local.name], witness.name: Host(witness, witness_address, helsinki)},
             witness_address,
         )
-    entry_address: pulumi.Input[str] = built[api_instances(inventory)[0].name].address
-    if needs_load_balancer(inventory):
-        instances = [built[s.name] for s in api_instances(inventory)]
-        if settings.provider == "hcloud":
-            entry_address = HcloudEntryPoint(
-                "local-app-lb", settings.location, network.network_id, instances
-            ).address
-        else:
-            entry_address = NginxEntryPoint("local-app-entry", inventory, instances[0]).address
+    instances = [built[s.name] for s in api_instances(inventory)]
+    entry_address: pulumi.Input[str]
+    if settings.provider == "hcloud" and needs_load_balancer(inventory):
+        entry_address = HcloudEntryPoint(
+            "local-app-lb", settings.location, network.network_id, instances, settings.entry_domain
+        ).address
+    else:
+        # One instance, or several on existing hosts: the entry host's own nginx (TLS, HTTP/2).
+        entry_address = NginxEntryPoint(
+            "local-app-entry", inventory, instances[0], settings.entry_domain, settings.acme_email
+        ).address
     if settings.provider == "hcloud":
         Firewalls("local", firewall_plans(inventory, LOCAL, settings.admin_cidrs), _server_ids(built))
     return {

@@ -29,11 +29,21 @@ from .offline import (
     run_program,
     unwrap_secrets,
 )
-from .settings import StackSettings, check_against_inventory, missing_import_ids, needs_telegram_chat, parse_settings
+from .settings import (
+    StackSettings,
+    check_against_inventory,
+    entry_settings_missing,
+    missing_import_ids,
+    needs_telegram_chat,
+    parse_settings,
+)
 
 # A chat id of the right shape (a Telegram group's), so the offline Alertmanager config is one
 # amtool accepts; a real run stops until the stack config names the team's chat.
 OFFLINE_TELEGRAM_CHAT_ID = -1000000000001
+# Names under the reserved .invalid domain, so that the offline nginx and certbot files have their
+# real shape; a real run stops until the stack config names the real ones.
+OFFLINE_ENTRY_SETTINGS = {"entryDomain": "api.unde.invalid", "acmeEmail": "acme@unde.invalid"}
 
 USER_DATA_ARTIFACT = "user-data.yaml"
 
@@ -101,6 +111,13 @@ def prepare(
             settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
             notes.append(f"telegramChatId is not set in Pulumi.{stack}.yaml; the preview stood in "
                          f"{OFFLINE_TELEGRAM_CHAT_ID}. A real run stops until it is set.")
+        missing = entry_settings_missing(settings, inventory)
+        if missing:
+            config.update({key: OFFLINE_ENTRY_SETTINGS[key] for key in missing})
+            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            notes.append(f"{' and '.join(missing)} not set in Pulumi.{stack}.yaml; the preview stood in "
+                         f"{', '.join(OFFLINE_ENTRY_SETTINGS[key] for key in missing)}. A real run stops until "
+                         "they are set.")
         check_against_inventory(settings, inventory, problems)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())

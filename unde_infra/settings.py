@@ -6,12 +6,14 @@ admin keys and CIDRs, the addresses of existing hosts."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, ip_network
 from typing import Any, Literal
 
 from .errors import Problems
 from .model import HELSINKI, LOCAL, Inventory
+from .render.entry import needs_load_balancer
 
 Provider = Literal["hcloud", "existing"]
 
@@ -55,13 +57,16 @@ class StackSettings:
     # Gateway mode routeros: the router's SSH user and its interface on the Helsinki network.
     routeros_user: str = "admin"
     routeros_private_interface: str = "ether2"
+    # The public name of the API entry point (its TLS certificate) and the ACME account's email.
+    entry_domain: str = ""
+    acme_email: str = ""
 
 
 KNOWN_KEYS = {
     "site", "topology", "shards", "importIds", "sshKeys", "sshKeyImportIds", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
-    "posthogApiKey", "routerosUser", "routerosPrivateInterface",
+    "posthogApiKey", "routerosUser", "routerosPrivateInterface", "entryDomain", "acmeEmail",
 }  # fmt: skip
 # Read by the components with `require_secret`, never into StackSettings.
 SECRET_KEYS = {
@@ -138,6 +143,8 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         slack_channel=str(raw.get("slackChannel", "#unde-alerts")),
         routeros_user=str(raw.get("routerosUser", "admin")),
         routeros_private_interface=str(raw.get("routerosPrivateInterface", "ether2")),
+        entry_domain=_hostname_setting(raw, "entryDomain", problems),
+        acme_email=_email_setting(raw, "acmeEmail", problems),
     )
 
 
@@ -195,6 +202,39 @@ def _int_setting(raw: dict[str, Any], key: str, problems: Problems) -> int:
         return 0
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
+
+
+def _is_hostname(name: str) -> bool:
+    """A fully qualified DNS name (RFC 1123): two labels or more, no IP address, no trailing dot."""
+    labels = name.split(".")
+    return (len(name) <= 253 and len(labels) >= 2 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
+def _hostname_setting(raw: dict[str, Any], key: str, problems: Problems) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    name = str(value).lower()
+    if not _is_hostname(name):
+        problems.add(key, f"not a DNS name such as api.example.com (got {value!r})")
+        return ""
+    return name
+
+
+def _email_setting(raw: dict[str, Any], key: str, problems: Problems) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    local, _, domain = str(value).rpartition("@")
+    if not (_EMAIL_LOCAL.fullmatch(local) and _is_hostname(domain.lower())):
+        problems.add(key, f"not an email address such as ops@example.com (got {value!r})")
+        return ""
+    return str(value)
+
+
 def check_against_inventory(settings: StackSettings, inventory: Inventory, problems: Problems) -> None:
     """What the stack needs from its settings to build its servers without surprises."""
     servers = inventory.stack_servers(settings.site)
@@ -231,12 +271,34 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                 problems.add(f"hosts.{server.name}", "provider existing: give this server's address (and user)")
     if not settings.ssh_keys:
         problems.add("sshKeys", "at least one admin SSH public key")
+    for key, missing in entry_settings_missing(settings, inventory).items():
+        problems.add(key, missing)
     if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
         problems.add(
             "telegramChatId",
             "the Telegram chat that receives the alerts (Alertmanager refuses a telegram_config without "
             f"chat_id): `pulumi config set telegramChatId -100... -s {settings.stack}`",
         )
+
+
+def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dict[str, str]:
+    """The entry point's TLS needs its domain, and, where certbot gets the certificate on the
+    entry host (every case but hcloud's load balancer, whose certificate Hetzner manages), the
+    ACME account's email."""
+    if not any(s.entry_point for s in inventory.stack_servers(settings.site)):
+        return {}
+    missing = {}
+    if not settings.entry_domain:
+        missing["entryDomain"] = (
+            "the public name of the API entry point, for its TLS certificate: "
+            f"`pulumi config set entryDomain api.example.com -s {settings.stack}`"
+        )
+    if not settings.acme_email and not (settings.provider == "hcloud" and needs_load_balancer(inventory)):
+        missing["acmeEmail"] = (
+            "the email of the ACME (Let's Encrypt) account that certbot registers: "
+            f"`pulumi config set acmeEmail ops@example.com -s {settings.stack}`"
+        )
+    return missing
 
 
 def needs_telegram_chat(settings: StackSettings, inventory: Inventory) -> bool:
