@@ -36,7 +36,16 @@ def test_two_app_instances_on_hcloud_get_a_load_balancer(run_stack, tmp_path: Pa
     (balancer,) = of_type(result, "hcloud:index/loadBalancer:LoadBalancer").values()
     assert balancer["location"] == "sin" and balancer["loadBalancerType"] == "lb11"
     (service,) = of_type(result, "hcloud:index/loadBalancerService:LoadBalancerService").values()
-    assert (service["protocol"], service["listenPort"], service["destinationPort"]) == ("tcp", 443, 443)
+    # The balancer terminates TLS with a certificate Hetzner manages, and checks each FastAPI.
+    assert (service["protocol"], service["listenPort"], service["destinationPort"]) == ("https", 443, 8000)
+    (certificate,) = of_type(result, "hcloud:index/managedCertificate:ManagedCertificate").values()
+    assert certificate["domainNames"] == ["api.unde.invalid"]  # the preview's stand-in for entryDomain
+    assert service["http"]["redirectHttp"] is True and len(service["http"]["certificates"]) == 1
+    check = service["healthCheck"]
+    assert (check["protocol"], check["port"], check["http"]["path"]) == ("http", 8000, "/healthz")
+    # certbot does not run behind the balancer, so no ACME account is asked for.
+    assert not any("acmeEmail" in note for note in result.stand_in_notes)
+    assert not any(path.startswith("/etc/nginx") for path in result.artifacts.get("local-app", {}))
     server_ids = {r.name: int(r.id) for r in result.run.records if r.type == "hcloud:index/server:Server"}
     targets = of_type(result, "hcloud:index/loadBalancerTarget:LoadBalancerTarget").values()
     assert sorted(int(t["serverId"]) for t in targets) == sorted([server_ids["local-app"], server_ids["local-app-2"]])
@@ -55,6 +64,10 @@ def test_two_app_instances_on_existing_hosts_use_the_entry_hosts_nginx(run_stack
     assert "server 10.2.0.65:8000 max_fails=3 fail_timeout=10s;  # local-app-2" in upstream
     assert of_type(result, "hcloud:index/loadBalancer:LoadBalancer") == {}
     assert result.run.plain_outputs()["entryAddress"] == "192.0.2.10"
+    # The entry host terminates TLS itself: nginx with HTTP/2, certbot for the certificate.
+    tls = result.artifacts["local-app"]["/etc/nginx/unde/api-tls.conf"]
+    assert "listen 443 ssl http2;" in tls and "ssl_certificate /etc/letsencrypt/live/api.unde.invalid/fullchain.pem;" in tls
+    assert "local-app-2" not in {s for s, files in result.artifacts.items() if "/etc/nginx/unde/api-tls.conf" in files}
 
 
 def test_routeros_mode_uploads_one_script_with_every_tunnel(run_stack, tmp_path: Path) -> None:
