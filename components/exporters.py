@@ -17,7 +17,7 @@ from unde_infra.render.patroni import RenderedFile
 from unde_infra.render.pgbackrest import standalone_files, standalone_setup
 from unde_infra.render.redis import adopted_redis_exporter_files, adopted_redis_exporter_setup
 
-from .delivery import deliver, rendered_files
+from .delivery import deliver, rendered_files, setup_files
 from .hosts import Host
 
 
@@ -47,7 +47,9 @@ def deliver_standalone_backups(host: Host, inventory: Inventory, parent: pulumi.
         lambda v: _standalone_backup_files(inventory, host, v)
     )
     sample = _standalone_backup_files(inventory, host, ["sample"] * 3)
-    deliver(host, rendered_files(rendered, sample), parent, apply=standalone_setup(server), apply_label="backups")
+    step = standalone_setup(server)
+    deliver(host, {**rendered_files(rendered, sample), **setup_files(step)}, parent, apply=step.command,
+            apply_label="backups")
 
 
 def deliver_exporters(host: Host, parent: pulumi.Resource) -> None:
@@ -71,5 +73,6 @@ def deliver_exporters(host: Host, parent: pulumi.Resource) -> None:
         rendered: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(password).apply(  # type: ignore[arg-type]
             postgres_exporter_files
         )
-        files = rendered_files(rendered, postgres_exporter_files("sample"))
-        deliver(host, files, parent, apply=postgres_exporter_setup(), apply_label="postgres-exporter")
+        step = postgres_exporter_setup()
+        files = {**rendered_files(rendered, postgres_exporter_files("sample")), **setup_files(step)}
+        deliver(host, files, parent, apply=step.command, apply_label="postgres-exporter")

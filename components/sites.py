@@ -262,7 +262,7 @@ def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
 def _deliver_etcd_member(component: AgentHost | BatchHost, inventory: Inventory) -> None:
     files = etcd_files(component.host.server, inventory)
     if files:
-        deliver(component.host, files, component, apply=ETCD_MEMBER_SETUP, apply_label="etcd")
+        deliver(component.host, files, component, apply=ETCD_MEMBER_SETUP.command, apply_label="etcd")
 
 
 def _server_ids(hosts: dict[str, Host]) -> dict[str, pulumi.Output[int]]:

@@ -193,7 +193,7 @@ def test_post_bootstrap_reads_passwords_from_the_environment(inventory: Inventor
     assert "CREATE EXTENSION IF NOT EXISTS vector;" in sql
     assert "PASSWORD :'exporter_password'" in sql
     script = files["/etc/patroni/post_bootstrap.sh"]
-    settings = files["/etc/patroni/post_bootstrap.env"]
+    settings = files["/etc/patroni/post_bootstrap.sh.env"]
     assert "UNDE_" not in script + settings and '-f "$POST_BOOTSTRAP_SQL"' in script
     assert "POST_BOOTSTRAP_SQL=/etc/patroni/post_bootstrap.sql\n" in settings
 
@@ -287,8 +287,10 @@ def test_existing_postgres_servers_are_backed_up_under_their_own_prefix(inventor
     assert not secret and "cipher-pass-value" not in conf
     keys, mode, secret = files[pgbackrest.STANDALONE_SECRETS_CONF]
     assert secret and mode == "0600" and "repo1-cipher-pass=cipher-pass-value\n" in keys
-    setup = pgbackrest.standalone_setup(server)
+    step = pgbackrest.standalone_setup(server)
+    setup, settings = step.files()[step.path], step.files()[f"{step.path}.env"]
     assert "archive-push %p" in setup and "systemctl restart" not in setup  # never restarts production
+    assert f"STANZA={server.name}\n" in settings and "CONFIG=/etc/pgbackrest/pgbackrest.conf\n" in settings
     with pytest.raises(ValueError):
         pgbackrest.standalone_secrets_conf("a\nrepo1-path=/elsewhere", "k", "s")
 
@@ -307,4 +309,4 @@ def test_backups_run_on_a_schedule_only_where_the_primary_is(inventory: Inventor
     conf = files["/etc/pgbackrest/pgbackrest.conf"]
     assert "archive-async=y" in conf and "repo1-retention-full=2" in conf and "spool-path=" in conf
     assert '"$PGBACKREST_RUNNER" stanza' in files["/etc/patroni/post_bootstrap.sh"]
-    assert "PGBACKREST_RUNNER=/usr/local/lib/unde/pgbackrest-run\n" in files["/etc/patroni/post_bootstrap.env"]
+    assert "PGBACKREST_RUNNER=/usr/local/lib/unde/pgbackrest-run\n" in files["/etc/patroni/post_bootstrap.sh.env"]

@@ -262,7 +262,7 @@ def test_post_bootstrap_creates_the_stanza_then_runs_the_sql(tmp_path: Path) -> 
     psql.write_text(f"#!/bin/sh\necho \"psql $*\" >> '{log}'\n")
     psql.chmod(0o755)
     (tmp_path / "post_bootstrap.sh").write_text(source("post_bootstrap.sh"))
-    (tmp_path / "post_bootstrap.env").write_text(shell_settings(
+    (tmp_path / "post_bootstrap.sh.env").write_text(shell_settings(
         {"PGBACKREST_RUNNER": str(runner), "PSQL": str(psql), "POST_BOOTSTRAP_SQL": "/etc/patroni/post_bootstrap.sql"}))
     result = subprocess.run(["sh", str(tmp_path / "post_bootstrap.sh"), "host=/run/pg port=5432"],
                             capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]})

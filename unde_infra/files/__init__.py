@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 
 _SHELL_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -45,3 +46,22 @@ def shell_settings(values: Mapping[str, str | int]) -> str:
 def python_script(path: str, name: str, settings: Mapping[str, object]) -> dict[str, str]:
     """A Python script of this package at `path` on the server, with its parameters beside it."""
     return {path: source(name), f"{path}.json": json_settings(settings)}
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """A shell script of this package that makes a server's delivered files take effect (the
+    delivery's apply step), delivered at `path` with its parameters beside it (`<path>.env`, which
+    the script sources as "$0.env")."""
+
+    path: str
+    name: str
+    settings: Mapping[str, str | int]
+    args: tuple[str, ...] = ()
+
+    def files(self) -> dict[str, str]:
+        return {self.path: source(self.name), f"{self.path}.env": shell_settings(self.settings)}
+
+    @property
+    def command(self) -> str:
+        return " ".join(shlex.quote(part) for part in (self.path, *self.args))

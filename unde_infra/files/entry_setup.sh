@@ -1,10 +1,10 @@
 #!/bin/sh
 # nginx on the API entry host and its TLS certificate. Delivered by unde-infra and run after any
-# entry-point file changed. Its parameters are in entry-setup.env beside it: DOMAIN, EMAIL,
+# entry-point file changed. Its parameters are in "$0.env" beside it: DOMAIN, EMAIL,
 # WEBROOT, CERT_DIR, TLS_SITE, TLS_ENABLED, CERTIFICATE_SCRIPT and CERTIFICATE_TIMER.
 set -eu
 # shellcheck source=/dev/null
-. "$(dirname "$0")/entry-setup.env"
+. "$0.env"
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q nginx certbot
 install -d -m 0755 "$WEBROOT" "$TLS_ENABLED"

@@ -1,10 +1,10 @@
 #!/bin/sh
 # Run once by Patroni after initdb on the first primary; $1 is its connection string.
-# Delivered by unde-infra. Its parameters are in post_bootstrap.env beside it:
+# Delivered by unde-infra. Its parameters are in "$0.env" beside it:
 # PGBACKREST_RUNNER, PSQL and POST_BOOTSTRAP_SQL.
 set -eu
 # shellcheck source=/dev/null
-. "$(dirname "$0")/post_bootstrap.env"
+. "$0.env"
 # The stanza now, so archive_command works from the first WAL segment. Not fatal: a failed
 # post_bootstrap makes Patroni wipe the new cluster, and a repository that is unreachable now
 # gets its stanza from the next backup run (pgbackrest-run).

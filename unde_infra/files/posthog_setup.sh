@@ -1,13 +1,13 @@
 #!/bin/sh
 # Install Docker from Docker's apt repository (pinned versions) and run PostHog with Docker
 # Compose. Delivered by unde-infra and run after any PostHog file changed. Its parameters are in
-# posthog-setup.env beside it: DOCKER_KEY_URL, DOCKER_KEY_FINGERPRINT, DOCKER_KEYRING,
+# "$0.env" beside it: DOCKER_KEY_URL, DOCKER_KEY_FINGERPRINT, DOCKER_KEYRING,
 # DOCKER_PACKAGES (package=version ...), POSTHOG_REPOSITORY, POSTHOG_COMMIT, SOURCE_DIR,
 # SOURCE_PATHS, PROJECT_DIR, ENV_FILE, DATA_DIR, DATA_DIRS (path or path:uid ...), UNIT and
 # METRICS_TIMER.
 set -eu
 # shellcheck source=/dev/null
-. "$(dirname "$0")/posthog-setup.env"
+. "$0.env"
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q ca-certificates curl gnupg git
 

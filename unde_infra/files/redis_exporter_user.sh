@@ -7,12 +7,12 @@
 #   redis-exporter-user            create or refresh the user
 #   redis-exporter-user install    install the exporter, then create the user and start both
 #
-# Its parameters are in redis-exporter-user.env beside it: REDIS_PORT, EXPORTER_USER, HASH_FILE
+# Its parameters are in "$0.env" beside it: REDIS_PORT, EXPORTER_USER, HASH_FILE
 # (root-only: the SHA-256 of the exporter's password, so that no password is ever in argv) and
 # RULES (the user's ACL rules) and TIMER (the unit that runs this again).
 set -eu
 # shellcheck source=/dev/null
-. "$(dirname "$0")/redis-exporter-user.env"
+. "$0.env"
 if [ "${1:-}" = install ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus-redis-exporter
     systemctl daemon-reload

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install Redis on the hot-path Redis server and apply its delivered files. Delivered by
-# unde-infra and run after any of them changed. Its parameters are in redis-setup.env beside it:
+# unde-infra and run after any of them changed. Its parameters are in "$0.env" beside it:
 # REDIS_CONF, REDIS_ACL, REDIS_PORT, ADMIN_ENV (root-only: REDISCLI_AUTH of the admin user),
 # DATA_DIR, STAMP (the checksum of the configuration Redis runs with).
 #
@@ -8,7 +8,7 @@
 # way up, a few seconds); changed users only need ACL LOAD, which drops no connection.
 set -eu
 # shellcheck source=/dev/null
-. "$(dirname "$0")/redis-setup.env"
+. "$0.env"
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q redis-server redis-tools prometheus-redis-exporter
 install -d -o redis -g redis -m 0750 "$DATA_DIR"

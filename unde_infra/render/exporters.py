@@ -5,8 +5,7 @@ itself (production-db, staging-db). The shards' exporters come with their HA fil
 
 from __future__ import annotations
 
-import shlex
-
+from ..files import SetupStep
 from ..model import Server
 from .patroni import RenderedFile, exporter_unit_dropin
 from .postgres import DEFAULT_LAYOUT, EXPORTER_USER
@@ -46,27 +45,8 @@ def postgres_exporter_files(password: str) -> dict[str, RenderedFile]:
 PSQL_AS_POSTGRES = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1"
 
 
-def exporter_role_command(psql: str = PSQL_AS_POSTGRES) -> str:
-    """Create the exporter's pg_monitor role (once) and set its password from the environment
-    (DATA_SOURCE_PASS). The password reaches psql on stdin through printf, a shell builtin, so
-    no process list ever shows it."""
-    sql = (
-        f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{EXPORTER_USER}') "
-        f"THEN CREATE ROLE {EXPORTER_USER} LOGIN IN ROLE pg_monitor; END IF; END$$;\\n"
-        f"ALTER ROLE {EXPORTER_USER} PASSWORD '%s';\\n"
-    )
-    return f'printf {shlex.quote(sql)} "$DATA_SOURCE_PASS" | {psql}'
-
-
-def postgres_exporter_setup() -> str:
-    return "\n".join(
-        [
-            "set -e",
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus-postgres-exporter",
-            f". {EXPORTER_ENV}",
-            exporter_role_command(),
-            "systemctl daemon-reload",
-            "systemctl enable prometheus-postgres-exporter",
-            "systemctl restart prometheus-postgres-exporter",
-        ]
-    )
+def postgres_exporter_setup(psql: str = PSQL_AS_POSTGRES) -> SetupStep:
+    """files/postgres_exporter_setup.sh: the exporter installed, its pg_monitor role created once
+    with the password of the root-only environment file, the exporter restarted."""
+    return SetupStep(f"{DEFAULT_LAYOUT.tools_dir}/postgres-exporter-setup", "postgres_exporter_setup.sh",
+                     {"EXPORTER_ENV": EXPORTER_ENV, "PSQL": psql})

@@ -42,7 +42,7 @@ NAMESPACE = "/unde/"
 PRIMARY_START_TIMEOUT = 60
 POST_BOOTSTRAP_SCRIPT = "post_bootstrap.sh"
 POST_BOOTSTRAP_SQL = "post_bootstrap.sql"
-POST_BOOTSTRAP_SETTINGS = "post_bootstrap.env"  # beside the script, which sources it
+POST_BOOTSTRAP_SETTINGS = f"{POST_BOOTSTRAP_SCRIPT}.env"  # beside the script, which sources it as "$0.env"
 PATRONI_ENV = "patroni.env"
 
 

@@ -21,10 +21,9 @@ What runs, per stanza:
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
-from ..files import python_script
+from ..files import SetupStep, python_script
 from ..model import Inventory, Server, Shard
 from .postgres import DEFAULT_LAYOUT, SUPERUSER, NodeLayout, ShardSecrets
 from .systemd import timer_unit
@@ -300,29 +299,16 @@ def standalone_files(server: Server, inventory: Inventory, cipher_pass: str, s3_
     return files
 
 
-def standalone_setup(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
-    """Shell run after the files change: pgBackRest installed, the data directory found, WAL
-    archiving switched on with a reload. archive_mode itself takes effect only at PostgreSQL's
-    next restart, which this never does on its own: until then the backups fail and the
-    BackupFullTooOld alert says so (README: one restart in a maintenance window)."""
+def standalone_setup(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> SetupStep:
+    """files/standalone_backup_setup.sh: pgBackRest installed, the data directory found, WAL
+    archiving switched on with a reload (never a restart of the running database)."""
     stanza = standalone_stanza(server, layout)
-    psql = "runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1"
-    archive = f"pgbackrest --config={layout.pgbackrest_config} --stanza={stanza.name} archive-push %p"
-    return "\n".join(
-        [
-            "set -e",
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest",
-            f"install -d -o postgres -g postgres -m 0750 {layout.pgbackrest_log_dir} {layout.pgbackrest_spool_dir} "
-            f"{layout.pgbackrest_lock_dir}",
-            f"chown postgres:postgres {STANDALONE_SECRETS_CONF} && chmod 0600 {STANDALONE_SECRETS_CONF}",
-            f'data_dir=$({psql} -c "SHOW data_directory")',
-            f"printf '[%s]\\npg1-path=%s\\n' {shlex.quote(stanza.name)} \"$data_dir\" > {STANDALONE_PG_PATH_CONF}",
-            f"{psql} -c {shlex.quote(f'ALTER SYSTEM SET archive_command = {chr(39)}{archive}{chr(39)}')}",
-            f"{psql} -c \"ALTER SYSTEM SET archive_mode = 'on'\" -c 'SELECT pg_reload_conf()'",
-            f'if [ "$({psql} -c "SHOW archive_mode")" != on ]; then',
-            "  echo 'archive_mode takes effect at the next restart of PostgreSQL: backups wait for it' >&2",
-            "fi",
-            "systemctl daemon-reload",
-            f"systemctl enable --now {' '.join(BACKUP_TIMERS)}",
-        ]
-    )
+    settings: dict[str, str | int] = {
+        "CONFIG": layout.pgbackrest_config, "SECRETS_CONF": STANDALONE_SECRETS_CONF,
+        "PG_PATH_CONF": STANDALONE_PG_PATH_CONF, "STANZA": stanza.name, "LOG_DIR": layout.pgbackrest_log_dir,
+        "SPOOL_DIR": layout.pgbackrest_spool_dir, "LOCK_DIR": layout.pgbackrest_lock_dir,
+        "BACKUP_TIMERS": " ".join(BACKUP_TIMERS),
+    }
+    if any("'" in str(value) for value in settings.values()):
+        raise ValueError("a quote in the archive command's parts would break its SQL")
+    return SetupStep(f"{layout.tools_dir}/standalone-backup-setup", "standalone_backup_setup.sh", settings)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 
+from ...files import SetupStep
 from ...model import Inventory
 from ..pgbackrest import INFO_SUCCESS_METRIC, LAST_BACKUP_METRIC, REPO_SIZE_METRIC
 from .alertmanager import (
@@ -242,6 +243,9 @@ __all__ = [
     "grafana_dropin",
     "grafana_ini",
     "monitoring_files",
+    "monitoring_setup",
+    "GRAFANA_KEYRING",
+    "MONITORING_SERVICES",
     "monitoring_secret_files",
     "monitoring_server",
     "prometheus_args",
@@ -296,6 +300,20 @@ def monitoring_files(
     for name, text in rule_files(inventory).items():
         files[f"{paths.rules_dir}/{name}"] = text
     return files
+
+
+GRAFANA_KEYRING = "/etc/apt/keyrings/grafana.gpg"
+MONITORING_SERVICES = ("prometheus", "prometheus-alertmanager", "grafana-server")
+
+
+def monitoring_setup(paths: MonitoringPaths = DEFAULT_PATHS) -> SetupStep:
+    """files/monitoring_setup.sh: Debian's Prometheus and Alertmanager, Grafana from its own apt
+    repository, prometheus.yml checked by promtool before anything reloads."""
+    return SetupStep("/usr/local/lib/unde/monitoring-setup", "monitoring_setup.sh", {
+        "GRAFANA_KEY_URL": "https://apt.grafana.com/gpg.key", "GRAFANA_KEYRING": GRAFANA_KEYRING,
+        "GRAFANA_SOURCE": f"deb [signed-by={GRAFANA_KEYRING}] https://apt.grafana.com stable main",
+        "PROMETHEUS_CONFIG": paths.prometheus_config, "SERVICES": " ".join(MONITORING_SERVICES),
+    })
 
 
 def monitoring_secret_files(secrets: MonitoringSecrets, *, paths: MonitoringPaths = DEFAULT_PATHS) -> dict[str, str]:
