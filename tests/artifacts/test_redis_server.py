@@ -120,7 +120,10 @@ def test_the_rendered_config_binds_private_and_tunnel_addresses_only(inventory: 
     assert r.maxmemory_bytes(4) == 2200 * MIB  # (4096 - 512 - 64) MiB / 1.6
     files = r.redis_server_files(server, PASSWORDS)
     acl = files[r.ACL_PATH]
-    assert (acl.owner, acl.mode, acl.secret) == ("redis", "0600", True)
+    # Delivered root-only; the setup gives it to the redis user, still 0600.
+    assert (acl.owner, acl.mode, acl.secret) == ("root", "0600", True)
+    setup = files[r.SETUP_PATH].content
+    assert 'chown redis:redis "$REDIS_ACL"' in setup and 'chmod 0600 "$REDIS_ACL"' in setup
     assert not any(p in acl.content for p in PASSWORDS.values())  # hashes only
     for path in (r.EXPORTER_ENV, r.ADMIN_ENV):
         assert (files[path].owner, files[path].mode, files[path].secret) == ("root", "0600", True)
@@ -155,7 +158,8 @@ def test_acl_users_can_do_what_they_need_and_nothing_else(redis: Redis) -> None:
 
 
 def test_maxmemory_eviction_and_persistence_are_what_was_rendered(redis: Redis, tmp_path: Path) -> None:
-    config = dict(zip(*[iter(redis.run("CONFIG", "GET", "*", user="admin").splitlines())] * 2, strict=True))
+    names = ("maxmemory", "maxmemory-policy", "save", "appendonly", "stop-writes-on-bgsave-error", "protected-mode")
+    config = {name: redis.run("CONFIG", "GET", name, user="admin").splitlines()[1] for name in names}
     assert config["maxmemory"] == str(r.maxmemory_bytes(4))
     assert config["maxmemory-policy"] == "volatile-lfu"
     assert config["save"] == "300 100 60 10000" and config["appendonly"] == "no"

@@ -91,10 +91,8 @@ def test_secret_files_are_written_root_only(known_run) -> None:
                 create = record.inputs["create"]
                 # Read by processes of the postgres user, and by nobody else: PgBouncer re-reads its
                 # userlist; an existing server's archive_command reads the repository keys.
-                # Redis reads its ACL file (password hashes only) as the redis user.
                 postgres_owned = ("/pgbouncer/userlist.txt", "/pgbackrest/conf.d/unde-secrets.conf")
-                owner = ("postgres" if record.name.endswith(postgres_owned)
-                         else "redis" if record.name.endswith("/etc/redis/users.acl") else "root")
+                owner = "postgres" if record.name.endswith(postgres_owned) else "root"
                 assert re.match(rf"install -D -m 0[46]00 -o {owner} -g {owner} /dev/stdin ", create), (record.name, create)
 
 

@@ -263,12 +263,15 @@ def setup_settings() -> str:
 
 def redis_server_files(server: Server, passwords: Mapping[str, str]) -> dict[str, RenderedFile]:
     """Everything local-redis receives for Redis: passwords are the users' (USERS)."""
-    def secret(content: str, owner: str = "root") -> RenderedFile:
-        return RenderedFile(content, owner=owner, group=owner, mode="0600", secret=True)
 
+    def secret(content: str) -> RenderedFile:
+        return RenderedFile(content, mode="0600", secret=True)
+
+    # Written root-only: the redis user does not exist before the setup installs Redis, which
+    # then hands redis.conf (group) and the ACL file (owner, 0600) to it.
     return {
-        CONF_PATH: RenderedFile(redis_conf(server), group="redis", mode="0640"),
-        ACL_PATH: secret(acl_file(passwords), owner="redis"),
+        CONF_PATH: RenderedFile(redis_conf(server), mode="0640"),
+        ACL_PATH: secret(acl_file(passwords)),
         UNIT_DROPIN: RenderedFile(unit_dropin(server)),
         EXPORTER_ENV: secret(exporter_env(passwords["exporter"])),
         EXPORTER_DROPIN: RenderedFile(exporter_dropin()),
