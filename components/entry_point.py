@@ -3,15 +3,12 @@ as several instances on hcloud, an hcloud Load Balancer with a certificate Hetzn
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 import pulumi
 import pulumi_hcloud as hcloud
 
 from unde_infra.model import Inventory
 from unde_infra.render.entry import (
     API_BACKEND_PORT,
-    EXECUTABLES,
     HEALTH_PATH,
     HTTPS_PORT,
     entry_files,
@@ -95,10 +92,7 @@ class NginxEntryPoint(UndeComponent):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(name, opts)
-        files = {
-            path: RemoteFile(text, mode="0755" if PurePosixPath(path).name in EXECUTABLES else "0644")
-            for path, text in entry_files(inventory, domain, email).items()
-        }
-        deliver(entry, files, self, apply=entry_setup_command())
+        files = {path: RemoteFile(f.content, mode=f.mode) for path, f in entry_files(inventory, domain, email).items()}
+        deliver(entry, files, self, apply=entry_setup_command(), apply_label="entry")
         self.address = entry.address
         self.register_outputs({"address": self.address})

@@ -84,9 +84,9 @@ class Tree:
         self.root = root
         self.layout = EntryLayout(str(root))
         self.files = entry_files(load_topology(), DOMAIN, "ops@unde.invalid", self.layout)
-        for path, text in self.files.items():
+        for path, rendered in self.files.items():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+            Path(path).write_text(rendered.content)
         Path(self.layout.tls_enabled).mkdir(parents=True)
         self.main = root / "nginx.conf"
         # Debian's nginx.conf in short: conf.d/*.conf inside http {}.

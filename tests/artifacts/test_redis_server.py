@@ -125,6 +125,11 @@ def test_the_rendered_config_binds_private_and_tunnel_addresses_only(inventory: 
     setup = files[r.SETUP_PATH].content
     assert 'chown redis:redis "$REDIS_ACL"' in setup and 'chmod 0600 "$REDIS_ACL"' in setup
     assert not any(p in acl.content for p in PASSWORDS.values())  # hashes only
+    # Every key selector of every user is a prefix of the contract (README), with its TTL rule.
+    prefixes = {k.prefix for k in r.KEY_PREFIXES}
+    for user in r.USERS:
+        for selector in user.keys:
+            assert selector == "~*" or selector.split("~", 1)[1].removesuffix("*") in prefixes, selector
     for path in (r.EXPORTER_ENV, r.ADMIN_ENV):
         assert (files[path].owner, files[path].mode, files[path].secret) == ("root", "0600", True)
 

@@ -99,3 +99,40 @@ def test_a_shard_without_ipv4_is_firewalled_on_its_ipv6(run_stack) -> None:
     attached = {int(i) for i in base["serverIds"]}
     assert ids["local-shard-0"] in attached and ids["shard-replica-0"] not in attached
     assert attached == {ids[n] for n in ids if n.startswith("local-")}
+
+
+def delivered_modes(result, server: str) -> dict[str, tuple[str, bool]]:
+    """path -> (the `install` command's mode, whether the content is a secret) for one server."""
+    import re
+
+    modes = {}
+    for record in result.run.records:
+        if record.type == "command:remote:Command" and record.name.startswith(f"{server}:/"):
+            mode = re.match(r"install -D -m (\d{4}) ", record.inputs["create"])
+            if mode:
+                modes[record.name.split(":", 1)[1]] = (mode.group(1), "stdin" in record.secret_paths)
+    return modes
+
+
+def test_the_default_preview_installs_redis_and_the_tls_entry_point(run_stack) -> None:
+    result = run_stack("local")
+    redis = result.artifacts["local-redis"]
+    assert "maxmemory 2200mb\n" in redis["/etc/redis/unde-redis.conf"]
+    assert "user default off" in redis["/etc/redis/users.acl"]
+    modes = delivered_modes(result, "local-redis")
+    for path in ("/etc/redis/users.acl", "/etc/unde/secrets/redis-exporter.env", "/etc/unde/secrets/redis-admin.env"):
+        assert modes[path] == ("0600", True), path
+    assert modes["/usr/local/lib/unde/redis-setup"] == ("0755", False)
+    # The hot-path Redis's clients: each its own user and password, root-only.
+    for server, user in (("local-app", "app"), ("local-orchestrator", "orchestrator")):
+        assert delivered_modes(result, server)["/etc/unde/secrets/redis.env"] == ("0600", True)
+        assert f"REDIS_USERNAME='{user}'" in result.artifacts[server]["/etc/unde/secrets/redis.env"]
+    app = result.artifacts["local-app"]
+    assert "listen 443 ssl http2;" in app["/etc/nginx/unde/api-tls.conf"]
+    assert "server 10.2.0.2:8000 max_fails=3 fail_timeout=10s;  # local-app" in app["/etc/nginx/conf.d/unde-api-upstream.conf"]
+    assert "DOMAIN=api.unde.invalid\n" in app["/usr/local/lib/unde/entry-setup.env"]  # the preview's stand-in
+    assert any("entryDomain and acmeEmail not set" in note for note in result.stand_in_notes)
+    # The setup steps that run after delivery are the package's scripts.
+    applies = {r.name: r.inputs["create"] for r in result.run.records if r.name.endswith((":apply:entry", ":apply:redis"))}
+    assert applies["local-redis:apply:redis"] == "/usr/local/lib/unde/redis-setup"
+    assert applies["local-app:apply:entry"] == "/usr/local/lib/unde/entry-setup"

@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from ..files import shell_settings, source
 from ..firewall import HTTP_PORT
 from ..model import Inventory, Server
+from .patroni import RenderedFile
 from .systemd import timer_unit
 
 API_TASK = "api"
@@ -201,7 +202,7 @@ def entry_settings(domain: str, email: str, layout: EntryLayout = DEFAULT_ENTRY_
 
 
 def entry_files(inventory: Inventory, domain: str, email: str,
-                layout: EntryLayout = DEFAULT_ENTRY_LAYOUT) -> dict[str, str]:
+                layout: EntryLayout = DEFAULT_ENTRY_LAYOUT) -> dict[str, RenderedFile]:
     """Everything the entry host receives for nginx and its certificate (none of it secret:
     certbot makes the private key on the server itself)."""
     tools = layout.tools_dir
@@ -219,22 +220,23 @@ def entry_files(inventory: Inventory, domain: str, email: str,
     ])
     timer = timer_unit(f"Obtain the TLS certificate of {domain} (unde-infra)",
                        ["OnBootSec=2min", f"OnUnitActiveSec={CERTIFICATE_RETRY}"])
-    return {
+    files = {
         layout.upstream: nginx_upstream(inventory),
         layout.http_site: nginx_http_site(domain, layout),
         layout.tls_site: nginx_tls_site(domain, layout),
-        f"{tools}/entry-setup": source("entry_setup.sh"),
-        f"{tools}/entry-certificate": source("entry_certificate.sh"),
         f"{tools}/entry-setup.env": settings,
         f"{tools}/entry-certificate.env": settings,
-        # certbot runs every deploy hook after a renewal: nginx then serves the new certificate.
-        f"{layout.letsencrypt}/renewal-hooks/deploy/unde-reload-nginx": source("certbot_reload_nginx.sh"),
         f"{layout.systemd_dir}/{CERTIFICATE_UNIT}.service": service,
         f"{layout.systemd_dir}/{CERTIFICATE_UNIT}.timer": timer,
     }
-
-
-EXECUTABLES = ("entry-setup", "entry-certificate", "unde-reload-nginx")
+    scripts = {
+        f"{tools}/entry-setup": source("entry_setup.sh"),
+        f"{tools}/entry-certificate": source("entry_certificate.sh"),
+        # certbot runs every deploy hook after a renewal: nginx then serves the new certificate.
+        f"{layout.letsencrypt}/renewal-hooks/deploy/unde-reload-nginx": source("certbot_reload_nginx.sh"),
+    }
+    return {**{path: RenderedFile(text) for path, text in files.items()},
+            **{path: RenderedFile(text, mode="0755") for path, text in scripts.items()}}
 
 
 def entry_setup_command(layout: EntryLayout = DEFAULT_ENTRY_LAYOUT) -> str:

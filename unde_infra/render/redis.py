@@ -198,10 +198,15 @@ def redis_conf(server: Server, *, data_dir: str = DATA_DIR, acl_path: str = ACL_
     return "\n".join(lines)
 
 
-def password_hash(password: str) -> str:
+def _one_word(password: str) -> str:
+    """A password that reaches a line-based file or a URL: one word, nothing else."""
     if not password or any(c.isspace() for c in password):
         raise ValueError("a Redis password must be one word")
-    return hashlib.sha256(password.encode()).hexdigest()
+    return password
+
+
+def password_hash(password: str) -> str:
+    return hashlib.sha256(_one_word(password).encode()).hexdigest()
 
 
 def acl_file(passwords: Mapping[str, str]) -> str:
@@ -219,8 +224,7 @@ def acl_file(passwords: Mapping[str, str]) -> str:
 
 def client_env(server: Server, user: str, password: str) -> str:
     """SECRET: how a service connects (systemd EnvironmentFile), for the user of its task."""
-    password_hash(password)  # one word, or the URL and the file break
-    url = f"redis://{quote(user)}:{quote(password, safe='')}@{server.ip}:{REDIS_PORT}/0"
+    url = f"redis://{quote(user)}:{quote(_one_word(password), safe='')}@{server.ip}:{REDIS_PORT}/0"
     return env_file({
         "REDIS_HOST": str(server.ip), "REDIS_PORT": str(REDIS_PORT), "REDIS_USERNAME": user,
         "REDIS_PASSWORD": password, "REDIS_URL": url,
@@ -229,8 +233,8 @@ def client_env(server: Server, user: str, password: str) -> str:
 
 def exporter_env(password: str, port: int = REDIS_PORT) -> str:
     """SECRET: redis_exporter's login (its REDIS_* environment variables)."""
-    password_hash(password)
-    return env_file({"REDIS_ADDR": f"redis://127.0.0.1:{port}", "REDIS_USER": "exporter", "REDIS_PASSWORD": password})
+    return env_file({"REDIS_ADDR": f"redis://127.0.0.1:{port}", "REDIS_USER": "exporter",
+                     "REDIS_PASSWORD": _one_word(password)})
 
 
 def exporter_dropin() -> str:
