@@ -45,7 +45,7 @@ def patroni_install(venv: str = DEFAULT_LAYOUT.patroni_venv, python: str = "/usr
 
 
 def shard_node_setup(pg_version: int = PG_VERSION) -> SetupStep:
-    """files/shard_node_setup.sh, which runs patroni_install() (delivered with it, setup_files)."""
+    """files/shard_node_setup.sh, which runs patroni_install() (delivered beside it)."""
     return SetupStep(f"{TOOLS_DIR}/shard-node-setup", "shard_node_setup.sh", {
         "PG_VERSION": pg_version, "PGDG_KEY": PGDG_KEY, "PGDG_KEY_URL": PGDG_KEY_URL,
         "PGDG_SOURCE": f"deb [signed-by={PGDG_KEY}] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main",
@@ -53,11 +53,6 @@ def shard_node_setup(pg_version: int = PG_VERSION) -> SetupStep:
         "PATRONI_INSTALL": PATRONI_INSTALL_PATH,
         "RELOADED": " ".join(SHARD_NODE_SERVICES), "BACKUP_TIMERS": " ".join(BACKUP_TIMERS),
     })
-
-
-def shard_node_setup_files() -> dict[str, str]:
-    """The shard node's setup step and the Patroni install it runs, with their parameters."""
-    return {**shard_node_setup().files(), **patroni_install().files()}
 
 
 def etcd_member_setup() -> SetupStep:
