@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # The real tools the tests run the rendered configs through, and the servers they start.
 DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-exporter \
 	etcd-server etcd-client python3-venv postgresql-15 pgbouncer pgbackrest redis-server \
-	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light \
-	graphviz librsvg2-bin git
+	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light shellcheck \
+	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git
 PYTEST_ARGS ?=
 
 .PHONY: preview test lint deb-packages benchmark clean
@@ -37,6 +37,7 @@ test: $(STAMP) deb-packages lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy unde_infra components policies
+	shellcheck --shell=sh --severity=style unde_infra/files/*.sh
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/preview_scale.py

@@ -18,6 +18,7 @@ from typing import TypeVar
 import pulumi
 import pulumi_command as command
 
+from unde_infra.files import SetupStep
 from unde_infra.naming import delivery_name
 from unde_infra.render.patroni import RenderedFile
 
@@ -118,3 +119,8 @@ def secret_files(
         path: RemoteFile(pick(rendered, path), mode="0600", secret=True, **options)
         for path in render(sample)
     }
+
+
+def setup_files(step: SetupStep) -> dict[str, RemoteFile]:
+    """A setup step's script (executable) and its parameters, to deliver before it runs."""
+    return {path: RemoteFile(text, mode="0755" if path == step.path else "0644") for path, text in step.files().items()}

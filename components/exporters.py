@@ -12,12 +12,12 @@ from unde_infra.render.exporters import (
     needs_standalone_postgres_exporter,
     postgres_exporter_files,
     postgres_exporter_setup,
-    redis_exporter_setup,
 )
 from unde_infra.render.patroni import RenderedFile
 from unde_infra.render.pgbackrest import standalone_files, standalone_setup
+from unde_infra.render.redis import adopted_redis_exporter_files, adopted_redis_exporter_setup
 
-from .delivery import deliver, rendered_files
+from .delivery import deliver, rendered_files, setup_files
 from .hosts import Host
 
 
@@ -47,13 +47,25 @@ def deliver_standalone_backups(host: Host, inventory: Inventory, parent: pulumi.
         lambda v: _standalone_backup_files(inventory, host, v)
     )
     sample = _standalone_backup_files(inventory, host, ["sample"] * 3)
-    deliver(host, rendered_files(rendered, sample), parent, apply=standalone_setup(server), apply_label="backups")
+    step = standalone_setup(server)
+    deliver(host, {**rendered_files(rendered, sample), **setup_files(step)}, parent, apply=step.command,
+            apply_label="backups")
 
 
 def deliver_exporters(host: Host, parent: pulumi.Resource) -> None:
     server = host.server
-    if needs_redis_exporter(server):
-        deliver(host, {}, parent, apply=redis_exporter_setup(), apply_label="redis-exporter")
+    if needs_redis_exporter(server) and server.existing:
+        # A running Redis this program adopted (push: Celery's broker): only the exporter and its
+        # own ACL user. The Redis this program installs brings its exporter along (components/redis.py).
+        password = random.RandomPassword(
+            f"{server.name}-redis-exporter-password", length=32, special=False,
+            opts=pulumi.ResourceOptions(parent=parent),
+        ).result
+        adopted: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(password).apply(  # type: ignore[arg-type]
+            adopted_redis_exporter_files
+        )
+        deliver(host, rendered_files(adopted, adopted_redis_exporter_files("sample")), parent,
+                apply=adopted_redis_exporter_setup(), apply_label="redis-exporter")
     if needs_standalone_postgres_exporter(server):
         password = random.RandomPassword(
             f"{server.name}-exporter-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=parent)
@@ -61,5 +73,6 @@ def deliver_exporters(host: Host, parent: pulumi.Resource) -> None:
         rendered: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(password).apply(  # type: ignore[arg-type]
             postgres_exporter_files
         )
-        files = rendered_files(rendered, postgres_exporter_files("sample"))
-        deliver(host, files, parent, apply=postgres_exporter_setup(), apply_label="postgres-exporter")
+        step = postgres_exporter_setup()
+        files = {**rendered_files(rendered, postgres_exporter_files("sample")), **setup_files(step)}
+        deliver(host, files, parent, apply=step.command, apply_label="postgres-exporter")

@@ -8,11 +8,11 @@ import pulumi_random as random
 
 from unde_infra.model import Inventory, Server, Shard
 from unde_infra.render.etcd import etcd_member_files
-from unde_infra.render.node_setup import etcd_member_setup, shard_node_setup
+from unde_infra.render.node_setup import etcd_member_setup, patroni_install, shard_node_setup
 from unde_infra.render.patroni import Node, shard_node_bundle
 from unde_infra.render.postgres import APP_USERS, ShardSecrets
 
-from .delivery import RemoteFile, rendered_files
+from .delivery import RemoteFile, rendered_files, setup_files
 
 SHARD_PASSWORDS = ("superuser", "replication", "rewind", "pgbouncer", "exporter")
 SAMPLE_SECRETS = ShardSecrets(*(["sample-value"] * 10))
@@ -50,7 +50,8 @@ def shard_secrets(
 def shard_node_files(shard: Shard, node: Node, inventory: Inventory, secrets: pulumi.Output[ShardSecrets]) -> dict[str, RemoteFile]:
     rendered = secrets.apply(lambda s: shard_node_bundle(shard, node, inventory, s))
     sample = shard_node_bundle(shard, node, inventory, SAMPLE_SECRETS)
-    return rendered_files(rendered, sample)
+    # The setup step (SHARD_NODE_SETUP) and the Patroni install it runs come with the files.
+    return {**rendered_files(rendered, sample), **setup_files(SHARD_NODE_SETUP), **setup_files(patroni_install())}
 
 
 def etcd_files(server: Server, inventory: Inventory) -> dict[str, RemoteFile]:
@@ -58,4 +59,5 @@ def etcd_files(server: Server, inventory: Inventory) -> dict[str, RemoteFile]:
     member = next((m for m in inventory.etcd if m.host.name == server.name), None)
     if member is None:
         return {}
-    return {path: RemoteFile(text) for path, text in etcd_member_files(member, inventory).items()}
+    files = {path: RemoteFile(text) for path, text in etcd_member_files(member, inventory).items()}
+    return {**files, **setup_files(ETCD_MEMBER_SETUP)}

@@ -14,28 +14,14 @@ from unde_infra.render.monitoring import (
     MonitoringSecrets,
     monitoring_files,
     monitoring_secret_files,
+    monitoring_setup,
 )
 from unde_infra.settings import StackSettings
 
 from .base import UndeComponent
-from .delivery import RemoteFile, deliver, secret_files
+from .delivery import RemoteFile, deliver, secret_files, setup_files
 from .hosts import HostProvider
 
-# Debian ships Prometheus and Alertmanager; Grafana comes from its own apt repository.
-INSTALL_AND_RELOAD = " && ".join(
-    [
-        "set -e",
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus prometheus-alertmanager",
-        "test -x /usr/sbin/grafana-server || { install -d -m 0755 /etc/apt/keyrings"
-        " && curl -fsSL https://apt.grafana.com/gpg.key | gpg --dearmor -o /etc/apt/keyrings/grafana.gpg"
-        " && echo 'deb [signed-by=/etc/apt/keyrings/grafana.gpg] https://apt.grafana.com stable main'"
-        " > /etc/apt/sources.list.d/grafana.list && apt-get update -q && apt-get install -y -q grafana; }",
-        "systemctl daemon-reload",
-        "promtool check config /etc/prometheus/prometheus.yml",
-        "systemctl enable prometheus prometheus-alertmanager grafana-server",
-        "systemctl reload-or-restart prometheus prometheus-alertmanager grafana-server",
-    ]
-)
 SAMPLE_SECRETS = MonitoringSecrets("sample", "sample", "sample", "sample")
 
 
@@ -66,5 +52,7 @@ class Monitoring(UndeComponent):
         alerting = AlertingSettings(telegram_chat_id=settings.telegram_chat_id, slack_channel=settings.slack_channel)
         files = {path: RemoteFile(text) for path, text in monitoring_files(inventory, alerting).items()}
         files.update(secret_files(monitoring_secret_files, secrets, SAMPLE_SECRETS))
-        deliver(self.host, files, self, apply=INSTALL_AND_RELOAD)
+        step = monitoring_setup()
+        files.update(setup_files(step))
+        deliver(self.host, files, self, apply=step.command)
         self.register_outputs({"private_ip": str(server.ip)})

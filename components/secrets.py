@@ -7,7 +7,7 @@ from functools import partial
 import pulumi
 import pulumi_random as random
 
-from unde_infra.model import Inventory, Server
+from unde_infra.model import LOCAL, Inventory, Server
 from unde_infra.render.app_secrets import (
     APP_DB_USERS,
     DB_USER_OF_TASK,
@@ -20,9 +20,11 @@ from unde_infra.render.app_secrets import (
     shard_credentials,
     shard_hosts,
 )
+from unde_infra.render.patroni import RenderedFile
+from unde_infra.render.redis import CLIENT_ENV, CLIENT_USERS, REDIS_TASK, USERS, client_env, redis_server_files
 
 from .base import UndeComponent
-from .delivery import RemoteFile
+from .delivery import RemoteFile, rendered_files
 
 
 def _by_shard_and_user(values: dict[str, str]) -> dict[tuple[int, str], str]:
@@ -47,7 +49,26 @@ class LocalSecrets(UndeComponent):
             for user in APP_DB_USERS
         }
         self.posthog_api_key = pulumi.Config().require_secret("posthogApiKey")
+        # One password per Redis user (render/redis.USERS): the hot-path Redis stores their
+        # hashes, each client server receives its own.
+        self.redis_passwords = {
+            user.name: random.RandomPassword(f"local-redis-{user.name}-password", length=32, special=False,
+                                             opts=self.child()).result
+            for user in USERS
+        }
         self.register_outputs({})
+
+    def redis_server(self) -> Server | None:
+        return next((s for s in self.inventory.site_servers(LOCAL) if s.task == REDIS_TASK), None)
+
+    def redis_files(self, server: Server) -> dict[str, RemoteFile]:
+        """What the hot-path Redis server receives: configuration, users, the exporter's login."""
+        passwords = pulumi.Output.all(**self.redis_passwords)
+        rendered: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(passwords).apply(  # type: ignore[arg-type]
+            partial(redis_server_files, server)
+        )
+        sample = redis_server_files(server, {user.name: "sample" for user in USERS})
+        return rendered_files(rendered, sample)
 
     def app_passwords_of(self, shard: int) -> dict[str, pulumi.Output[str]]:
         return {user: value for (index, user), value in self.app_passwords.items() if index == shard}
@@ -64,6 +85,12 @@ class LocalSecrets(UndeComponent):
             shards = shard_hosts(self.inventory, server)
             files[SHARD_CREDENTIALS_PATH] = RemoteFile(
                 passwords.apply(partial(shard_credentials, user=db_user, shards=shards)), mode="0600", secret=True
+            )
+        redis = self.redis_server()
+        if server.task in CLIENT_USERS and redis is not None:
+            user = CLIENT_USERS[server.task]
+            files[CLIENT_ENV] = RemoteFile(
+                self.redis_passwords[user].apply(partial(client_env, redis, user)), mode="0600", secret=True
             )
         if server.task == POSTHOG_INGEST_TASK:
             posthog = self.inventory.servers["posthog"]

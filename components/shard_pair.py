@@ -38,10 +38,10 @@ class ShardPair(UndeComponent):
         nodes: tuple[tuple[Node, Host], ...] = (("primary", self.primary), ("replica", self.replica))
         for node, host in nodes:
             files = {**shard_node_files(shard, node, inventory, database_secrets), **secrets.files_for(host.server)}
-            deliver(host, files, self, apply=SHARD_NODE_SETUP, depends_on=[self.tunnel])
+            deliver(host, files, self, apply=SHARD_NODE_SETUP.command, depends_on=[self.tunnel])
             member = etcd_files(host.server, inventory)  # the plan's etcd-2 on shard-replica-0
             if member:
-                deliver(host, member, self, apply=ETCD_MEMBER_SETUP, apply_label="etcd")
+                deliver(host, member, self, apply=ETCD_MEMBER_SETUP.command, apply_label="etcd")
         self.register_outputs(
             {"primary_ip": str(shard.primary.ip), "replica_ip": str(shard.replica.ip), "scope": shard.scope}
         )

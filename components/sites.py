@@ -7,16 +7,15 @@ from typing import Any
 
 import pulumi
 import pulumi_hcloud as hcloud
-import pulumi_random as random
 
 from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
 from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
-from unde_infra.render.app_secrets import POSTHOG_PATH, posthog_server
 from unde_infra.render.cloud_init import base_files, base_setup_script, bootstrap_user_data
 from unde_infra.render.entry import api_instances, needs_load_balancer
 from unde_infra.render.entry_failover import EntryDns
 from unde_infra.render.exporters import needs_standalone_postgres_exporter
+from unde_infra.render.posthog import POSTHOG_TASK
 from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
 from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 
@@ -33,6 +32,8 @@ from .hosts import ExistingHosts, HcloudHosts, Host, HostProvider
 from .monitoring import Monitoring
 from .network import HelsinkiNetwork, LocalNetwork
 from .object_storage import ObjectStorage
+from .posthog import deliver_posthog
+from .redis import deliver_redis
 from .secrets import LocalSecrets
 from .shard_pair import ShardPair
 from .warm_standby import WarmStandby
@@ -123,9 +124,10 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         elif server.task == "monitoring":
             built[server.name] = Monitoring(server, hosts[server.site], user_data, inventory, settings).host
         else:
-            files = posthog_files() if server.task == "posthog" else None
-            batch = BatchHost(server, hosts[server.site], user_data, files)
+            batch = BatchHost(server, hosts[server.site], user_data)
             built[server.name] = batch.host
+            if server.task == POSTHOG_TASK:
+                deliver_posthog(batch.host, batch)
             _deliver_etcd_member(batch, inventory)
     assert gateway is not None  # the model requires exactly one gateway
     _deliver_base(built, inventory)
@@ -195,6 +197,8 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             agent = AgentHost(server, local_hosts, user_data, wiring, secrets.files_for(server))
             built[server.name], peers[server.name] = agent.host, agent.tunnel
             _deliver_etcd_member(agent, inventory)
+            if server == secrets.redis_server():
+                deliver_redis(agent.host, secrets, agent)
             if isinstance(local_hosts, HcloudHosts) and local_hosts.jump is None and server.public_ipv4:
                 local_hosts.jump = agent.host.address
     pairs = []
@@ -221,15 +225,17 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             {etcd_local.name: built[etcd_local.name], witness.name: Host(witness, witness_address, helsinki)},
             witness_address,
         )
-    entry_address: pulumi.Input[str] = built[api_instances(inventory)[0].name].address
-    if needs_load_balancer(inventory):
-        instances = [built[s.name] for s in api_instances(inventory)]
-        if settings.provider == "hcloud":
-            entry_address = HcloudEntryPoint(
-                "local-app-lb", settings.location, network.network_id, instances
-            ).address
-        else:
-            entry_address = NginxEntryPoint("local-app-entry", inventory, instances[0]).address
+    instances = [built[s.name] for s in api_instances(inventory)]
+    entry_address: pulumi.Input[str]
+    if settings.provider == "hcloud" and needs_load_balancer(inventory):
+        entry_address = HcloudEntryPoint(
+            "local-app-lb", settings.location, network.network_id, instances, settings.entry_domain
+        ).address
+    else:
+        # One instance, or several on existing hosts: the entry host's own nginx (TLS, HTTP/2).
+        entry_address = NginxEntryPoint(
+            "local-app-entry", inventory, instances[0], settings.entry_domain, settings.acme_email
+        ).address
     if settings.provider == "hcloud":
         Firewalls("local", firewall_plans(inventory, LOCAL, settings.admin_cidrs), _server_ids(built))
     outputs: dict[str, Any] = {}
@@ -278,15 +284,7 @@ def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
 def _deliver_etcd_member(component: AgentHost | BatchHost, inventory: Inventory) -> None:
     files = etcd_files(component.host.server, inventory)
     if files:
-        deliver(component.host, files, component, apply=ETCD_MEMBER_SETUP, apply_label="etcd")
-
-
-def posthog_files() -> dict[str, RemoteFile]:
-    """PostHog's own database password and Django secret key, generated once and kept."""
-    password = random.RandomPassword("posthog-db-password", length=32, special=False).result
-    secret_key = random.RandomPassword("posthog-secret-key", length=50, special=False).result
-    content = pulumi.Output.all(password, secret_key).apply(lambda v: posthog_server(v[0], v[1]))
-    return {POSTHOG_PATH: RemoteFile(content, mode="0600", secret=True)}
+        deliver(component.host, files, component, apply=ETCD_MEMBER_SETUP.command, apply_label="etcd")
 
 
 def _server_ids(hosts: dict[str, Host]) -> dict[str, pulumi.Output[int]]:

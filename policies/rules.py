@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from unde_infra.firewall import ANYWHERE, HTTPS_PORT, SSH_PORT, allows, as_rule, covers, wireguard_port_range
+from unde_infra.firewall import ANYWHERE, HTTP_PORT, HTTPS_PORT, SSH_PORT, allows, as_rule, covers, wireguard_port_range
 from unde_infra.firewall import Rule as FirewallRule
 from unde_infra.limits import size_over_limit
 from unde_infra.model import LOCAL, ROOT, Inventory, colocated_tasks, stack_of
@@ -215,7 +215,7 @@ def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tupl
             proto, port = rule.get("protocol"), rule.get("port")
             if proto == "icmp":
                 continue
-            if (proto, port) == ("tcp", str(HTTPS_PORT)):
+            if proto == "tcp" and port in (str(HTTPS_PORT), str(HTTP_PORT)):
                 continue
             if (proto, port) == ("udp", wireguard):
                 continue
@@ -233,9 +233,10 @@ def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tupl
             if (firewall.urn, i) in kept or not set(rule.get("sourceIps") or []) & set(ANYWHERE):
                 continue
             port = (rule.get("protocol"), rule.get("port"))
-            if port == ("tcp", str(HTTPS_PORT)):
+            if port in (("tcp", str(HTTPS_PORT)), ("tcp", str(HTTP_PORT))):
+                label = "HTTPS" if port[1] == str(HTTPS_PORT) else "HTTP (ACME)"
                 for name in sorted(names - entry):
-                    yield firewall.urn, f"HTTPS open on {name}, which is not an entry point"
+                    yield firewall.urn, f"{label} open on {name}, which is not an entry point"
             if port == ("udp", wireguard):
                 for name in sorted(names - endpoints):
                     yield firewall.urn, f"WireGuard open on {name}, which is not a tunnel endpoint"
@@ -457,7 +458,7 @@ RULES: tuple[Rule, ...] = (
     Rule("local-server-size", "Local servers have at most 16 vCPU / 32 GB", MANDATORY, local_server_size),
     Rule("one-server-one-task", "Every server has exactly one task; co-location only by listed exception", MANDATORY, one_server_one_task),
     Rule("no-public-ipv4-on-data-servers", "Data servers have no public IPv4", MANDATORY, no_public_ipv4_on_data_servers),
-    Rule("public-ingress", "Only HTTPS on entry points and WireGuard on tunnel endpoints are open to the internet", MANDATORY, public_ingress),
+    Rule("public-ingress", "Only HTTPS (and HTTP for ACME) on entry points and WireGuard on tunnel endpoints are open to the internet", MANDATORY, public_ingress),
     Rule("ssh-from-admin-cidrs", "SSH only from the admin CIDRs", MANDATORY, ssh_from_admin_cidrs_only),
     Rule("stateful-protected", "Stateful and adopted servers are protected and never replaced", MANDATORY, stateful_servers_protected),
     Rule("no-secret-in-user-data", "User data carries no secret", MANDATORY, no_secret_in_user_data),

@@ -26,16 +26,21 @@ def require_tool(name: str) -> str:
 @pytest.fixture(scope="session")
 def deployed_patroni() -> str:
     """The Patroni the servers run: the pinned version, installed into a virtualenv by the same
-    shell the servers run (render/node_setup.patroni_install). Kept in /var/tmp between runs
-    (the install is skipped when that version is there) and readable by the postgres user."""
+    script the servers run (files/patroni_install.sh, render/node_setup.patroni_install). Kept in
+    /var/tmp between runs (the install is skipped when that version is there) and readable by the
+    postgres user."""
     import os
     import subprocess
+    import tempfile
 
     from unde_infra.render.node_setup import PATRONI_VERSION, patroni_install
 
     venv = f"/var/tmp/unde-patroni-{PATRONI_VERSION}"
-    result = subprocess.run(["sh", "-e", "-c", patroni_install(venv)], capture_output=True, text=True,
-                            timeout=600)
+    with tempfile.TemporaryDirectory() as tools:
+        step = patroni_install(venv, path=f"{tools}/patroni-install")
+        for path, text in step.files().items():
+            Path(path).write_text(text)
+        result = subprocess.run(["sh", step.path], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         pytest.fail(f"installing Patroni {PATRONI_VERSION} failed:\n{result.stdout}{result.stderr}")
     os.chmod(venv, 0o755)

@@ -16,6 +16,9 @@ from .model import Inbound, Inventory, Server
 
 ANYWHERE = ("0.0.0.0/0", "::/0")
 HTTPS_PORT = 443
+# The entry points' ACME HTTP-01 challenges (their TLS certificates) and the redirect to HTTPS;
+# nothing is served over plain HTTP.
+HTTP_PORT = 80
 SSH_PORT = 22
 # hcloud keeps a rule's description to 255 characters.
 DESCRIPTION_LIMIT = 255
@@ -66,7 +69,14 @@ def firewall_plans(inventory: Inventory, stack: str, admin_cidrs: tuple[IPv4Netw
     entry = tuple(s.name for s in servers if s.entry_point)
     if entry:
         plans.append(
-            FirewallPlan(f"unde-{stack}-https", (Rule("tcp", str(HTTPS_PORT), ANYWHERE, "HTTPS entry point"),), entry)
+            FirewallPlan(
+                f"unde-{stack}-https",
+                (
+                    Rule("tcp", str(HTTPS_PORT), ANYWHERE, "HTTPS entry point"),
+                    Rule("tcp", str(HTTP_PORT), ANYWHERE, "ACME HTTP-01 challenges and the redirect to HTTPS"),
+                ),
+                entry,
+            )
         )
     endpoints = tuple(s.name for s in tunnel_endpoints(inventory) if s.name in names)
     if endpoints:

@@ -34,6 +34,7 @@ from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
 from .settings import (
     StackSettings,
     check_against_inventory,
+    entry_settings_missing,
     missing_import_ids,
     needs_entry_dns,
     needs_telegram_chat,
@@ -45,6 +46,9 @@ from .settings import (
 OFFLINE_TELEGRAM_CHAT_ID = -1000000000001
 # A zone under a reserved top-level domain (RFC 2606): plainly not the team's real domain.
 OFFLINE_DNS_ZONE = "unde.example"
+# Names under the reserved .invalid domain, so that the offline nginx and certbot files have their
+# real shape; a real run stops until the stack config names the real ones.
+OFFLINE_ENTRY_SETTINGS = {"entryDomain": "api.unde.invalid", "acmeEmail": "acme@unde.invalid"}
 
 USER_DATA_ARTIFACT = "user-data.yaml"
 FIREWALL_TYPE = "hcloud:index/firewall:Firewall"
@@ -120,6 +124,13 @@ def prepare(
             settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
             notes.append(f"dnsZone is not set in Pulumi.{stack}.yaml; the preview stood in {OFFLINE_DNS_ZONE}. "
                          "A real run stops until it is set.")
+        missing = entry_settings_missing(settings, inventory)
+        if missing:
+            config.update({key: OFFLINE_ENTRY_SETTINGS[key] for key in missing})
+            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            notes.append(f"{' and '.join(missing)} not set in Pulumi.{stack}.yaml; the preview stood in "
+                         f"{', '.join(OFFLINE_ENTRY_SETTINGS[key] for key in missing)}. A real run stops until "
+                         "they are set.")
         check_against_inventory(settings, inventory, problems)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())

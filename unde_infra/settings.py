@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from .errors import Problems
 from .model import HELSINKI, LOCAL, Inventory
+from .render.entry import needs_load_balancer
+from .render.entry_failover import EntryDns
 
 Provider = Literal["hcloud", "existing"]
 
@@ -62,6 +64,10 @@ class StackSettings:
     # entry record's name in it (`api` -> api.<zone>; `@` for the zone's apex).
     dns_zone: str | None = None
     entry_hostname: str = "api"
+    # The public name of the API entry point (its TLS certificate): the entry record's name when
+    # the stack manages the entry's DNS. And the ACME account's email.
+    entry_domain: str = ""
+    acme_email: str = ""
 
 
 KNOWN_KEYS = {
@@ -69,6 +75,7 @@ KNOWN_KEYS = {
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
     "posthogApiKey", "routerosUser", "routerosPrivateInterface", "dnsZone", "entryHostname", "dnsApiToken",
+    "entryDomain", "acmeEmail",
 }  # fmt: skip
 # Read by the components with `require_secret`, never into StackSettings.
 SECRET_KEYS = {
@@ -151,6 +158,8 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
         routeros_private_interface=str(raw.get("routerosPrivateInterface", "ether2")),
         dns_zone=dns_zone,
         entry_hostname=entry_hostname,
+        entry_domain=_entry_domain(raw, dns_zone, entry_hostname, problems),
+        acme_email=_email_setting(raw, "acmeEmail", problems),
     )
 
 
@@ -175,6 +184,20 @@ def _entry_dns(raw: dict[str, Any], problems: Problems) -> tuple[str | None, str
         problems.add("entryHostname", f"give the name relative to the zone ({hostname.removesuffix('.' + zone)!r}), "
                                       f"not {hostname!r}")
     return zone, hostname
+
+
+def _entry_domain(raw: dict[str, Any], zone: str | None, hostname: str, problems: Problems) -> str:
+    """The name the entry's certificate carries. Where the stack manages the entry's DNS it is the
+    entry record's name, so it is derived from dnsZone and entryHostname; a different entryDomain
+    would give users a certificate for a name they do not resolve."""
+    given = _hostname_setting(raw, "entryDomain", problems)
+    if zone is None:
+        return given
+    record = EntryDns(zone, hostname).fqdn
+    if given and given != record:
+        problems.add("entryDomain", f"{given} is not the entry record's name {record} (entryHostname in dnsZone); "
+                                    "the certificate must carry the name users resolve: remove entryDomain")
+    return record
 
 
 def _ssh_key_imports(raw: Any, key_count: int, problems: Problems) -> dict[int, str]:
@@ -248,6 +271,39 @@ def _int_setting(raw: dict[str, Any], key: str, problems: Problems) -> int:
         return 0
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
+
+
+def _is_hostname(name: str) -> bool:
+    """A fully qualified DNS name (RFC 1123): two labels or more, no IP address, no trailing dot."""
+    labels = name.split(".")
+    return (len(name) <= 253 and len(labels) >= 2 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
+def _hostname_setting(raw: dict[str, Any], key: str, problems: Problems) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    name = str(value).lower()
+    if not _is_hostname(name):
+        problems.add(key, f"not a DNS name such as api.example.com (got {value!r})")
+        return ""
+    return name
+
+
+def _email_setting(raw: dict[str, Any], key: str, problems: Problems) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    local, _, domain = str(value).rpartition("@")
+    if not (_EMAIL_LOCAL.fullmatch(local) and _is_hostname(domain.lower())):
+        problems.add(key, f"not an email address such as ops@example.com (got {value!r})")
+        return ""
+    return str(value)
+
+
 def check_against_inventory(settings: StackSettings, inventory: Inventory, problems: Problems) -> None:
     """What the stack needs from its settings to build its servers without surprises."""
     servers = inventory.stack_servers(settings.site)
@@ -295,6 +351,8 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
         entry = settings.hosts.get("local-app")
         if entry is not None and not _is_ipv4(entry.address):
             problems.add("hosts.local-app.address", f"the entry record needs the entry's public IPv4, got {entry.address!r}")
+    for key, missing in entry_settings_missing(settings, inventory).items():
+        problems.add(key, missing)
     if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
         problems.add(
             "telegramChatId",
@@ -315,6 +373,26 @@ def _is_ipv4(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dict[str, str]:
+    """The entry point's TLS needs its domain, and, where certbot gets the certificate on the
+    entry host (every case but hcloud's load balancer, whose certificate Hetzner manages), the
+    ACME account's email."""
+    if not any(s.entry_point for s in inventory.stack_servers(settings.site)):
+        return {}
+    missing = {}
+    if not settings.entry_domain:
+        missing["entryDomain"] = (
+            "the public name of the API entry point, for its TLS certificate: "
+            f"`pulumi config set entryDomain api.example.com -s {settings.stack}`"
+        )
+    if not settings.acme_email and not (settings.provider == "hcloud" and needs_load_balancer(inventory)):
+        missing["acmeEmail"] = (
+            "the email of the ACME (Let's Encrypt) account that certbot registers: "
+            f"`pulumi config set acmeEmail ops@example.com -s {settings.stack}`"
+        )
+    return missing
 
 
 def needs_telegram_chat(settings: StackSettings, inventory: Inventory) -> bool:

@@ -1,5 +1,6 @@
-"""The exporter role command, run for real against a PostgreSQL 15 the test starts on loopback:
-it creates the role once, sets its password, and the exporter can then log in with it."""
+"""The exporter's setup step (files/postgres_exporter_setup.sh, its `role` part), run for real
+against a PostgreSQL 15 the test starts on loopback: it creates the role once, sets its password,
+and the exporter can then log in with it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from unde_infra.render.exporters import exporter_role_command, postgres_exporter_env
+from unde_infra.render.exporters import postgres_exporter_env, postgres_exporter_setup
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -59,10 +60,17 @@ def test_the_exporter_role_is_created_once_and_can_log_in(postgres: tuple[Path, 
     password = "exporterPw4Test9"
     env_file = socket_dir / "exporter.env"
     env_file.write_text(postgres_exporter_env(password, port))
-    script = f"set -e\n. {env_file}\n{exporter_role_command(psql)}\n"
+    step = postgres_exporter_setup(psql)
+    delivered = step.files()
+    script = socket_dir / "postgres-exporter-setup"
+    script.write_text(delivered[step.path])
+    # Its parameters as rendered, with the environment file where this test keeps it.
+    Path(f"{script}.env").write_text(delivered[f"{step.path}.env"].replace(
+        "EXPORTER_ENV=/etc/unde/secrets/postgres_exporter.env", f"EXPORTER_ENV={env_file}"))
     for _ in range(2):  # idempotent: the second run only sets the password again
-        run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        run = subprocess.run(["sh", str(script), "role"], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
+        assert password not in run.stdout + run.stderr
     login = subprocess.run(
         [str(PG_BIN / "psql"), "-X", "-At", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres_exporter", "postgres",
          "-c", "SELECT pg_has_role('postgres_exporter', 'pg_monitor', 'member')"],

@@ -157,6 +157,8 @@ ETCD = [target("etcd", s, site, t) for s, site, t in
         [("local-etcd-1", "local", "etcd"), ("etcd-3", "helsinki", "etcd"), ("etcd-witness", "witness", "etcd")]]
 REDIS = target("redis", "local-redis", "local", "redis")
 POSTHOG = target("node", "posthog", "helsinki", "posthog")
+APP_SVC = target("app", "local-app", "local", "api")
+ORCH_SVC = target("app", "local-orchestrator", "local", "orchestrator")
 MON_NODE = target("node", "monitoring", "helsinki", "monitoring")
 MON_PROM = target("prometheus", "monitoring", "helsinki", "monitoring")
 MON_AM = target("alertmanager", "monitoring", "helsinki", "monitoring")
@@ -378,6 +380,17 @@ CASES: dict[str, Case] = {
         },
         eval_time="12m",
     ),
+    "RedisDown": Case(
+        fire={series("redis_up", REDIS): "0x20"},
+        expect=[REDIS],
+        calm={series("redis_up", REDIS): "1x20", series("redis_up", {**REDIS, "server": "push"}): "0 1x19"},
+    ),
+    "RedisSnapshotFailing": Case(
+        fire={series("redis_rdb_last_bgsave_status", REDIS): "0x80"},
+        expect=[REDIS],
+        calm={series("redis_rdb_last_bgsave_status", REDIS): "1x80"},
+        eval_time="18m",
+    ),
     "PosthogDiskUsageHigh": Case(
         fire={
             series("node_filesystem_avail_bytes", {**POSTHOG, **ROOT_FS}): "15x60",
@@ -389,6 +402,57 @@ CASES: dict[str, Case] = {
             series("node_filesystem_size_bytes", {**POSTHOG, **ROOT_FS}): "100x60",
         },
         eval_time="12m",
+    ),
+    "PosthogNoEventsIngested": Case(
+        fire={series(m.POSTHOG_EVENTS_INGESTED_METRIC, POSTHOG): "1000x400"},
+        expect=[POSTHOG],
+        calm={series(m.POSTHOG_EVENTS_INGESTED_METRIC, POSTHOG): "1000+10x400"},
+        eval_time="80m",
+    ),
+    "PosthogQueryLatencyHigh": Case(
+        fire={series(m.POSTHOG_QUERY_LATENCY_P95_METRIC, POSTHOG): "12x80"},
+        expect=[{"server": "posthog", "site": "helsinki", "task": "posthog"}],
+        calm={series(m.POSTHOG_QUERY_LATENCY_P95_METRIC, POSTHOG): "3 14 3x78"},  # one slow dashboard is not it
+        eval_time="18m",
+    ),
+    "ShardRoutingCacheMissRateHigh": Case(
+        fire={series(m.ROUTING_CACHE_MISS_RATE_METRIC, APP_SVC): "0.08x60",
+              series(m.ROUTING_CACHE_MISS_RATE_METRIC, ORCH_SVC): "0.01x60"},
+        expect=[{"server": "local-app", "site": "local", "task": "api"}],
+        calm={series(m.ROUTING_CACHE_MISS_RATE_METRIC, APP_SVC): "0.02x60",
+              series(m.ROUTING_CACHE_MISS_RATE_METRIC, ORCH_SVC): "0.049x60"},
+        eval_time="12m",
+    ),
+    "CatalogCacheHitRatioLow": Case(
+        fire={series(m.CATALOG_CACHE_HIT_RATIO_METRIC, ORCH_SVC): "0.6x200"},
+        expect=[{"server": "local-orchestrator", "site": "local", "task": "orchestrator"}],
+        calm={series(m.CATALOG_CACHE_HIT_RATIO_METRIC, ORCH_SVC): "0.95x200"},
+        eval_time="35m",
+    ),
+    "ShardRoutingCacheMissRateAbsent": Case(
+        fire={series("up", APP_SVC): "1x200"},  # the service answers, without the metric
+        expect=[{"job": "app"}],
+        calm={series(m.ROUTING_CACHE_MISS_RATE_METRIC, APP_SVC): "0.01x200"},
+        eval_time="35m",
+    ),
+    "CatalogCacheHitRatioAbsent": Case(
+        # Exported, but from somewhere else than the app services: still absent where it counts.
+        fire={series(m.CATALOG_CACHE_HIT_RATIO_METRIC, {**ORCH_SVC, "job": "node"}): "0.9x200"},
+        expect=[{"job": "app"}],
+        calm={series(m.CATALOG_CACHE_HIT_RATIO_METRIC, ORCH_SVC): "0.9x200"},
+        eval_time="35m",
+    ),
+    "PosthogEventsIngestedAbsent": Case(
+        fire={},
+        expect=[{"task": "posthog"}],
+        calm={series(m.POSTHOG_EVENTS_INGESTED_METRIC, POSTHOG): "0+5x200"},
+        eval_time="35m",
+    ),
+    "PosthogQueryLatencyP95Absent": Case(
+        fire={series(m.POSTHOG_EVENTS_INGESTED_METRIC, POSTHOG): "0+5x200"},
+        expect=[{"task": "posthog"}],
+        calm={series(m.POSTHOG_QUERY_LATENCY_P95_METRIC, POSTHOG): "0.4x200"},
+        eval_time="35m",
     ),
     "PrometheusHeadSeriesHigh": Case(
         fire={series("prometheus_tsdb_head_series", MON_PROM): "600000x80"},

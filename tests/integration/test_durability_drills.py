@@ -349,7 +349,8 @@ def test_every_failure_with_the_etcd_leader_in_the_worst_place(durability: str, 
         drill.move_leader("etcd-3")
         files = etcd_member_files(etcd_local, drill.inventory, EtcdLayout(tools_dir=str(drill.lab.base)))
         script = drill.lab.base / "etcd-leader-affinity"
-        script.write_text(files[str(script)])
+        for path in (str(script), f"{script}.json"):  # the script and its parameters beside it
+            Path(path).write_text(files[path])
         moved = drill.lab.exec(etcd_local.host.name, ["python3", str(script)], check=False, timeout=60)
         assert moved.returncode == 0, moved.stdout + moved.stderr
         wait_for("the leader back on the local member", lambda: drill.etcd_status()[etcd_local.member][1]

@@ -226,7 +226,8 @@ def test_backup_then_point_in_time_restore(workdir: Path, s3_server: tuple[int, 
                                socket_dir=str(primary.run_dir), patroni_api=None)
     Path(layout.pgbackrest_config).write_text(pgbackrest.stanza_conf(stanza, repo, layout))
     runner = Path(layout.pgbackrest_runner)
-    runner.write_text(pgbackrest.runner_script(stanza, layout))
+    for path, text in pgbackrest.runner_files(stanza, layout).items():
+        Path(path).write_text(text)  # the runner and its parameters beside it
     env_text = pgbackrest.repo_env("drill-cipher-pass-0123456789", "drill", "drill-secret", repo)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
            **dict(line.split("=", 1) for line in env_text.splitlines())}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import yaml
+
 from unde_infra.offline import unwrap_secrets
 
 
@@ -154,3 +156,22 @@ def test_an_adopted_server_is_resized_only_when_the_topology_opts_in(run_stack, 
     others = [r for r in run_stack("helsinki", topology=opted).run.records
               if r.type == "hcloud:index/server:Server" and r.import_id and r.name != "scraper"]
     assert others and all("serverType" in r.ignore_changes for r in others)
+
+
+def test_the_default_preview_installs_posthog_and_leaves_pushs_broker_alone(run_stack) -> None:
+    from tests.unit.test_local_site import delivered_modes
+
+    result = run_stack("helsinki")
+    posthog = result.artifacts["posthog"]
+    compose = yaml.safe_load(posthog["/opt/posthog/docker-compose.yml"])
+    assert compose["services"]["proxy"]["ports"] == ["10.1.0.30:80:80"]
+    assert "POSTGRES_PASSWORD=" in posthog["/etc/unde/secrets/posthog.env"]
+    modes = delivered_modes(result, "posthog")
+    assert modes["/etc/unde/secrets/posthog.env"] == ("0600", True)
+    assert not any(secret for path, (_, secret) in modes.items() if path != "/etc/unde/secrets/posthog.env")
+    assert "Pin: version 5:27.5.1-1~debian.12~bookworm" in posthog["/etc/apt/preferences.d/unde-docker"]
+    # push: the exporter's login and its ACL user, nothing of Redis's own configuration.
+    push = result.artifacts["push"]
+    assert not any(path.startswith("/etc/redis") for path in push)
+    assert delivered_modes(result, "push")["/etc/unde/secrets/redis-exporter.env"] == ("0600", True)
+    assert "ACL SETUSER" in push["/usr/local/lib/unde/redis-exporter-user"]

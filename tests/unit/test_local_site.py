@@ -36,7 +36,16 @@ def test_two_app_instances_on_hcloud_get_a_load_balancer(run_stack, tmp_path: Pa
     (balancer,) = of_type(result, "hcloud:index/loadBalancer:LoadBalancer").values()
     assert balancer["location"] == "sin" and balancer["loadBalancerType"] == "lb11"
     (service,) = of_type(result, "hcloud:index/loadBalancerService:LoadBalancerService").values()
-    assert (service["protocol"], service["listenPort"], service["destinationPort"]) == ("tcp", 443, 443)
+    # The balancer terminates TLS with a certificate Hetzner manages, and checks each FastAPI.
+    assert (service["protocol"], service["listenPort"], service["destinationPort"]) == ("https", 443, 8000)
+    (certificate,) = of_type(result, "hcloud:index/managedCertificate:ManagedCertificate").values()
+    assert certificate["domainNames"] == ["api.unde.invalid"]  # the preview's stand-in for entryDomain
+    assert service["http"]["redirectHttp"] is True and len(service["http"]["certificates"]) == 1
+    check = service["healthCheck"]
+    assert (check["protocol"], check["port"], check["http"]["path"]) == ("http", 8000, "/healthz")
+    # certbot does not run behind the balancer, so no ACME account is asked for.
+    assert not any("acmeEmail" in note for note in result.stand_in_notes)
+    assert not any(path.startswith("/etc/nginx") for path in result.artifacts.get("local-app", {}))
     server_ids = {r.name: int(r.id) for r in result.run.records if r.type == "hcloud:index/server:Server"}
     targets = of_type(result, "hcloud:index/loadBalancerTarget:LoadBalancerTarget").values()
     assert sorted(int(t["serverId"]) for t in targets) == sorted([server_ids["local-app"], server_ids["local-app-2"]])
@@ -55,6 +64,10 @@ def test_two_app_instances_on_existing_hosts_use_the_entry_hosts_nginx(run_stack
     assert "server 10.2.0.65:8000 max_fails=3 fail_timeout=10s;  # local-app-2" in upstream
     assert of_type(result, "hcloud:index/loadBalancer:LoadBalancer") == {}
     assert result.run.plain_outputs()["entryAddress"] == "192.0.2.10"
+    # The entry host terminates TLS itself: nginx with HTTP/2, certbot for the certificate.
+    tls = result.artifacts["local-app"]["/etc/nginx/unde/api-tls.conf"]
+    assert "listen 443 ssl http2;" in tls and "ssl_certificate /etc/letsencrypt/live/api.unde.invalid/fullchain.pem;" in tls
+    assert "local-app-2" not in {s for s, files in result.artifacts.items() if "/etc/nginx/unde/api-tls.conf" in files}
 
 
 def test_routeros_mode_uploads_one_script_with_every_tunnel(run_stack, tmp_path: Path) -> None:
@@ -86,3 +99,40 @@ def test_a_shard_without_ipv4_is_firewalled_on_its_ipv6(run_stack) -> None:
     attached = {int(i) for i in base["serverIds"]}
     assert ids["local-shard-0"] in attached and ids["shard-replica-0"] not in attached
     assert attached == {ids[n] for n in ids if n.startswith("local-")}
+
+
+def delivered_modes(result, server: str) -> dict[str, tuple[str, bool]]:
+    """path -> (the `install` command's mode, whether the content is a secret) for one server."""
+    import re
+
+    modes = {}
+    for record in result.run.records:
+        if record.type == "command:remote:Command" and record.name.startswith(f"{server}:/"):
+            mode = re.match(r"install -D -m (\d{4}) ", record.inputs["create"])
+            if mode:
+                modes[record.name.split(":", 1)[1]] = (mode.group(1), "stdin" in record.secret_paths)
+    return modes
+
+
+def test_the_default_preview_installs_redis_and_the_tls_entry_point(run_stack) -> None:
+    result = run_stack("local")
+    redis = result.artifacts["local-redis"]
+    assert "maxmemory 2200mb\n" in redis["/etc/redis/unde-redis.conf"]
+    assert "user default off" in redis["/etc/redis/users.acl"]
+    modes = delivered_modes(result, "local-redis")
+    for path in ("/etc/redis/users.acl", "/etc/unde/secrets/redis-exporter.env", "/etc/unde/secrets/redis-admin.env"):
+        assert modes[path] == ("0600", True), path
+    assert modes["/usr/local/lib/unde/redis-setup"] == ("0755", False)
+    # The hot-path Redis's clients: each its own user and password, root-only.
+    for server, user in (("local-app", "app"), ("local-orchestrator", "orchestrator")):
+        assert delivered_modes(result, server)["/etc/unde/secrets/redis.env"] == ("0600", True)
+        assert f"REDIS_USERNAME='{user}'" in result.artifacts[server]["/etc/unde/secrets/redis.env"]
+    app = result.artifacts["local-app"]
+    assert "listen 443 ssl http2;" in app["/etc/nginx/unde/api-tls.conf"]
+    assert "server 10.2.0.2:8000 max_fails=3 fail_timeout=10s;  # local-app" in app["/etc/nginx/conf.d/unde-api-upstream.conf"]
+    assert "DOMAIN=api.unde.invalid\n" in app["/usr/local/lib/unde/entry-setup.env"]  # the preview's stand-in
+    assert any("entryDomain and acmeEmail not set" in note for note in result.stand_in_notes)
+    # The setup steps that run after delivery are the package's scripts.
+    applies = {r.name: r.inputs["create"] for r in result.run.records if r.name.endswith((":apply:entry", ":apply:redis"))}
+    assert applies["local-redis:apply:redis"] == "/usr/local/lib/unde/redis-setup"
+    assert applies["local-app:apply:entry"] == "/usr/local/lib/unde/entry-setup"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from unde_infra import timings
+from unde_infra.files import source
 from unde_infra.model import DEFAULT_TOPOLOGY, Inventory, build_inventory, load_server_types, load_topology
 from unde_infra.render import monitoring as m
 
@@ -48,6 +49,9 @@ def test_service_targets_follow_the_services_of_each_server(shards: int) -> None
     assert set(targets(inventory, "postgres")) == {"staging-db", "production-db"} | shard_servers
     assert set(targets(inventory, "patroni")) == shard_servers
     assert set(targets(inventory, "redis")) == {"push", "local-redis"}
+    # The application's metrics contract (README): the services that use local-redis's caches.
+    assert {name: g["targets"] for name, g in targets(inventory, "app").items()} == {
+        "local-app": ["10.2.0.2:9464"], "local-orchestrator": ["10.2.0.17:9464"]}
     assert targets(inventory, "postgres")["production-db"]["targets"] == ["10.1.1.2:9187"]
     assert targets(inventory, "redis")["local-redis"]["targets"] == ["10.2.0.4:9121"]
     assert targets(inventory, "patroni")["shard-replica-0"]["targets"] == [f"{inventory.servers['shard-replica-0'].ip}:8008"]
@@ -94,8 +98,8 @@ def test_prometheus_config_scrapes_every_job_from_file_sd(inventory: Inventory) 
     config = yaml.safe_load(m.monitoring_files(inventory, SETTINGS)["/etc/prometheus/prometheus.yml"])
     assert config["global"]["scrape_interval"] == "15s"  # SPEC
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"node", "postgres", "redis", "etcd", "patroni", "prometheus", "alertmanager"}
-    for name in ("node", "postgres", "redis", "etcd", "patroni"):
+    assert set(jobs) == {"node", "postgres", "redis", "etcd", "patroni", "app", "prometheus", "alertmanager"}
+    for name in ("node", "postgres", "redis", "etcd", "patroni", "app"):
         assert jobs[name]["file_sd_configs"][0]["files"] == [f"/etc/prometheus/file_sd/{name}.json"]
     assert jobs["patroni"]["metrics_path"] == "/metrics"
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.1.0.7:9093"]
@@ -264,7 +268,11 @@ def test_tunnel_collector_on_local_servers_and_the_gateway(inventory: Inventory)
     files = m.tunnel_collector_files(inventory.servers["local-app"], inventory)
     timer = files["/etc/systemd/system/unde-vpn-tunnel-collector.timer"]
     assert f"OnUnitActiveSec={m.TUNNEL_COLLECTOR_INTERVAL_SECONDS}s" in timer
-    assert '"/var/lib/prometheus/node-exporter"' in files["/usr/local/lib/unde/vpn-tunnel-collector"]
+    settings = json.loads(files["/usr/local/lib/unde/vpn-tunnel-collector.json"])
+    assert settings == {"tunnels": local_app, "output_dir": "/var/lib/prometheus/node-exporter",
+                        "file_name": m.TUNNEL_METRICS_FILE, "ping_count": 3}
+    # The script itself is the package's file, unchanged: its parameters are all in the JSON.
+    assert files["/usr/local/lib/unde/vpn-tunnel-collector"] == source(m.TUNNEL_COLLECTOR_SOURCE)
 
 
 def test_no_gateway_collector_when_routeros_terminates_the_tunnels() -> None:
@@ -274,3 +282,23 @@ def test_no_gateway_collector_when_routeros_terminates_the_tunnels() -> None:
     assert m.tunnel_collector_files(inventory.gateway, inventory) == {}
     stale = alert(inventory, "VpnTunnelCollectorStale").expr
     assert 'task="gateway"' not in stale and 'site="local"' in stale
+
+
+def test_the_package_re_exports_every_public_name_of_its_modules() -> None:
+    """render/monitoring/ is split by tool; callers import everything from the package."""
+    import ast
+
+    package = Path(m.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        if module.name == "__init__.py":
+            continue
+        defined = set()
+        for node in ast.parse(module.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                defined.add(node.target.id)
+        missing = sorted(n for n in defined if not n.startswith("_") and n not in m.__all__)
+        assert not missing, f"{module.name}: not re-exported by unde_infra.render.monitoring: {missing}"

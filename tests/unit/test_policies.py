@@ -93,7 +93,10 @@ def test_no_public_ipv4_on_data_servers(run_stack, tmp_path: Path) -> None:
 
 def test_public_ingress(run_stack, tmp_path: Path) -> None:
     result = run_stack("helsinki", topology=topology_with(tmp_path, lambda d: d["tasks"]["scraper"].update(entry_point=True)))
-    assert violations(result)["public-ingress"] == ["HTTPS open on scraper, which is not an entry point"]
+    assert violations(result)["public-ingress"] == [
+        "HTTPS open on scraper, which is not an entry point",
+        "HTTP (ACME) open on scraper, which is not an entry point",
+    ]
 
 
 def test_ssh_from_admin_cidrs(run_stack) -> None:

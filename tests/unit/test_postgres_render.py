@@ -3,6 +3,7 @@ postgres_exporter, and where secrets may appear."""
 
 from __future__ import annotations
 
+import json
 import re
 from ipaddress import IPv4Network, ip_network
 
@@ -192,7 +193,9 @@ def test_post_bootstrap_reads_passwords_from_the_environment(inventory: Inventor
     assert "CREATE EXTENSION IF NOT EXISTS vector;" in sql
     assert "PASSWORD :'exporter_password'" in sql
     script = files["/etc/patroni/post_bootstrap.sh"]
-    assert "UNDE_" not in script and "-f /etc/patroni/post_bootstrap.sql" in script
+    settings = files["/etc/patroni/post_bootstrap.sh.env"]
+    assert "UNDE_" not in script + settings and '-f "$POST_BOOTSTRAP_SQL"' in script
+    assert "POST_BOOTSTRAP_SQL=/etc/patroni/post_bootstrap.sql\n" in settings
 
 
 def test_pgbackrest_repo_is_the_backups_bucket(inventory: Inventory) -> None:
@@ -234,7 +237,9 @@ def test_only_the_local_etcd_member_pulls_the_leader_home(inventory: Inventory) 
         files = etcd.etcd_member_files(member, inventory)
         if member.site == "local":
             script = files[layout.leader_affinity]
-            assert f"ME = 'http://{member.host.ip}:2379'" in script and "move-leader" in script
+            settings = json.loads(files[f"{layout.leader_affinity}.json"])
+            assert settings["me"] == f"http://{member.host.ip}:2379" and "move-leader" in script
+            assert settings["endpoints"] == [f"http://{m.host.ip}:2379" for m in inventory.etcd]
             timer = files[f"/etc/systemd/system/{etcd.LEADER_AFFINITY_UNIT}.timer"]
             assert f"OnUnitActiveSec={etcd.LEADER_AFFINITY_INTERVAL_SECONDS}s" in timer
             compile(script, "etcd-leader-affinity", "exec")
@@ -282,8 +287,10 @@ def test_existing_postgres_servers_are_backed_up_under_their_own_prefix(inventor
     assert not secret and "cipher-pass-value" not in conf
     keys, mode, secret = files[pgbackrest.STANDALONE_SECRETS_CONF]
     assert secret and mode == "0600" and "repo1-cipher-pass=cipher-pass-value\n" in keys
-    setup = pgbackrest.standalone_setup(server)
+    step = pgbackrest.standalone_setup(server)
+    setup, settings = step.files()[step.path], step.files()[f"{step.path}.env"]
     assert "archive-push %p" in setup and "systemctl restart" not in setup  # never restarts production
+    assert f"STANZA={server.name}\n" in settings and "CONFIG=/etc/pgbackrest/pgbackrest.conf\n" in settings
     with pytest.raises(ValueError):
         pgbackrest.standalone_secrets_conf("a\nrepo1-path=/elsewhere", "k", "s")
 
@@ -296,7 +303,10 @@ def test_backups_run_on_a_schedule_only_where_the_primary_is(inventory: Inventor
     assert "OnCalendar=Sun *-*-* 02:30:00" in full and "Unit=unde-pgbackrest-backup@full.service" in full
     assert "OnCalendar=Mon..Sat *-*-* 02:30:00" in diff
     runner = files["/usr/local/lib/unde/pgbackrest-run"]
-    assert f"'patroni_api': 'http://{shard.replica.ip}:8008'" in runner and '+ "/primary"' in runner
+    assert '+ "/primary"' in runner
+    assert json.loads(files["/usr/local/lib/unde/pgbackrest-run.json"])["patroni_api"] == (
+        f"http://{shard.replica.ip}:8008")
     conf = files["/etc/pgbackrest/pgbackrest.conf"]
     assert "archive-async=y" in conf and "repo1-retention-full=2" in conf and "spool-path=" in conf
-    assert "pgbackrest-run stanza" in files["/etc/patroni/post_bootstrap.sh"]
+    assert '"$PGBACKREST_RUNNER" stanza' in files["/etc/patroni/post_bootstrap.sh"]
+    assert "PGBACKREST_RUNNER=/usr/local/lib/unde/pgbackrest-run\n" in files["/etc/patroni/post_bootstrap.sh.env"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network
 
+import pytest
+
 from unde_infra.errors import Problems
 from unde_infra.model import load_topology
-from unde_infra.settings import check_against_inventory, parse_settings
+from unde_infra.settings import check_against_inventory, entry_settings_missing, parse_settings
 
 
 def test_every_bad_setting_is_reported() -> None:
@@ -25,8 +27,8 @@ def test_every_bad_setting_is_reported() -> None:
         problems,
     )
     assert [str(p) for p in problems.items] == [
-        "colour: unknown setting (known: adminCidrs, adopting, dnsApiToken, dnsZone, entryHostname, heartbeatUrl, "
-        "helsinkiStack, hosts, importIds, location, "
+        "colour: unknown setting (known: acmeEmail, adminCidrs, adopting, dnsApiToken, dnsZone, entryDomain, entryHostname, "
+        "heartbeatUrl, helsinkiStack, hosts, importIds, location, "
         "networkImport, objectStorageAccessKey, objectStorageSecretKey, posthogApiKey, provider, routerosPrivateInterface, "
         "routerosUser, shards, site, slackChannel, slackWebhookUrl, sshKeyImportIds, sshKeys, sshPrivateKey, telegramBotToken, "
         "telegramChatId, topology, vswitchId)",
@@ -73,3 +75,42 @@ def test_a_real_run_of_the_monitoring_stack_needs_the_telegram_chat() -> None:
     local = parse_settings("local", {"site": "local", "sshKeys": base["sshKeys"]}, problems)
     check_against_inventory(local, inventory, problems)
     assert "telegramChatId" not in [p.path for p in problems.items]
+
+
+@pytest.mark.parametrize(
+    ("domain", "ok"),
+    [("api.unde.example", True), ("API.Unde.Example", True), ("a-b.c1.example", True), ("xn--80ak6aa92e.com", True),
+     ("localhost", False), ("api..example", False), ("-api.example", False), ("api-.example", False),
+     ("10.2.0.2", False), ("api.example.", False), ("api example.com", False), ("api.example.com;evil", False),
+     ("a" * 64 + ".example", False), ("*.example.com", False)],
+)
+def test_entry_domain_must_be_a_dns_name(domain: str, ok: bool) -> None:
+    problems = Problems()
+    settings = parse_settings("local", {"site": "local", "entryDomain": domain}, problems)
+    assert (settings.entry_domain == domain.lower()) is ok
+    assert [p.path for p in problems.items] == ([] if ok else ["entryDomain"])
+
+
+@pytest.mark.parametrize(
+    ("email", "ok"),
+    [("ops@unde.example", True), ("ops+acme@unde.example", True), ("ops", False), ("@unde.example", False),
+     ("ops@localhost", False), ("ops@unde.example\nbcc: x", False), ("o ps@unde.example", False)],
+)
+def test_acme_email_must_be_an_address(email: str, ok: bool) -> None:
+    problems = Problems()
+    settings = parse_settings("local", {"site": "local", "acmeEmail": email}, problems)
+    assert (settings.acme_email == email) is ok
+    assert [p.path for p in problems.items] == ([] if ok else ["acmeEmail"])
+
+
+def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_account() -> None:
+    inventory = load_topology()
+    keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1ho4d0mZ2fJ9Fp3XhXqA5U2n0S2gk2U0m8Q5xS8Z2F admin"]
+    for extra, expected in (({}, ["entryDomain", "acmeEmail"]), ({"entryDomain": "api.unde.example"}, ["acmeEmail"]),
+                            ({"entryDomain": "api.unde.example", "acmeEmail": "ops@unde.example"}, [])):
+        problems = Problems()
+        settings = parse_settings("local", {"site": "local", "sshKeys": keys, **extra}, problems)
+        check_against_inventory(settings, inventory, problems)
+        assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
+    # The helsinki stack has no entry point: neither is asked for there.
+    assert entry_settings_missing(parse_settings("helsinki", {"site": "helsinki"}, Problems()), inventory) == {}

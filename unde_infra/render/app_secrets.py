@@ -61,6 +61,3 @@ def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, sh
 def posthog_ingest(api_key: str, host: str) -> str:
     return env_file({"POSTHOG_API_KEY": api_key, "POSTHOG_HOST": host})
 
-
-def posthog_server(db_password: str, secret_key: str) -> str:
-    return env_file({"POSTGRES_PASSWORD": db_password, "SECRET_KEY": secret_key})

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 
-from .. import timings
+from .. import files, timings
 from ..model import WITNESS, Inventory, Server
 from .cloud_init import CONFIG_DIR, SECRETS_DIR
 
@@ -49,10 +48,6 @@ class EntryDns:
     @property
     def fqdn(self) -> str:
         return self.zone if self.hostname == "@" else f"{self.hostname}.{self.zone}"
-
-
-def script() -> str:
-    return resources.files("unde_infra").joinpath("files/entry_failover.py").read_text(encoding="utf-8")
 
 
 def decider(inventory: Inventory) -> Server | None:
@@ -142,7 +137,7 @@ def watcher_files(role: str, server: Server, inventory: Inventory, dns: EntryDns
     """Path -> content of everything but the token (which the decider gets as a secret file)."""
     config = watcher_config(role, server, inventory, dns, local_address, standby_address)
     return {
-        SCRIPT_PATH: script(),
+        SCRIPT_PATH: files.source("entry_failover.py"),
         CONFIG_PATH: json.dumps(config, indent=2) + "\n",
         UNIT_PATH: watcher_unit(role),
     }

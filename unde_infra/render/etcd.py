@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import timings
+from ..files import python_script
 from ..model import LOCAL, EtcdMember, Inventory
 from .cloud_init import dump_yaml
 from .systemd import timer_unit
@@ -94,71 +95,23 @@ def etcd_config(member: EtcdMember, inventory: Inventory, layout: EtcdLayout = D
 LEADER_AFFINITY_UNIT = "unde-etcd-leader-affinity"
 LEADER_AFFINITY_INTERVAL_SECONDS = 5
 
-_AFFINITY = r'''#!/usr/bin/python3
-"""Keep etcd's leader on this member (the local site's) while every member is healthy.
-
-Rendered by unde-infra. Why: when the link between the sites is cut and the leader is in
-Helsinki, the local member loses the leader, the local primaries lose the DCS and keep
-acknowledging writes until they demote (an asynchronous shard then loses them). With the
-leader here, the local member and the witness keep the quorum and nothing moves. A leader
-transfer takes a few hundred milliseconds, well inside Patroni's retry_timeout; it is only
-asked for when every member answers, so it never moves the leader away from a quorum."""
-import json
-import subprocess
-import sys
-
-ME = __ME__
-ENDPOINTS = __ENDPOINTS__
-
-
-def status(endpoint):
-    out = subprocess.run(["etcdctl", "--endpoints=" + endpoint, "--command-timeout=2s", "endpoint", "status",
-                          "-w", "json"], capture_output=True, text=True, timeout=10, env={"ETCDCTL_API": "3"})
-    if out.returncode != 0:
-        return None
-    header = json.loads(out.stdout)[0]["Status"]
-    return header["header"]["member_id"], header["leader"]
-
-
-def main():
-    seen = {endpoint: status(endpoint) for endpoint in ENDPOINTS}
-    if any(value is None for value in seen.values()):
-        print("not every member answers: leave the leader where it is")
-        return 0
-    my_id = seen[ME][0]
-    leaders = {leader for _, leader in seen.values()}
-    if leaders != {seen[ME][1]}:
-        print("members disagree on the leader: wait")
-        return 0
-    leader = seen[ME][1]
-    if leader == my_id:
-        return 0
-    leader_endpoint = next(e for e, (member_id, _) in seen.items() if member_id == leader)
-    out = subprocess.run(["etcdctl", "--endpoints=" + leader_endpoint, "move-leader", format(my_id, "x")],
-                         capture_output=True, text=True, timeout=20, env={"ETCDCTL_API": "3"})
-    print(out.stdout + out.stderr)
-    return out.returncode
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
+LEADER_AFFINITY_SOURCE = "etcd_leader_affinity.py"
 
 
 def leader_affinity_files(member: EtcdMember, inventory: Inventory,
                           layout: EtcdLayout = DEFAULT_ETCD_LAYOUT) -> dict[str, str]:
-    """The leader-affinity script and its timer, for the local site's member only."""
+    """The leader-affinity script (files/etcd_leader_affinity.py) with its parameters, and its
+    timer, for the local site's member only."""
     if member.site != LOCAL:
         return {}
-    script = _AFFINITY.replace("__ME__", repr(client_url(member, layout))).replace(
-        "__ENDPOINTS__", repr([client_url(m, layout) for m in inventory.etcd]))
+    settings = {"me": client_url(member, layout), "endpoints": [client_url(m, layout) for m in inventory.etcd]}
     service = "\n".join(["[Unit]", "Description=Keep the etcd leader on the local member (unde-infra)",
                           "After=etcd.service", "", "[Service]", "Type=oneshot",
                           f"ExecStart=/usr/bin/python3 {layout.leader_affinity}", ""])
     timer = timer_unit("Keep the etcd leader on the local member (unde-infra)",
                        ["OnBootSec=60s", f"OnUnitActiveSec={LEADER_AFFINITY_INTERVAL_SECONDS}s", "AccuracySec=1s"])
     return {
-        layout.leader_affinity: script,
+        **python_script(layout.leader_affinity, LEADER_AFFINITY_SOURCE, settings),
         f"{layout.systemd_dir}/{LEADER_AFFINITY_UNIT}.service": service,
         f"{layout.systemd_dir}/{LEADER_AFFINITY_UNIT}.timer": timer,
     }

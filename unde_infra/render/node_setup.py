@@ -1,12 +1,12 @@
-"""Shell run on a server after its files change: install what is missing, then reload.
+"""The setup steps run on a server after its files change: install what is missing, then reload.
 
 Day 2 of each role. Idempotent, and reloading rather than restarting wherever the service can
-re-read its configuration (a restart of Patroni would cost the shard its leader)."""
+re-read its configuration (a restart of Patroni would cost the shard its leader). The scripts
+are files of unde_infra/files/, delivered with their parameters beside them."""
 
 from __future__ import annotations
 
-import shlex
-
+from ..files import SetupStep
 from .etcd import DEFAULT_ETCD_LAYOUT, LEADER_AFFINITY_UNIT
 from .pgbackrest import BACKUP_TIMERS
 from .postgres import DEFAULT_LAYOUT, PG_VERSION
@@ -29,64 +29,34 @@ PATRONI_REQUIREMENTS = (
 )
 
 
-def patroni_install(venv: str = DEFAULT_LAYOUT.patroni_venv, python: str = "/usr/bin/python3") -> str:
-    """Shell: the pinned Patroni in its own virtualenv, installed only when that exact version
-    is not there yet (a reinstall would not restart Patroni, but there is no need for one)."""
-    patroni = f"{venv}/bin/patroni"
-    requirements = " ".join(shlex.quote(r) for r in PATRONI_REQUIREMENTS)
-    return "\n".join(
-        [
-            f'if [ "$({patroni} --version 2>/dev/null)" != "patroni {PATRONI_VERSION}" ]; then',
-            f"  {python} -m venv {venv}",
-            f"  {venv}/bin/pip install --quiet --disable-pip-version-check --no-cache-dir {requirements}",
-            "fi",
-            f'test "$({patroni} --version)" = "patroni {PATRONI_VERSION}"',
-        ]
-    )
+TOOLS_DIR = DEFAULT_LAYOUT.tools_dir
+PATRONI_INSTALL_PATH = f"{TOOLS_DIR}/patroni-install"
+PGDG_KEY_URL = "https://www.postgresql.org/media/keys/ACCC4CF8.asc"
+SHARD_NODE_SERVICES = ("pgbouncer", "prometheus-postgres-exporter")  # reloaded or restarted; Patroni never
 
 
-def shard_node_setup(pg_version: int = PG_VERSION) -> str:
-    """PostgreSQL from the PGDG repository (Debian 12 ships 15; the plan wants 17 with pgvector),
-    Patroni from PyPI (pinned, above), PgBouncer, pgBackRest and postgres_exporter from Debian.
-    Debian's own `main` cluster is never created: Patroni owns the data directory."""
-    return "\n".join(
-        [
-            "set -e",
-            "export DEBIAN_FRONTEND=noninteractive",
-            "install -d -m 0755 /etc/postgresql-common/createcluster.d",
-            "echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/unde-no-main.conf",
-            f"if ! test -x /usr/lib/postgresql/{pg_version}/bin/postgres; then",
-            f"  install -d -m 0755 {PGDG_KEY.rsplit('/', 1)[0]}",
-            f"  curl -fsSL -o {PGDG_KEY} https://www.postgresql.org/media/keys/ACCC4CF8.asc",
-            f"  echo 'deb [signed-by={PGDG_KEY}] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main'"
-            " > /etc/apt/sources.list.d/pgdg.list",
-            "  apt-get update -q",
-            f"  apt-get install -y -q postgresql-{pg_version} postgresql-{pg_version}-pgvector",
-            "fi",
-            "apt-get install -y -q python3-venv curl pgbouncer pgbackrest prometheus-postgres-exporter",
-            patroni_install(),
-            "systemctl daemon-reload",
-            f"systemctl enable patroni pgbouncer prometheus-postgres-exporter {' '.join(BACKUP_TIMERS)}",
-            "systemctl reload-or-restart pgbouncer prometheus-postgres-exporter",
-            # Started once; afterwards a changed patroni.yml is re-read on reload (SIGHUP).
-            "systemctl is-active --quiet patroni && systemctl reload patroni || systemctl start patroni",
-            f"systemctl start {' '.join(BACKUP_TIMERS)}",
-        ]
-    )
+def patroni_install(venv: str = DEFAULT_LAYOUT.patroni_venv, python: str = "/usr/bin/python3",
+                    path: str = PATRONI_INSTALL_PATH) -> SetupStep:
+    """files/patroni_install.sh: the pinned Patroni in its own virtualenv."""
+    return SetupStep(path, "patroni_install.sh", {
+        "PATRONI_VENV": venv, "PATRONI_VERSION": PATRONI_VERSION,
+        "PATRONI_REQUIREMENTS": " ".join(PATRONI_REQUIREMENTS), "PYTHON": python,
+    })
 
 
-def etcd_member_setup() -> str:
-    """etcd from Debian, configured by its config file (the unit drop-in)."""
-    return "\n".join(
-        [
-            "set -e",
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server",
-            "systemctl daemon-reload",
-            "systemctl enable etcd",
-            # A member re-reads its configuration only on start; members restart one per stack
-            # run, so the two others keep the quorum meanwhile.
-            "systemctl restart etcd",
-            # The local member's leader affinity (render/etcd.leader_affinity_files), if it has one.
-            f"if test -f {DEFAULT_ETCD_LAYOUT.leader_affinity}; then systemctl enable --now {LEADER_AFFINITY_UNIT}.timer; fi",
-        ]
-    )
+def shard_node_setup(pg_version: int = PG_VERSION) -> SetupStep:
+    """files/shard_node_setup.sh, which runs patroni_install() (delivered beside it)."""
+    return SetupStep(f"{TOOLS_DIR}/shard-node-setup", "shard_node_setup.sh", {
+        "PG_VERSION": pg_version, "PGDG_KEY": PGDG_KEY, "PGDG_KEY_URL": PGDG_KEY_URL,
+        "PGDG_SOURCE": f"deb [signed-by={PGDG_KEY}] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main",
+        "PACKAGES": "python3-venv curl pgbouncer pgbackrest prometheus-postgres-exporter",
+        "PATRONI_INSTALL": PATRONI_INSTALL_PATH,
+        "RELOADED": " ".join(SHARD_NODE_SERVICES), "BACKUP_TIMERS": " ".join(BACKUP_TIMERS),
+    })
+
+
+def etcd_member_setup() -> SetupStep:
+    """files/etcd_member_setup.sh: etcd from Debian, the local member's leader affinity timer."""
+    return SetupStep(f"{DEFAULT_ETCD_LAYOUT.tools_dir}/etcd-member-setup", "etcd_member_setup.sh", {
+        "LEADER_AFFINITY": DEFAULT_ETCD_LAYOUT.leader_affinity, "LEADER_AFFINITY_TIMER": f"{LEADER_AFFINITY_UNIT}.timer",
+    })

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .. import timings
+from ..files import shell_settings, source
 from ..model import Inventory, Server, Shard
 from . import pgbackrest, pgbouncer, postgres_exporter
 from .cloud_init import dump_yaml
@@ -41,6 +42,7 @@ NAMESPACE = "/unde/"
 PRIMARY_START_TIMEOUT = 60
 POST_BOOTSTRAP_SCRIPT = "post_bootstrap.sh"
 POST_BOOTSTRAP_SQL = "post_bootstrap.sql"
+POST_BOOTSTRAP_SETTINGS = f"{POST_BOOTSTRAP_SCRIPT}.env"  # beside the script, which sources it as "$0.env"
 PATRONI_ENV = "patroni.env"
 
 
@@ -194,23 +196,13 @@ def patroni_env(secrets: ShardSecrets) -> str:
     return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
-def post_bootstrap_script(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
-    # Passwords reach psql through the environment (\getenv), never through argv, where any
-    # local user could read them in the process list.
-    return "\n".join(
-        [
-            "#!/bin/sh",
-            "# Run once by Patroni after initdb on the first primary; $1 is its connection string.",
-            "set -eu",
-            # The stanza now, so archive_command works from the first WAL segment. Not fatal: a
-            # failed post_bootstrap makes Patroni wipe the new cluster, and a repository that is
-            # unreachable now gets its stanza from the next backup run (pgbackrest-run).
-            f"timeout 300 /usr/bin/python3 {layout.pgbackrest_runner} stanza"
-            " || echo 'pgBackRest stanza-create failed; the backup timer retries' >&2",
-            f'exec {layout.bin_dir}/psql "$1" -X -q -v ON_ERROR_STOP=1 -f {layout.patroni_dir}/{POST_BOOTSTRAP_SQL}',
-            "",
-        ]
-    )
+def post_bootstrap_settings(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+    """The parameters of files/post_bootstrap.sh (`post_bootstrap.env` beside it)."""
+    return shell_settings({
+        "PGBACKREST_RUNNER": layout.pgbackrest_runner,
+        "PSQL": f"{layout.bin_dir}/psql",
+        "POST_BOOTSTRAP_SQL": f"{layout.patroni_dir}/{POST_BOOTSTRAP_SQL}",
+    })
 
 
 def post_bootstrap_sql(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
@@ -314,7 +306,8 @@ def shard_node_bundle(
                 shard, node, inventory, layout=layout, etcd_layout=etcd_layout, patroni_timings=patroni_timings
             )
         ),
-        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SCRIPT}": pg(post_bootstrap_script(layout), mode="0750"),
+        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SCRIPT}": pg(source(POST_BOOTSTRAP_SCRIPT), mode="0750"),
+        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SETTINGS}": pg(post_bootstrap_settings(layout)),
         f"{layout.patroni_dir}/{POST_BOOTSTRAP_SQL}": pg(post_bootstrap_sql(layout)),
         f"{layout.secrets_dir}/{PATRONI_ENV}": root_only_secret(patroni_env(secrets)),
         f"{layout.systemd_dir}/patroni.service": RenderedFile(patroni_unit(shard, layout)),
@@ -335,7 +328,8 @@ def shard_node_bundle(
         ),
     }
     stanza = pgbackrest.shard_stanza(shard, server, layout)
-    files[layout.pgbackrest_runner] = RenderedFile(pgbackrest.runner_script(stanza, layout), mode="0755")
+    for path, content in pgbackrest.runner_files(stanza, layout).items():
+        files[path] = RenderedFile(content, mode="0755" if path == layout.pgbackrest_runner else "0644")
     for path, content in pgbackrest.backup_units(stanza, layout).items():
         files[path] = RenderedFile(content)
     return files

@@ -21,9 +21,9 @@ What runs, per stanza:
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
+from ..files import SetupStep, python_script
 from ..model import Inventory, Server, Shard
 from .postgres import DEFAULT_LAYOUT, SUPERUSER, NodeLayout, ShardSecrets
 from .systemd import timer_unit
@@ -196,160 +196,11 @@ def _require_one_line(values: dict[str, str]) -> None:
 # --------------------------------------------------------------------------------------------
 # The runner: one script for the timers, the drills and people (`pgbackrest-run backup full`).
 
-_RUNNER = r'''#!/usr/bin/python3
-"""pgBackRest runner of one stanza. Rendered by unde-infra; edits are overwritten.
-
-  pgbackrest-run is-primary      exit 0 on the node that takes writes, 1 elsewhere
-  pgbackrest-run stanza          create the stanza where it does not exist yet
-  pgbackrest-run backup TYPE     full|diff|incr, only on the primary; then metrics
-  pgbackrest-run metrics         write the textfile-collector metrics
-
-Runs as root; pgBackRest and psql run as the postgres user, with this process's environment
-(the repository keys that systemd read from the root-only environment file)."""
-import json
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-
-SETTINGS = __SETTINGS__
+RUNNER_SOURCE = "pgbackrest_run.py"
 
 
-def as_postgres(args, **kwargs):
-    prefix = [] if os.geteuid() != 0 else ["runuser", "-u", SETTINGS["os_user"], "--"]
-    return subprocess.run(prefix + args, **kwargs)
-
-
-def pgbackrest(*args, check=True, capture=False):
-    cmd = ["pgbackrest", "--config=" + SETTINGS["config"], "--stanza=" + SETTINGS["stanza"], *args]
-    return as_postgres(cmd, check=check, text=True, capture_output=capture, timeout=SETTINGS["timeout"])
-
-
-def info_entry():
-    """The stanza's entry of `pgbackrest info`, or None when the repository could not be read."""
-    try:
-        out = pgbackrest("--output=json", "--log-level-file=off", "info", check=False, capture=True)
-        entries = json.loads(out.stdout)
-    except (subprocess.SubprocessError, OSError, ValueError):
-        return None
-    return next((e for e in entries if e.get("name") == SETTINGS["stanza"]), None)
-
-
-def stanza_status():
-    """pgBackRest's status code of the stanza (0 ok, 1 missing stanza path, 2 no backup yet,
-    3 missing stanza data, ...), or None when the repository could not be read."""
-    entry = info_entry()
-    return None if entry is None else entry.get("status", {}).get("code")
-
-
-def ensure_stanza():
-    """Create the stanza where it does not exist yet. stanza-create takes the archive lock,
-    which the asynchronous archiver holds while it pushes (or retries) WAL: wait for it."""
-    for _ in range(20):
-        if stanza_status() not in (None, 1, 3):
-            return 0
-        created = pgbackrest("stanza-create", check=False)
-        if created.returncode == 0:
-            return 0
-        if created.returncode != 50:  # 50: lock held by another pgBackRest process
-            return created.returncode
-        time.sleep(3)
-    return 50
-
-
-def is_primary():
-    api = SETTINGS["patroni_api"]
-    if api:
-        # Patroni answers 200 on /primary only on the member that holds the leader lock.
-        try:
-            with urllib.request.urlopen(api + "/primary", timeout=5) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-    out = as_postgres([SETTINGS["psql"], "-h", SETTINGS["socket_dir"], "-p", str(SETTINGS["port"]), "-XAtqc",
-                       "SELECT pg_is_in_recovery()"], text=True, capture_output=True, timeout=30)
-    return out.returncode == 0 and out.stdout.strip() == "f"
-
-
-def metrics():
-    stanza = SETTINGS["stanza"]
-    last = {"full": 0.0, "diff": 0.0, "incr": 0.0}
-    size, count, ok = 0, 0, 0
-    entry = info_entry()
-    if entry is not None:
-        ok = 1 if entry.get("status", {}).get("code") in (0, 2) else 0  # 2: no backup yet
-        for backup in entry.get("backup", []):
-            kind = backup.get("type")
-            stop = float(backup.get("timestamp", {}).get("stop", 0))
-            if kind in last:
-                last[kind] = max(last[kind], stop)
-            size += int(backup.get("info", {}).get("repository", {}).get("delta", 0))
-            count += 1
-    label = 'stanza="%s"' % stanza
-    lines = [
-        "# HELP __LAST__ Stop time of the newest backup of each type (0 when there is none).",
-        "# TYPE __LAST__ gauge",
-        *('__LAST__{%s,type="%s"} %.0f' % (label, kind, value) for kind, value in sorted(last.items())),
-        "# HELP __SIZE__ Bytes the kept backups occupy in the repository (WAL archive not counted).",
-        "# TYPE __SIZE__ gauge",
-        "__SIZE__{%s} %d" % (label, size),
-        "# HELP __COUNT__ Backups kept in the repository.",
-        "# TYPE __COUNT__ gauge",
-        "__COUNT__{%s} %d" % (label, count),
-        "# HELP __OK__ 1 when pgbackrest info read the stanza.",
-        "# TYPE __OK__ gauge",
-        "__OK__{%s} %d" % (label, ok),
-    ]
-    directory = SETTINGS["textfile_dir"]
-    if not os.path.isdir(directory):
-        return ok
-    path = os.path.join(directory, SETTINGS["metrics_file"])
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)  # node_exporter never reads a half-written file
-    return ok
-
-
-def main(argv):
-    if not argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    command = argv[0]
-    if command == "is-primary":
-        return 0 if is_primary() else 1
-    if command == "stanza":
-        return ensure_stanza()
-    if command == "metrics":
-        metrics()
-        return 0
-    if command == "backup" and len(argv) == 2 and argv[1] in ("full", "diff", "incr"):
-        if not is_primary():
-            print("not the primary: no backup here", file=sys.stderr)
-            metrics()
-            return 0
-        started = time.time()
-        created = ensure_stanza()
-        if created != 0:
-            return created
-        result = pgbackrest("--type=" + argv[1], "backup", check=False)
-        metrics()
-        print("%s backup of %s: exit %d after %.0f s" % (argv[1], SETTINGS["stanza"], result.returncode,
-                                                         time.time() - started), file=sys.stderr)
-        return result.returncode
-    print(__doc__, file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-'''
-
-
-def runner_script(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
+def runner_files(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, str]:
+    """pgbackrest-run (files/pgbackrest_run.py) and its parameters beside it."""
     settings = {
         "stanza": stanza.name,
         "config": layout.pgbackrest_config,
@@ -362,14 +213,11 @@ def runner_script(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
         "metrics_file": METRICS_FILE,
         # A full backup of a 32 GB shard over the 120 ms link to the bucket: hours, not days.
         "timeout": 12 * 3600,
+        "metrics": {
+            "last": LAST_BACKUP_METRIC, "size": REPO_SIZE_METRIC, "count": BACKUP_COUNT_METRIC, "ok": INFO_SUCCESS_METRIC,
+        },
     }
-    return (
-        _RUNNER.replace("__SETTINGS__", repr(settings))
-        .replace("__LAST__", LAST_BACKUP_METRIC)
-        .replace("__SIZE__", REPO_SIZE_METRIC)
-        .replace("__COUNT__", BACKUP_COUNT_METRIC)
-        .replace("__OK__", INFO_SUCCESS_METRIC)
-    )
+    return python_script(layout.pgbackrest_runner, RUNNER_SOURCE, settings)
 
 
 def backup_units(stanza: Stanza, layout: NodeLayout = DEFAULT_LAYOUT) -> dict[str, str]:
@@ -444,35 +292,23 @@ def standalone_files(server: Server, inventory: Inventory, cipher_pass: str, s3_
     files = {
         layout.pgbackrest_config: (stanza_conf(stanza, standalone_repo(inventory, server), layout), "0644", False),
         STANDALONE_SECRETS_CONF: (standalone_secrets_conf(cipher_pass, s3_key, s3_secret), "0600", True),
-        layout.pgbackrest_runner: (runner_script(stanza, layout), "0755", False),
     }
+    for path, text in runner_files(stanza, layout).items():
+        files[path] = (text, "0755" if path == layout.pgbackrest_runner else "0644", False)
     files.update({path: (text, "0644", False) for path, text in backup_units(stanza, layout).items()})
     return files
 
 
-def standalone_setup(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
-    """Shell run after the files change: pgBackRest installed, the data directory found, WAL
-    archiving switched on with a reload. archive_mode itself takes effect only at PostgreSQL's
-    next restart, which this never does on its own: until then the backups fail and the
-    BackupFullTooOld alert says so (README: one restart in a maintenance window)."""
+def standalone_setup(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> SetupStep:
+    """files/standalone_backup_setup.sh: pgBackRest installed, the data directory found, WAL
+    archiving switched on with a reload (never a restart of the running database)."""
     stanza = standalone_stanza(server, layout)
-    psql = "runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1"
-    archive = f"pgbackrest --config={layout.pgbackrest_config} --stanza={stanza.name} archive-push %p"
-    return "\n".join(
-        [
-            "set -e",
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest",
-            f"install -d -o postgres -g postgres -m 0750 {layout.pgbackrest_log_dir} {layout.pgbackrest_spool_dir} "
-            f"{layout.pgbackrest_lock_dir}",
-            f"chown postgres:postgres {STANDALONE_SECRETS_CONF} && chmod 0600 {STANDALONE_SECRETS_CONF}",
-            f'data_dir=$({psql} -c "SHOW data_directory")',
-            f"printf '[%s]\\npg1-path=%s\\n' {shlex.quote(stanza.name)} \"$data_dir\" > {STANDALONE_PG_PATH_CONF}",
-            f"{psql} -c {shlex.quote(f'ALTER SYSTEM SET archive_command = {chr(39)}{archive}{chr(39)}')}",
-            f"{psql} -c \"ALTER SYSTEM SET archive_mode = 'on'\" -c 'SELECT pg_reload_conf()'",
-            f'if [ "$({psql} -c "SHOW archive_mode")" != on ]; then',
-            "  echo 'archive_mode takes effect at the next restart of PostgreSQL: backups wait for it' >&2",
-            "fi",
-            "systemctl daemon-reload",
-            f"systemctl enable --now {' '.join(BACKUP_TIMERS)}",
-        ]
-    )
+    settings: dict[str, str | int] = {
+        "CONFIG": layout.pgbackrest_config, "SECRETS_CONF": STANDALONE_SECRETS_CONF,
+        "PG_PATH_CONF": STANDALONE_PG_PATH_CONF, "STANZA": stanza.name, "LOG_DIR": layout.pgbackrest_log_dir,
+        "SPOOL_DIR": layout.pgbackrest_spool_dir, "LOCK_DIR": layout.pgbackrest_lock_dir,
+        "BACKUP_TIMERS": " ".join(BACKUP_TIMERS),
+    }
+    if any("'" in str(value) for value in settings.values()):
+        raise ValueError("a quote in the archive command's parts would break its SQL")
+    return SetupStep(f"{layout.tools_dir}/standalone-backup-setup", "standalone_backup_setup.sh", settings)

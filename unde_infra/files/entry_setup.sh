@@ -1,0 +1,27 @@
+#!/bin/sh
+# nginx on the API entry host and its TLS certificate. Delivered by unde-infra and run after any
+# entry-point file changed. Its parameters are in "$0.env" beside it: DOMAIN, EMAIL,
+# WEBROOT, CERT_DIR, TLS_SITE, TLS_ENABLED, CERTIFICATE_SCRIPT and CERTIFICATE_TIMER.
+set -eu
+# shellcheck source=/dev/null
+. "$0.env"
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q nginx certbot
+install -d -m 0755 "$WEBROOT" "$TLS_ENABLED"
+# Debian's default site also claims port 80 as the default server.
+rm -f /etc/nginx/sites-enabled/default
+# The TLS site only while its certificate exists (another domain's link goes too).
+rm -f "$TLS_ENABLED"/*.conf
+if [ -s "$CERT_DIR/fullchain.pem" ]; then
+    ln -s "$TLS_SITE" "$TLS_ENABLED/"
+fi
+nginx -t
+systemctl enable nginx
+systemctl reload-or-restart nginx
+systemctl daemon-reload
+# Renewal: Debian's certbot.timer (twice a day); the first certificate: ours, until it exists.
+systemctl enable --now certbot.timer "$CERTIFICATE_TIMER"
+if ! "$CERTIFICATE_SCRIPT"; then
+    echo "no certificate for $DOMAIN yet (does its DNS point at this host, is port 80 open?);" \
+        "$CERTIFICATE_TIMER tries again" >&2
+fi

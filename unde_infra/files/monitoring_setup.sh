@@ -1,0 +1,23 @@
+#!/bin/sh
+# The monitoring server: Prometheus and Alertmanager from Debian, Grafana from its own apt
+# repository; the configuration checked, then the services reloaded. Delivered by unde-infra and
+# run after any monitoring file changed. Its parameters are in "$0.env" beside it:
+# GRAFANA_KEY_URL, GRAFANA_KEYRING, GRAFANA_SOURCE, PROMETHEUS_CONFIG and SERVICES.
+set -eu
+# shellcheck source=/dev/null
+. "$0.env"
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q prometheus prometheus-alertmanager
+if ! test -x /usr/sbin/grafana-server; then
+    install -d -m 0755 "$(dirname "$GRAFANA_KEYRING")"
+    curl -fsSL "$GRAFANA_KEY_URL" | gpg --dearmor -o "$GRAFANA_KEYRING"
+    echo "$GRAFANA_SOURCE" > /etc/apt/sources.list.d/grafana.list
+    apt-get update -q
+    apt-get install -y -q grafana
+fi
+systemctl daemon-reload
+promtool check config "$PROMETHEUS_CONFIG"
+# shellcheck disable=SC2086
+systemctl enable $SERVICES
+# shellcheck disable=SC2086
+systemctl reload-or-restart $SERVICES
