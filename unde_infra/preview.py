@@ -130,7 +130,7 @@ def prepare(
             settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
             notes.append(f"{' and '.join(missing)} not set in Pulumi.{stack}.yaml; the preview stood in "
                          f"{', '.join(OFFLINE_ENTRY_SETTINGS[key] for key in missing)}. A real run stops until "
-                         "they are set.")
+                         f"{'they are' if len(missing) > 1 else 'it is'} set.")
         check_against_inventory(settings, inventory, problems)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())

@@ -378,8 +378,9 @@ def _is_ipv4(text: str) -> bool:
 def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dict[str, str]:
     """The entry point's TLS needs its domain, and, where certbot gets the certificate on the
     entry host (every case but hcloud's load balancer, whose certificate Hetzner manages), the
-    ACME account's email."""
-    if not any(s.entry_point for s in inventory.stack_servers(settings.site)):
+    ACME account's email. The local stack configures the entry's TLS wherever it is served (it
+    owns the entry's name and DNS), so the helsinki stack needs neither."""
+    if settings.site != LOCAL or not any(s.entry_point for s in inventory.site_servers(LOCAL)):
         return {}
     missing = {}
     if not settings.entry_domain:
