@@ -383,7 +383,8 @@ def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dic
     if settings.site != LOCAL or not any(s.entry_point for s in inventory.site_servers(LOCAL)):
         return {}
     missing = {}
-    if not settings.entry_domain:
+    # Where the stack manages the entry's DNS the name comes from dnsZone, reported on its own.
+    if not settings.entry_domain and not needs_entry_dns(settings, inventory):
         missing["entryDomain"] = (
             "the public name of the API entry point, for its TLS certificate: "
             f"`pulumi config set entryDomain api.example.com -s {settings.stack}`"

@@ -41,7 +41,8 @@ def test_firewalls_open_only_what_the_plan_exposes(run_stack) -> None:
             ("icmp", None, ("0.0.0.0/0", "::/0")),
             ("tcp", "22", ("198.51.100.0/24", "203.0.113.7/32")),
         ],
-        "unde-helsinki-https": [("tcp", "443", ("0.0.0.0/0", "::/0"))],
+        # 80 for ACME's HTTP-01 challenge and the redirect to HTTPS.
+        "unde-helsinki-https": [("tcp", "443", ("0.0.0.0/0", "::/0")), ("tcp", "80", ("0.0.0.0/0", "::/0"))],
         "unde-helsinki-wireguard": [("udp", "51820-52075", ("0.0.0.0/0", "::/0"))],
     }
     assert all(r["direction"] == "in" for fw in firewalls.values() for r in fw["rules"])

@@ -39,7 +39,8 @@ def test_two_app_instances_on_hcloud_get_a_load_balancer(run_stack, tmp_path: Pa
     # The balancer terminates TLS with a certificate Hetzner manages, and checks each FastAPI.
     assert (service["protocol"], service["listenPort"], service["destinationPort"]) == ("https", 443, 8000)
     (certificate,) = of_type(result, "hcloud:index/managedCertificate:ManagedCertificate").values()
-    assert certificate["domainNames"] == ["api.unde.invalid"]  # the preview's stand-in for entryDomain
+    # The entry record's name, from the preview's stand-in zone.
+    assert certificate["domainNames"] == ["api.unde.example"]
     assert service["http"]["redirectHttp"] is True and len(service["http"]["certificates"]) == 1
     check = service["healthCheck"]
     assert (check["protocol"], check["port"], check["http"]["path"]) == ("http", 8000, "/healthz")
@@ -66,7 +67,7 @@ def test_two_app_instances_on_existing_hosts_use_the_entry_hosts_nginx(run_stack
     assert result.run.plain_outputs()["entryAddress"] == "192.0.2.10"
     # The entry host terminates TLS itself: nginx with HTTP/2, certbot for the certificate.
     tls = result.artifacts["local-app"]["/etc/nginx/unde/api-tls.conf"]
-    assert "listen 443 ssl http2;" in tls and "ssl_certificate /etc/letsencrypt/live/api.unde.invalid/fullchain.pem;" in tls
+    assert "listen 443 ssl http2;" in tls and "ssl_certificate /etc/letsencrypt/live/api.unde.example/fullchain.pem;" in tls
     assert "local-app-2" not in {s for s, files in result.artifacts.items() if "/etc/nginx/unde/api-tls.conf" in files}
 
 
@@ -130,8 +131,9 @@ def test_the_default_preview_installs_redis_and_the_tls_entry_point(run_stack) -
     app = result.artifacts["local-app"]
     assert "listen 443 ssl http2;" in app["/etc/nginx/unde/api-tls.conf"]
     assert "server 10.2.0.2:8000 max_fails=3 fail_timeout=10s;  # local-app" in app["/etc/nginx/conf.d/unde-api-upstream.conf"]
-    assert "DOMAIN=api.unde.invalid\n" in app["/usr/local/lib/unde/entry-setup.env"]  # the preview's stand-in
-    assert any("entryDomain and acmeEmail not set" in note for note in result.stand_in_notes)
+    assert "DOMAIN=api.unde.example\n" in app["/usr/local/lib/unde/entry-setup.env"]  # the preview's stand-in
+    assert any(note.startswith("dnsZone is not set") for note in result.stand_in_notes)
+    assert any(note.startswith("acmeEmail not set") for note in result.stand_in_notes)
     # The setup steps that run after delivery are the package's scripts.
     applies = {r.name: r.inputs["create"] for r in result.run.records if r.name.endswith((":apply:entry", ":apply:redis"))}
     assert applies["local-redis:apply:redis"] == "/usr/local/lib/unde/redis-setup"

@@ -104,13 +104,29 @@ def test_acme_email_must_be_an_address(email: str, ok: bool) -> None:
 
 
 def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_account() -> None:
+    """The entry's name is the entry record's (dnsZone, entryHostname) when the stack manages the
+    entry's DNS, which it does while the topology has a standby entry; without one, entryDomain."""
     inventory = load_topology()
     keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1ho4d0mZ2fJ9Fp3XhXqA5U2n0S2gk2U0m8Q5xS8Z2F admin"]
-    for extra, expected in (({}, ["entryDomain", "acmeEmail"]), ({"entryDomain": "api.unde.example"}, ["acmeEmail"]),
-                            ({"entryDomain": "api.unde.example", "acmeEmail": "ops@unde.example"}, [])):
+    zone = {"dnsZone": "unde.example"}
+    for extra, expected in (({}, ["dnsZone", "acmeEmail"]), (zone, ["acmeEmail"]),
+                            ({**zone, "acmeEmail": "ops@unde.example"}, []),
+                            ({**zone, "entryHostname": "@", "acmeEmail": "ops@unde.example"}, []),
+                            ({**zone, "entryDomain": "www.unde.example", "acmeEmail": "ops@unde.example"},
+                             ["entryDomain"])):
         problems = Problems()
         settings = parse_settings("local", {"site": "local", "sshKeys": keys, **extra}, problems)
         check_against_inventory(settings, inventory, problems)
+        assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
+        if "dnsZone" in extra:
+            assert settings.entry_domain == ("unde.example" if extra.get("entryHostname") == "@" else "api.unde.example")
+    without_standby = load_topology()
+    object.__setattr__(without_standby, "servers",
+                       {n: s for n, s in without_standby.servers.items() if not n.startswith("standby-")})
+    for extra, expected in (({}, ["entryDomain", "acmeEmail"]), ({"entryDomain": "api.unde.example"}, ["acmeEmail"])):
+        problems = Problems()
+        settings = parse_settings("local", {"site": "local", "sshKeys": keys, **extra}, problems)
+        check_against_inventory(settings, without_standby, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
     # The helsinki stack has no entry point: neither is asked for there.
     assert entry_settings_missing(parse_settings("helsinki", {"site": "helsinki"}, Problems()), inventory) == {}
