@@ -10,7 +10,7 @@ from pathlib import Path
 import pulumi
 
 from . import runbook, scenarios
-from .errors import TopologyError
+from .errors import TopologyError, one_line
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
 
 EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
@@ -33,15 +33,22 @@ def _describe(inventory: Inventory) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from policies.rules import load_policy_config
+
     inventory = load_topology(args.topology, shards=args.shards)
+    load_policy_config()
     print(_describe(inventory))
     return EXIT_OK
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from .preview import preview, stacks_for, summary
+    from .preview import check_out_dir, preview, stacks_for, summary
 
     stacks = stacks_for(args.stack)
+    out_problems = check_out_dir(args.out, stacks)
+    if out_problems:
+        print("\n".join(one_line(f"--out: {p}") for p in out_problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
     results = preview(stacks, args.topology, args.shards, args.out)
     for result in results:

@@ -8,8 +8,9 @@ restricted by each host's nftables rules (rendered with the services)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 from .model import Inventory, Server
 
@@ -44,7 +45,9 @@ def tunnel_endpoints(inventory: Inventory) -> list[Server]:
     return [s for s in inventory.servers.values() if s.task == "gateway" or s.site == "witness"]
 
 
-def firewall_plans(inventory: Inventory, stack: str, admin_cidrs: tuple[IPv4Network, ...]) -> list[FirewallPlan]:
+def firewall_plans(
+    inventory: Inventory, stack: str, admin_cidrs: Sequence[IPv4Network | IPv6Network]
+) -> list[FirewallPlan]:
     # Every server with a public interface, IPv4 or IPv6 (a shard reaches the gateway over
     # IPv6): a public interface without a firewall would expose every port it listens on.
     servers = [s for s in inventory.stack_servers(stack) if s.dedicated is None and s.has_public_interface]

@@ -7,16 +7,18 @@ and moved into place at the end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config_files import load_config
 from .errors import Problems, TopologyError
 from .model import HELSINKI, ROOT, STACKS, Inventory, load_topology
 from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstrapped_server, delivered_file
@@ -29,7 +31,14 @@ from .offline import (
     run_program,
     unwrap_secrets,
 )
-from .settings import StackSettings, check_against_inventory, missing_import_ids, needs_telegram_chat, parse_settings
+from .settings import (
+    TOPOLOGY_OVERRIDE_ENV,
+    StackSettings,
+    check_against_inventory,
+    missing_import_ids,
+    needs_telegram_chat,
+    parse_settings,
+)
 
 # A chat id of the right shape (a Telegram group's), so the offline Alertmanager config is one
 # amtool accepts; a real run stops until the stack config names the team's chat.
@@ -45,6 +54,7 @@ class PreparedStack:
     config: dict[str, Any]
     settings: StackSettings
     inventory: Inventory
+    topology: Path
     stand_ins: list[str] = field(default_factory=list)
     # Settings the offline preview stood in because the stack config lacks them, for the summary.
     stand_in_notes: list[str] = field(default_factory=list)
@@ -71,22 +81,25 @@ def prepare(
     project_dir: Path = ROOT,
     config_overrides: dict[str, Any] | None = None,
 ) -> list[PreparedStack]:
-    """Check the topology and every stack's settings before anything runs (all problems at once)."""
+    """Check the topology, the policy configuration and every stack's settings before anything
+    runs (all problems at once). `topology`, the operator's --topology, may be any file; the
+    stack config's own `topology` must stay inside the project."""
+    from policies.rules import load_policy_config
+
+    load_policy_config()
     prepared = []
     errors: list[str] = []
     for stack in stacks:
         config = {**read_stack_config(stack, project_dir), **(config_overrides or {})}
-        if topology is not None:
-            config["topology"] = str(topology.resolve())
         if shards is not None:
             config["shards"] = shards
         problems = Problems()
-        settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, problems)
+        settings = parse_settings(stack, config, problems, project_dir=project_dir)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
             continue
-        path = Path(settings.topology)
-        inventory = load_topology(path if path.is_absolute() else project_dir / path, shards=settings.shards)
+        path = topology.resolve() if topology is not None else settings.topology_path(project_dir)
+        inventory = load_topology(path, shards=settings.shards)
         stand_ins = missing_import_ids(settings, inventory)
         if stand_ins:
             # The offline preview stands in ids for adopted servers the stack config lacks; a
@@ -94,18 +107,18 @@ def prepare(
             ids = dict(config.get("importIds") or {})
             ids.update({name: str(STAND_IN_IMPORT_ID_BASE + i) for i, name in enumerate(stand_ins, 1)})
             config["importIds"] = ids
-            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
         notes = []
         if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
             config["telegramChatId"] = OFFLINE_TELEGRAM_CHAT_ID
-            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
             notes.append(f"telegramChatId is not set in Pulumi.{stack}.yaml; the preview stood in "
                          f"{OFFLINE_TELEGRAM_CHAT_ID}. A real run stops until it is set.")
         check_against_inventory(settings, inventory, problems)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
             continue
-        prepared.append(PreparedStack(stack, config, settings, inventory, stand_ins, notes))
+        prepared.append(PreparedStack(stack, config, settings, inventory, path, stand_ins, notes))
     if errors:
         raise PreviewInputError("\n".join(errors))
     return prepared
@@ -116,7 +129,23 @@ class PreviewInputError(Exception):
 
 
 def documented_stack_outputs() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load(STACK_OUTPUTS_FILE.read_text(encoding="utf-8"))
+    from .stack_outputs import check_stack_outputs
+
+    return check_stack_outputs(load_config(STACK_OUTPUTS_FILE), str(STACK_OUTPUTS_FILE))
+
+
+@contextmanager
+def topology_for_program(path: Path) -> Iterator[None]:
+    """The program reads the topology this preview checked (components/sites.load_stack)."""
+    saved = os.environ.get(TOPOLOGY_OVERRIDE_ENV)
+    os.environ[TOPOLOGY_OVERRIDE_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(TOPOLOGY_OVERRIDE_ENV, None)
+        else:
+            os.environ[TOPOLOGY_OVERRIDE_ENV] = saved
 
 
 def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
@@ -125,15 +154,16 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
     for item in prepared:
         public = {s.name: str(s.public_address) for s in item.inventory.servers.values() if s.public_address}
         started = time.perf_counter()
-        run = run_program(
-            item.stack,
-            item.config,
-            stack_outputs=stack_outputs,
-            public_addresses=public,
-            stand_ins=item.stand_ins,
-            secret_prefix=secret_prefix,
-            server_names=list(item.inventory.servers),
-        )
+        with topology_for_program(item.topology):
+            run = run_program(
+                item.stack,
+                item.config,
+                stack_outputs=stack_outputs,
+                public_addresses=public,
+                stand_ins=item.stand_ins,
+                secret_prefix=secret_prefix,
+                server_names=list(item.inventory.servers),
+            )
         seconds = time.perf_counter() - started
         if item.stack == HELSINKI:
             # The local stack reads what helsinki really exported in this same preview.
@@ -151,7 +181,10 @@ def check_policies(result: StackResult, settings: StackSettings) -> list[Any]:
     from policies.views import context_for, from_record
 
     ctx = context_for(
-        result.run.stack, inventory=result.inventory, admin_cidrs=tuple(str(c) for c in settings.admin_cidrs)
+        result.run.stack,
+        inventory=result.inventory,
+        admin_cidrs=tuple(str(c) for c in settings.admin_cidrs),
+        import_ids=settings.import_ids,
     )
     return evaluate([from_record(r) for r in result.run.records], ctx)
 
@@ -276,6 +309,28 @@ def _other_hosts(result: StackResult) -> str:
     if dedicated:
         parts.append(f"{len(dedicated)} dedicated ({', '.join(s.name for s in dedicated)}, not managed by hcloud)")
     return "; " + "; ".join(parts) if parts else ""
+
+
+def check_out_dir(out: Path, stacks: list[str]) -> list[str]:
+    """Why the results could not be written to `out`, found before any stack runs (and without
+    writing anything): `out` must be a directory, or a path whose nearest existing parent is a
+    writable directory."""
+    problems = []
+    existing = out
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        problems.append(f"{existing} is a symbolic link to nothing")
+    elif not existing.is_dir():
+        problems.append(f"{existing} is a file, not a directory")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"{existing} is not writable")
+    elif existing == out:
+        for stack in stacks:
+            target = out / stack
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                problems.append(f"{target} is in the way: the preview replaces it with a directory")
+    return problems
 
 
 def preview(stacks: list[str], topology: Path | None, shards: int | None, out: Path) -> list[StackResult]:

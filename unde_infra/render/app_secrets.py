@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .cloud_init import RUNTIME_SECRETS_DIR, SECRETS_DIR
+from .escape import env_file
 from .postgres import APP_DATABASE, APP_USERS
 
 MEK_PATH = f"{RUNTIME_SECRETS_DIR}/master-encryption-key"
@@ -20,19 +21,6 @@ MEK_TASKS = frozenset({"orchestrator", "shard", "shard-replica"})
 # SPEC: local shard DB passwords of the orchestrator and the persona agent.
 APP_DB_USERS = APP_USERS
 POSTHOG_INGEST_TASK = "api"  # local-app sends `POST /capture` over the VPN
-
-
-def env_file(values: Mapping[str, str]) -> str:
-    """A systemd EnvironmentFile: KEY='value' lines, single-quoted so that no shell expansion or
-    whitespace splitting changes a value."""
-    lines = []
-    for key, value in values.items():
-        if not key.replace("_", "").isalnum() or not key[0].isalpha():
-            raise ValueError(f"not an environment variable name: {key!r}")
-        if "'" in value or "\n" in value:
-            raise ValueError(f"{key}: a value with a quote or a newline cannot be written safely")
-        lines.append(f"{key}='{value}'")
-    return "\n".join(lines) + "\n"
 
 
 def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, shards: list[tuple[int, str]]) -> str:

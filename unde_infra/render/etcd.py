@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .. import timings
 from ..model import LOCAL, EtcdMember, Inventory
 from .cloud_init import dump_yaml
+from .escape import etcd_initial_cluster
 from .systemd import timer_unit
 
 CLUSTER_TOKEN_PREFIX = "unde-etcd"
@@ -46,7 +47,7 @@ def client_url(member: EtcdMember, layout: EtcdLayout = DEFAULT_ETCD_LAYOUT) -> 
 
 
 def initial_cluster(inventory: Inventory, layout: EtcdLayout = DEFAULT_ETCD_LAYOUT) -> str:
-    return ",".join(f"{m.member}={peer_url(m, layout)}" for m in inventory.etcd)
+    return etcd_initial_cluster([(m.member, peer_url(m, layout)) for m in inventory.etcd])
 
 
 def patroni_hosts(inventory: Inventory, layout: EtcdLayout = DEFAULT_ETCD_LAYOUT) -> list[str]:

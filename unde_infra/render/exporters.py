@@ -4,9 +4,8 @@ staging-db). The shards' exporters come with their HA files (render/patroni.py).
 
 from __future__ import annotations
 
-import shlex
-
 from ..model import Server
+from .escape import env_file, shell_word
 from .patroni import RenderedFile, exporter_unit_dropin
 from .postgres import DEFAULT_LAYOUT, EXPORTER_USER
 from .postgres_exporter import ENV_FILE_NAME
@@ -37,12 +36,12 @@ def redis_exporter_setup() -> str:
 
 def postgres_exporter_env(password: str, port: int = 5432) -> str:
     """SECRET: the exporter's connection to a standalone PostgreSQL."""
-    if "\n" in password:
-        raise ValueError("the exporter password must be one line")
-    return (
-        f"DATA_SOURCE_URI=127.0.0.1:{port}/{STANDALONE_DATABASE}?sslmode=disable\n"
-        f"DATA_SOURCE_USER={EXPORTER_USER}\n"
-        f"DATA_SOURCE_PASS={password}\n"
+    return env_file(
+        {
+            "DATA_SOURCE_URI": f"127.0.0.1:{port}/{STANDALONE_DATABASE}?sslmode=disable",
+            "DATA_SOURCE_USER": EXPORTER_USER,
+            "DATA_SOURCE_PASS": password,
+        }
     )
 
 
@@ -65,7 +64,7 @@ def exporter_role_command(psql: str = PSQL_AS_POSTGRES) -> str:
         f"THEN CREATE ROLE {EXPORTER_USER} LOGIN IN ROLE pg_monitor; END IF; END$$;\\n"
         f"ALTER ROLE {EXPORTER_USER} PASSWORD '%s';\\n"
     )
-    return f'printf {shlex.quote(sql)} "$DATA_SOURCE_PASS" | {psql}'
+    return f'printf {shell_word(sql)} "$DATA_SOURCE_PASS" | {psql}'
 
 
 def postgres_exporter_setup() -> str:

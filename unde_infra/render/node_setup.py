@@ -5,8 +5,7 @@ re-read its configuration (a restart of Patroni would cost the shard its leader)
 
 from __future__ import annotations
 
-import shlex
-
+from .escape import shell_command
 from .etcd import DEFAULT_ETCD_LAYOUT, LEADER_AFFINITY_UNIT
 from .pgbackrest import BACKUP_TIMERS
 from .postgres import DEFAULT_LAYOUT, PG_VERSION
@@ -33,7 +32,7 @@ def patroni_install(venv: str = DEFAULT_LAYOUT.patroni_venv, python: str = "/usr
     """Shell: the pinned Patroni in its own virtualenv, installed only when that exact version
     is not there yet (a reinstall would not restart Patroni, but there is no need for one)."""
     patroni = f"{venv}/bin/patroni"
-    requirements = " ".join(shlex.quote(r) for r in PATRONI_REQUIREMENTS)
+    requirements = shell_command(PATRONI_REQUIREMENTS)
     return "\n".join(
         [
             f'if [ "$({patroni} --version 2>/dev/null)" != "patroni {PATRONI_VERSION}" ]; then',

@@ -16,6 +16,7 @@ from .. import timings
 from ..model import Inventory, Server, Shard
 from . import pgbackrest, pgbouncer, postgres_exporter
 from .cloud_init import dump_yaml
+from .escape import env_file
 from .etcd import DEFAULT_ETCD_LAYOUT, EtcdLayout, patroni_hosts
 from .postgres import (
     APP_DATABASE,
@@ -188,10 +189,7 @@ def patroni_env(secrets: ShardSecrets) -> str:
         "UNDE_ORCHESTRATOR_PASSWORD": secrets.orchestrator_password,
         "UNDE_PERSONA_PASSWORD": secrets.persona_password,
     }
-    for name, value in values.items():
-        if "\n" in value:
-            raise ValueError(f"{name} must be one line")
-    return "".join(f"{name}={value}\n" for name, value in values.items())
+    return env_file(values)
 
 
 def post_bootstrap_script(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
