@@ -109,9 +109,10 @@ class PolicyFile(_PolicyModel):
     enforcement: dict[str, Level] = {}
 
 
-def load_policy_config(path: Path = POLICY_CONFIG) -> PolicyConfig:
+def load_policy_config(path: Path | None = None) -> PolicyConfig:
     """config/policy.yaml, checked by its schema and against the hard rules; every problem is
     reported at once (TopologyError, path: message)."""
+    path = path or POLICY_CONFIG
     problems = Problems()
     data = read_config(path, problems)
     problems.raise_if_any(str(path))
