@@ -512,14 +512,15 @@ def etcd_quorum_survives_site_loss(resources: list[ResourceView], ctx: Context) 
 # Stack rules
 
 
-def _is_file_sd_delivery(resource: ResourceView) -> bool:
+def _is_file_sd_delivery(resource: ResourceView, monitoring: str) -> bool:
     file = delivered_file(resource.name)
-    return resource.type == REMOTE_COMMAND_TYPE and file is not None and file[0] == "monitoring" and "/file_sd/" in file[1]
+    return resource.type == REMOTE_COMMAND_TYPE and file is not None and file[0] == monitoring and "/file_sd/" in file[1]
 
 
 def every_server_is_a_monitoring_target(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
-    delivered = [r for r in resources if _is_file_sd_delivery(r)]
-    if stack_of(ctx.inventory.only(MONITORING)) != ctx.stack:
+    monitoring = ctx.inventory.only(MONITORING)
+    delivered = [r for r in resources if _is_file_sd_delivery(r, monitoring.name)]
+    if stack_of(monitoring) != ctx.stack:
         return
     if not delivered:
         yield "", "the monitoring server receives no file_sd target files"

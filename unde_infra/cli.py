@@ -11,7 +11,7 @@ import pulumi
 
 from . import runbook, scenarios
 from .errors import TopologyError, one_line
-from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
+from .model import DEFAULT_TOPOLOGY, LOCAL, ROOT, Inventory, load_topology, stack_of
 
 EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -50,7 +50,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         print("\n".join(one_line(f"--out: {p}") for p in out_problems), file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
-    results = preview(stacks, args.topology, args.shards, args.out)
+    results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir)
     for result in results:
         print(summary(result))
     print(f"written: {', '.join(str(args.out / r.run.stack) for r in results)}")
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--topology", type=Path, default=None, help="default: the stack config's topology")
     prev.add_argument("--shards", type=int, default=None, help="override shards.count")
     prev.add_argument("--out", type=Path, default=Path("build/preview"))
+    prev.add_argument(
+        "--project-dir", type=Path, default=ROOT,
+        help="read Pulumi.<stack>.yaml (and the topology they name, inside it) from DIR; default: this checkout",
+    )
     prev.set_defaults(func=cmd_preview)
     scenarios.register(sub)
     runbook.register(sub)

@@ -164,9 +164,10 @@ def parse_text(text: str, limits: Limits = DEFAULT_LIMITS) -> Any:
         loader.dispose()  # type: ignore[no-untyped-call]
 
 
-def read_config(path: Path, problems: Problems, limits: Limits = DEFAULT_LIMITS) -> Any:
+def read_config(path: Path, problems: Problems, limits: Limits = DEFAULT_LIMITS, *, check_values: bool = True) -> Any:
     """The plain data of one config file; None (and the reason in `problems`, path "") when the
-    file cannot be read as such. Every unsafe value is reported, each at its path."""
+    file cannot be read as such. Every unsafe value is reported, each at its path (unless the
+    caller checks the values itself, under paths of its own: `unsafe_values`)."""
     try:
         with path.open("rb") as stream:
             raw = stream.read(limits.max_bytes + 1)
@@ -197,16 +198,16 @@ def read_config(path: Path, problems: Problems, limits: Limits = DEFAULT_LIMITS)
     if data is None:
         problems.add("", "the file is empty (or holds only comments)")
         return None
-    bad = list(unsafe_values(data))
+    bad = list(unsafe_values(data)) if check_values else []
     for problem in bad:
         problems.add(problem.path, problem.message)
     return None if bad else data
 
 
-def load_config(path: Path, limits: Limits = DEFAULT_LIMITS) -> Any:
+def load_config(path: Path, limits: Limits = DEFAULT_LIMITS, *, check_values: bool = True) -> Any:
     """read_config, raising TopologyError (source: the file) with every problem found."""
     problems = Problems()
-    data = read_config(path, problems, limits)
+    data = read_config(path, problems, limits, check_values=check_values)
     problems.raise_if_any(str(path))
     return data
 

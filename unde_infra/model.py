@@ -368,6 +368,8 @@ def _derive(
     for site in (HELSINKI, LOCAL):
         if site not in sites:
             problems.add(f"sites.{site}", "required site is missing")
+    if any(site not in sites for site in (HELSINKI, LOCAL)):
+        problems.raise_if_any(source)  # everything below places servers in these two sites
     _check_task_traits(tasks, problems)
     _check_network_plan(sites, network, shards_spec, problems)
     if etcd_spec is not None and etcd_spec.placement not in etcd_spec.placements:

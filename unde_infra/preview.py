@@ -333,10 +333,15 @@ def check_out_dir(out: Path, stacks: list[str]) -> list[str]:
     return problems
 
 
-def preview(stacks: list[str], topology: Path | None, shards: int | None, out: Path) -> list[StackResult]:
-    prepared = prepare(stacks, topology, shards)
+def preview(
+    stacks: list[str], topology: Path | None, shards: int | None, out: Path, project_dir: Path = ROOT
+) -> list[StackResult]:
+    prepared = prepare(stacks, topology, shards, project_dir=project_dir)
     results = run_stacks(prepared)
-    write_results(results, out)
+    try:
+        write_results(results, out)
+    except OSError as exc:
+        raise PreviewInputError(f"--out: cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
     return results
 
 
