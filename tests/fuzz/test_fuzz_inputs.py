@@ -96,62 +96,78 @@ def _paths(tree: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-PATHS = {name: _paths(tree) for name, tree in BASE.items()}
-
-
 def _parent(tree: Any, path: tuple[Any, ...]) -> Any:
     for part in path[:-1]:
         tree = tree[part]
+    if not isinstance(tree, (dict, list)) or (isinstance(tree, dict) and path[-1] not in tree):
+        raise KeyError(path)
     return tree
 
 
 @st.composite
 def mutation(draw: st.DrawFn, files: tuple[str, ...] = ("topology", "helsinki", "local")) -> tuple[str, Any]:
-    """(file, new content): a tree for YAML dumping, or raw bytes for text-level damage."""
+    """(file, new content): a tree for YAML dumping, or raw bytes for text-level damage. One to
+    three edits of one file, each drawn from what a person (or an attacker) would do to it."""
     name = draw(st.sampled_from(files))
     tree = copy.deepcopy(BASE[name])
-    kind = draw(st.sampled_from(["replace", "replace", "replace", "delete", "rename", "fixed", "collide", "text"]))
-    if kind == "text":
-        text = yaml.safe_dump(tree, sort_keys=False)
-        damage = draw(st.sampled_from(["bomb", "small-bomb", "latin1", "empty", "truncate", "tabs", "duplicate"]))
-        if damage == "bomb":
-            return name, (text + BILLION_LAUGHS + "\n").encode()
-        if damage == "small-bomb":
-            return name, (text + SMALL_BOMB + "\n").encode()
-        if damage == "latin1":
-            return name, text.encode() + "# caf\xe9\n".encode("latin-1")
-        if damage == "empty":
-            return name, b"# nothing here\n"
-        if damage == "truncate":
-            return name, text.encode()[: draw(st.integers(1, len(text) - 1))]
-        if damage == "duplicate":
-            first = text.splitlines()[0]
-            return name, (text + first + "\n").encode()
-        return name, text.replace("  ", "\t", 1).encode()
-    if kind in ("fixed", "collide") and name == "topology":
-        if kind == "collide":
-            servers = tree["servers"]
-            servers["local-app"] = {**servers["local-app"], "instances": 2}
-            servers["local-app-2"] = {**servers["local-mood"], "ip": "10.2.0.99",
-                                      "tunnel": {"interface": "wg-app2", "index": 99}}
-            return name, tree
-        path = draw(st.sampled_from(FIXED))
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["replace", "replace", "suffix", "nudge", "delete", "rename", "fixed", "collide", "text"]))
+        if kind == "text":
+            return name, _damaged_text(draw, tree)
+        if kind == "collide" and name == "topology":
+            servers = tree.get("servers")
+            if isinstance(servers, dict) and isinstance(servers.get("local-app"), dict):
+                servers["local-app"] = {**servers["local-app"], "instances": 2}
+                servers["local-app-2"] = {"site": "local", "task": "mood", "size": {"vcpu": 2, "ram_gb": 4},
+                                          "ip": "10.2.0.99", "tunnel": {"interface": "wg-app2", "index": 99}}
+            continue
+        if kind == "fixed" and name == "topology":
+            path = draw(st.sampled_from(FIXED))
+            try:
+                parent = _parent(tree, path)
+                value = parent.pop(path[-1])
+            except (KeyError, TypeError, AttributeError):
+                continue
+            if draw(st.booleans()):
+                parent[draw(st.sampled_from([f"{path[-1]}-renamed", "renamed"]))] = value
+            continue
+        paths = _paths(tree)
+        if not paths:
+            continue
+        path = draw(st.sampled_from(paths))
         parent = _parent(tree, path)
-        value = parent.pop(path[-1])
-        if draw(st.booleans()):
-            parent[draw(st.sampled_from([f"{path[-1]}-renamed", "renamed"]))] = value
-        return name, tree
-    paths = PATHS[name]
-    path = draw(st.sampled_from(paths))
-    parent = _parent(tree, path)
-    if kind == "delete":
-        del parent[path[-1]]
-    elif kind == "rename" and isinstance(parent, dict):
-        new_key = draw(st.sampled_from([*HOSTILE_TEXT, "renamed", True, 7]))
-        parent[new_key] = parent.pop(path[-1])
-    else:
-        parent[path[-1]] = draw(st.sampled_from(HOSTILE_TEXT + ODD_VALUES))
+        current = parent[path[-1]]
+        if kind == "delete":
+            del parent[path[-1]]
+        elif kind == "rename" and isinstance(parent, dict):
+            parent[draw(st.sampled_from([*HOSTILE_TEXT, "renamed", True, 7]))] = parent.pop(path[-1])
+        elif kind == "suffix" and isinstance(current, str):
+            parent[path[-1]] = current + draw(st.sampled_from(HOSTILE_TEXT))
+        elif kind == "nudge" and isinstance(current, int) and not isinstance(current, bool):
+            parent[path[-1]] = current + draw(st.sampled_from([-1, 1, 2, 255, -256, 10**6]))
+        elif kind == "nudge" and isinstance(current, bool):
+            parent[path[-1]] = draw(st.sampled_from([not current, int(current), str(current).lower()]))
+        else:
+            parent[path[-1]] = draw(st.sampled_from(HOSTILE_TEXT + ODD_VALUES))
     return name, tree
+
+
+def _damaged_text(draw: st.DrawFn, tree: Any) -> bytes:
+    text = yaml.safe_dump(tree, sort_keys=False)
+    damage = draw(st.sampled_from(["bomb", "small-bomb", "latin1", "empty", "truncate", "tabs", "duplicate"]))
+    if damage == "bomb":
+        return (text + BILLION_LAUGHS + "\n").encode()
+    if damage == "small-bomb":
+        return (text + SMALL_BOMB + "\n").encode()
+    if damage == "latin1":
+        return text.encode() + "# caf\xe9\n".encode("latin-1")
+    if damage == "empty":
+        return b"# nothing here\n"
+    if damage == "truncate":
+        return text.encode()[: draw(st.integers(1, max(1, len(text) - 1)))]
+    if damage == "duplicate":
+        return (text + text.splitlines()[0] + "\n").encode()
+    return text.replace("  ", "\t", 1).encode()
 
 
 def _write(project: Path, name: str, content: Any) -> Path:
@@ -203,6 +219,11 @@ def test_validate_survives_any_topology(change: tuple[str, Any], tmp_path_factor
     event(f"exit {code}")
     _check_report(code, stderr)
     assert code in (0, 2)  # validate runs no policy
+    # The other commands that read a topology take the same input the same way.
+    for args in (["scenarios", "--json"], ["runbook", "replica"]):
+        other, _, stderr = run_cli([*args, "--topology", str(topology)])
+        _check_report(other, stderr)
+        assert (other == 0) == (code == 0), (args, other, stderr)
 
 
 @fuzz(45)
