@@ -28,13 +28,29 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from .errors import Problem, Problems, TopologyError, shown
 
+try:  # libyaml's parser (in PyYAML's wheels): tokens and events at C speed
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # pragma: no cover - a PyYAML built without libyaml
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
 MAX_BYTES = 1024 * 1024
 MAX_ALIASES = 64
-# The committed topology is about 1,500 nodes; server_types.yaml expands its two anchors 14 times.
-MAX_EXPANDED_NODES = 50_000
+# The committed topology has about 730 values; server_types.yaml expands its two anchors 14 times.
+MAX_EXPANDED_NODES = 20_000
 MAX_DEPTH = 24
 # Categories of characters no config value may hold: controls (C0, C1, DEL), format characters
 # (bidi overrides, zero-width characters, soft hyphen, BOM), line and paragraph separators
@@ -63,23 +79,31 @@ class LimitExceeded(yaml.YAMLError):
         self.where, self.message = where, message
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that counts aliases and nesting while it composes, and refuses a key given
-    twice in one mapping."""
+class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc]
+    """YAML's safe loader, composed in Python over libyaml's events so that aliases, nodes and
+    nesting are counted while the document is composed (a limit stops it there), and a key given
+    twice in one mapping is refused."""
 
     def __init__(self, text: str, limits: Limits) -> None:
-        super().__init__(text)
+        _Parser.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self.limits = limits
         self.aliases = 0
+        self.nodes = 0
         self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        mark = self.peek_event().start_mark
+        mark = getattr(self.peek_event(), "start_mark", None)
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > self.limits.max_aliases:
                 raise LimitExceeded(_where(mark), f"more than {self.limits.max_aliases} aliases; write the values out")
             return super().compose_node(parent, index)
+        self.nodes += 1
+        if self.nodes > self.limits.max_expanded_nodes:
+            raise LimitExceeded(_where(mark), f"more than {self.limits.max_expanded_nodes} values; a config file is never that big")
         self.depth += 1
         if self.depth > self.limits.max_depth:
             raise LimitExceeded(_where(mark), f"nested deeper than {self.limits.max_depth} levels")
@@ -105,7 +129,7 @@ class _BoundedLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _where(mark: yaml.Mark | None) -> str:
+def _where(mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
@@ -155,13 +179,13 @@ def parse_text(text: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """YAML text to plain data, within `limits`. Raises yaml.YAMLError (LimitExceeded included)."""
     loader = _BoundedLoader(text, limits)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()
         if node is None:
             return None
         _expanded_size(node, limits)
-        return loader.construct_document(node)  # type: ignore[no-untyped-call]
+        return loader.construct_document(node)
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def read_config(path: Path, problems: Problems, limits: Limits = DEFAULT_LIMITS, *, check_values: bool = True) -> Any:
