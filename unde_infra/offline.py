@@ -340,7 +340,7 @@ def read_stack_config(stack: str, project_dir: Path = ROOT) -> dict[str, Any]:
     if not isinstance(config, dict):
         problems.add("config", "the stack's settings: a mapping of `unde-infra:<key>: <value>`")
         config = {}
-    for problem in unsafe_values({k: v for k, v in data.items() if k != "config"}):
+    for problem in unsafe_values({k: v for k, v in data.items() if k != "config"} if isinstance(data, dict) else {}):
         problems.add(problem.path, problem.message)
     result = {}
     for key, value in config.items():

@@ -111,9 +111,11 @@ def mutation(draw: st.DrawFn, files: tuple[str, ...] = ("topology", "helsinki", 
     name = draw(st.sampled_from(files))
     tree = copy.deepcopy(BASE[name])
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["replace", "replace", "suffix", "nudge", "delete", "rename", "fixed", "collide", "text"]))
+        kind = draw(st.sampled_from(["replace", "replace", "suffix", "nudge", "delete", "rename", "fixed", "collide", "text", "root"]))
         if kind == "text":
             return name, _damaged_text(draw, tree)
+        if kind == "root":  # the whole file is something else: a list, a scalar, the mapping nested
+            return name, draw(st.sampled_from([[tree], {"config": tree}, *ODD_VALUES[:12], "just text"]))
         if kind == "collide" and name == "topology":
             servers = tree.get("servers")
             if isinstance(servers, dict) and isinstance(servers.get("local-app"), dict):

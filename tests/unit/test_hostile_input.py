@@ -493,3 +493,62 @@ def test_every_config_file_of_the_project_loads() -> None:
     assert documented_stack_outputs()["helsinki"]["networkId"] == 10000001
     for stack in ("helsinki", "local"):
         assert read_stack_config(stack)["site"] == stack
+
+
+def test_server_types_by_schema(tmp_path: Path) -> None:
+    from unde_infra.model import DEFAULT_SERVER_TYPES, load_server_types
+
+    text = DEFAULT_SERVER_TYPES.read_text()
+    text = text.replace("cx23:  {vcpu: 2,", "cx23:  {vcpu: true,").replace("cpx12: {", "CPX 12: {")
+    text = text.replace("everywhere: &everywhere [fsn1, nbg1, hel1, ash, hil, sin]", "everywhere: &everywhere [fsn1, mars]")
+    path = tmp_path / "server_types.yaml"
+    path.write_text(text)
+    with pytest.raises(TopologyError) as error:
+        load_server_types(path)
+    lines = [str(p) for p in error.value.problems]
+    assert "types.cx23.vcpu: Input should be a valid integer (got True)" in lines
+    assert any(line.startswith("types.cpx22.locations.1: Input should be 'fsn1', 'nbg1', 'hel1', 'ash', 'hil' or 'sin'") for line in lines)
+    path.write_text(DEFAULT_SERVER_TYPES.read_text().replace("cpx12: {", "CPX12: {"))
+    with pytest.raises(TopologyError) as error:
+        load_server_types(path)
+    assert [str(p) for p in error.value.problems] == ["types.CPX12: an hcloud server type name: lowercase letters and digits (cx23)"]
+
+
+def test_offline_stack_outputs_by_kind() -> None:
+    from unde_infra.stack_outputs import check_stack_outputs
+
+    good = yaml.safe_load((ROOT / "config" / "offline-stack-outputs.yaml").read_text())
+    for key, value, expected in (
+        ("gatewayPublicAddress", "gw.example; PostUp = touch /tmp/x", "helsinki.gatewayPublicAddress: 'gw.example; PostUp = touch /tmp/x' is not an IPv4 address"),
+        ("gatewayPublicAddress6", "46.62.233.30", "helsinki.gatewayPublicAddress6: 46.62.233.30 is not an IPv6 address"),
+        ("gatewaySshEndpoint", "root@46.62.233.30:22 -oProxyCommand=x", "helsinki.gatewaySshEndpoint: "),
+        ("networkId", True, "helsinki.networkId: Input should be a valid integer"),
+    ):
+        data = copy_of(good)
+        data["helsinki"][key] = value
+        with pytest.raises(TopologyError) as error:
+            check_stack_outputs(data, "config/offline-stack-outputs.yaml")
+        assert any(str(p).startswith(expected) for p in error.value.problems), error.value.report()
+
+
+def copy_of(data: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "Pulumi.helsinki.yaml: the file is empty (or holds only comments)"),
+        (b"- config\n", "config: the stack's settings: a mapping of `unde-infra:<key>: <value>`"),
+        (b"config: [site, helsinki]\n", "config: the stack's settings"),
+        (b"config:\n  unde-infra:site: helsinki\n  unde-infra:site: local\n", "line 3, column 3: duplicate key 'unde-infra:site'"),
+    ],
+    ids=["empty", "a-list", "config-list", "duplicate"],
+)
+def test_a_malformed_stack_config(content: bytes, expected: str, tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    (project / "Pulumi.helsinki.yaml").write_bytes(content)
+    code, stdout, stderr = run_cli(["preview", "--stack", "all", "--project-dir", str(project), "--out", str(tmp_path / "o")])
+    assert code == 2 and "Traceback" not in stderr
+    assert any(line.strip().replace(str(project) + "/", "").startswith(expected) for line in stderr.splitlines()), stderr
+    assert not (tmp_path / "o").exists()
