@@ -56,10 +56,6 @@ class Problems:
     def add(self, path: str, message: str) -> None:
         self.items.append(Problem(path, message))
 
-    def extend(self, problems: list[Problem], prefix: str = "") -> None:
-        for p in problems:
-            self.add(f"{prefix}.{p.path}" if prefix and p.path else prefix or p.path, p.message)
-
     def __bool__(self) -> bool:
         return bool(self.items)
 

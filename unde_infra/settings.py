@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
 from . import validators
-from .config_files import join_path
+from .config_files import join_path, unsafe_values
 from .errors import Problems, shown
 from .model import HELSINKI, LOCAL, ROOT, Inventory, Server
 from .sizing import HCLOUD_NETWORK_ZONES, cheapest_type
@@ -30,7 +30,7 @@ TOPOLOGY_OVERRIDE_ENV = "UNDE_INFRA_TOPOLOGY"
 STACK_REFERENCE = re.compile(r"^[A-Za-z0-9_.-]{1,100}(/[A-Za-z0-9_.-]{1,100}){0,2}$")
 SLACK_CHANNEL = re.compile(r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$")
 ROUTEROS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TELEGRAM_CHAT_ID = re.compile(r"^-?\d{1,16}$")
+TELEGRAM_CHAT_ID = re.compile(r"^-?[0-9]{1,16}$")
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,16 @@ def plaintext_secret_problems(stack: str, present: dict[str, bool], problems: Pr
 def parse_settings(stack: str, raw: dict[str, Any], problems: Problems, *, project_dir: Path = ROOT) -> StackSettings:
     """`raw` maps unprefixed project keys to their values; provider keys (hcloud:token) are
     checked for plain-text secrets only."""
+    # A value that is not plain one-line data is reported, whichever way it arrived (a file
+    # offline, the engine's config in a real run), and read no further.
+    safe = {}
+    for key, value in raw.items():
+        unsafe = list(unsafe_values({key: value}))
+        for problem in unsafe:
+            problems.add(problem.path, problem.message)
+        if not unsafe:
+            safe[key] = value
+    raw = safe
     for key in raw:
         if not isinstance(key, str):
             problems.add(join_path("", key), "a setting's name is text")
@@ -189,7 +199,7 @@ class _Reader:
 
     def text(self, key: str, pattern: re.Pattern[str], default: str, what: str) -> str:
         def check(value: Any) -> str:
-            if not isinstance(value, str) or not pattern.match(value):
+            if not isinstance(value, str) or not pattern.fullmatch(value):
                 raise ValueError(f"not {what} (got {shown(value)})")
             return value
 
@@ -255,7 +265,7 @@ def _flag(value: Any) -> bool:
 
 
 def _chat_id(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not TELEGRAM_CHAT_ID.match(str(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not TELEGRAM_CHAT_ID.fullmatch(str(value)):
         raise ValueError(f"a Telegram chat id is a whole number like -1001234567890 (got {shown(value)})")
     return int(value)
 
@@ -292,7 +302,7 @@ def _ssh_key_imports(raw: Any, key_count: int, problems: Problems) -> dict[int, 
     found = {}
     for position, key_id in raw.items():
         where = join_path("sshKeyImportIds", position)
-        if isinstance(position, bool) or not str(position).isdigit() or int(position) >= key_count:
+        if isinstance(position, bool) or not validators.ASCII_DIGITS.match(str(position)) or int(position) >= key_count:
             problems.add(where, f"no key at position {shown(position)} of sshKeys ({key_count} keys)")
             continue
         try:

@@ -49,7 +49,7 @@ class HelsinkiOutputs(BaseModel):
             raise ValueError("user@host:port")
         validators.user_name(user)
         validators.host(host)
-        validators.port(int(port) if port.isdigit() else port)
+        validators.port(int(port) if validators.ASCII_DIGITS.match(port) else port)
         return value
 
     @field_validator("sshKeyIds")

@@ -43,6 +43,7 @@ INTERFACE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 # POSIX portable user names (useradd's default rule, without a trailing $).
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 PRIVATE_V4 = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+ASCII_DIGITS = re.compile(r"^[0-9]{1,19}$")  # str.isdigit() is true for "²", which int() refuses
 MIN_RSA_BITS = 2048
 MAX_KEY_COMMENT = 200
 
@@ -87,7 +88,7 @@ def hostname(value: object) -> str:
     labels = text.rstrip(".").split(".")
     if not text or len(text) > 253 or not all(HOST_LABEL.match(label) for label in labels):
         raise ValueError(f"{shown(text)} is not a host name (letters, digits, '-' and '.')")
-    if labels[-1].isdigit():
+    if ASCII_DIGITS.match(labels[-1]):
         raise ValueError(f"{shown(text)} looks like an address, not a host name")
     return text
 
@@ -121,21 +122,6 @@ def endpoint(value: object) -> str:
     hostname(parts.hostname)
     if port == 0:
         raise ValueError(f"{shown(text)}: the port is not a number from 1 to 65535")
-    return text
-
-
-def url(value: object, schemes: tuple[str, ...] = ("https",)) -> str:
-    text = _text(value, "a URL")
-    parts = urlsplit(text)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"{shown(text)} is not a {' or '.join(schemes)} URL")
-    try:
-        parts.port  # noqa: B018 - parsing it is the check
-    except ValueError:
-        raise ValueError(f"{shown(text)}: the port is not a number from 1 to 65535") from None
-    if parts.username or parts.password:
-        raise ValueError("a URL with credentials in it belongs in a secret")
-    host(parts.hostname)
     return text
 
 
@@ -274,7 +260,7 @@ def bounded_int(value: object, low: int, high: int, what: str = "a whole number"
 
 def digits(value: object, what: str) -> str:
     """A numeric id (hcloud ids): a whole number, or text of digits; never true/false."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit() or len(str(value)) > 19:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not ASCII_DIGITS.match(str(value)):
         raise ValueError(f"{what} are numbers (got {shown(value)})")
     return str(int(value))
 
@@ -316,7 +302,6 @@ ServerName = Annotated[str, _field(server_name)]
 Endpoint = Annotated[str, _field(endpoint)]
 BucketName = Annotated[str, _field(bucket_name)]
 PrivateIPv4 = Annotated[IPv4Address, _field(private_ipv4_address)]
-PublicIPv4 = Annotated[IPv4Address, _field(public_ipv4_address)]
 PrivateIPv4Network = Annotated[IPv4Network, _field(private_ipv4_network)]
 InterfaceName = Annotated[str, _field(interface_name)]
 PublicIPv4OrFlag = Annotated[bool | IPv4Address | None, _field(public_ip_or_true)]

@@ -52,6 +52,10 @@ HOSTILE_TEXT = [
     MARKER * 300,
     "",
     " ",
+    "\u00b2",  # str.isdigit() says yes, int() says no
+    "\u0661\u0662",
+    "0x1F",
+    "-0",
 ]
 ODD_VALUES: list[Any] = [
     True, False, None, 0, -1, 1, 2, 3, 65536, 10**30, 1.5, float("inf"), float("nan"),
