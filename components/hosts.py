@@ -18,7 +18,7 @@ import pulumi_hcloud as hcloud
 
 from unde_infra.model import Server
 from unde_infra.naming import REPLACE_FORCING_FIELDS, bootstrap_name
-from unde_infra.render.escape import shell_word, yaml_dump
+from unde_infra.render.escape import shell_word
 from unde_infra.settings import StackSettings
 
 IMAGE = "debian-12"
@@ -188,14 +188,16 @@ class ExistingHosts:
         host = Host(server, pulumi.Output.from_input(entry.address), None, user=entry.user, port=entry.port, owner=parent)
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
-        meta_data = yaml_dump({"instance-id": server.name, "local-hostname": server.name})
+        # printf's own format (\n), one shell word: the command stays what it was before, so an
+        # existing host is not bootstrapped again for nothing.
+        meta_data = shell_word(f"instance-id: {server.name}\\nlocal-hostname: {server.name}\\n")
         seed = command.remote.Command(
             bootstrap_name(server.name),
             connection=host.connection(),
             create=host.as_root(
                 "set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud; "
                 "cat > /var/lib/cloud/seed/nocloud/user-data; "
-                f"printf '%s' {shell_word(meta_data)} > /var/lib/cloud/seed/nocloud/meta-data; "
+                f"printf {meta_data} > /var/lib/cloud/seed/nocloud/meta-data; "
                 "cloud-init clean --logs && cloud-init init && cloud-init modules --mode=config "
                 "&& cloud-init modules --mode=final"
             ),

@@ -173,7 +173,7 @@ class Inventory:
         return self.only(known.GATEWAY)
 
     def only(self, task: str) -> Server:
-        """The one server of a task the model requires exactly once (tasks.REQUIRED_SERVERS)."""
+        """The one server of a task the model requires exactly once (known.REQUIRED_SERVERS)."""
         (server,) = (s for s in self.servers.values() if s.task == task)
         return server
 
@@ -335,7 +335,8 @@ def _add_validation_problems(problems: Problems, prefix: str, exc: ValidationErr
             continue
         seen.add(path)
         value = err.get("input")
-        got = "" if err["type"] in {"missing", "extra_forbidden"} or err["type"] == "value_error" else f" (got {shown(value)})"
+        # A kind's own message (value_error) quotes the value already.
+        got = "" if err["type"] in {"missing", "extra_forbidden", "value_error"} else f" (got {shown(value)})"
         message = {"missing": "required", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
         problems.add(path, f"{message.removeprefix('Value error, ')}{got}")
 
@@ -382,7 +383,7 @@ def _derive(
     for name, spec in specs.items():
         server = _server_from_spec(name, spec, sites, network, tasks, server_types, etcd_spec, problems)
         if server is not None:
-            servers.setdefault(name, server)
+            servers[name] = server
             for instance in range(2, spec.instances + 1):
                 extra = _scale_out_instance(server, instance, network, problems, f"servers.{name}.instances")
                 if extra is None:

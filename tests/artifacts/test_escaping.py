@@ -34,6 +34,8 @@ HOSTILE = [
     "  leading and trailing  ",
     "[section]",
     "tab\there",
+    "127.0.0.1:5432/unde?sslmode=disable",
+    "glob * ? [a] ~ ~root",
     "ünïcødé ✓",
     "",
 ]

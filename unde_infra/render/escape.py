@@ -86,7 +86,7 @@ def sql_string(value: str) -> str:
 
 ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 # Characters a value may hold unquoted: neither parser gives any of them a meaning there.
-ENV_BARE_CHARS = ENV_NAME_CHARS | frozenset("./:@%+,=-")
+ENV_BARE_CHARS = ENV_NAME_CHARS | frozenset("./:@%+,=?-")  # an assignment is never globbed
 
 
 def env_value(value: str) -> str:
