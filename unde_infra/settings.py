@@ -27,7 +27,9 @@ DEFAULT_TOPOLOGY_SETTING = "config/topology.yaml"
 # `UNDE_INFRA_TOPOLOGY=... pulumi preview`): any path on their machine. The stack config's
 # `topology`, committed in a merge request, must stay inside the project.
 TOPOLOGY_OVERRIDE_ENV = "UNDE_INFRA_TOPOLOGY"
-STACK_REFERENCE = re.compile(r"^[A-Za-z0-9_.-]{1,100}(/[A-Za-z0-9_.-]{1,100}){0,2}$")
+# The helsinki stack of this project, as a StackReference names it: helsinki, org/helsinki or
+# org/unde-infra/helsinki.
+HELSINKI_STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]{1,100}/(?:unde-infra/)?)?helsinki$")
 SLACK_CHANNEL = re.compile(r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$")
 ROUTEROS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TELEGRAM_CHAT_ID = re.compile(r"^-?[0-9]{1,16}$")
@@ -162,8 +164,8 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems, *, proje
         provider=get.choice("provider", ("hcloud", "existing"), "hcloud", "unknown provider {}"),
         location=get.choice("location", tuple(HCLOUD_NETWORK_ZONES), "sin", "unknown hcloud location {}"),
         hosts=get.mapping("hosts", validators.server_name, _existing_host),
-        helsinki_stack=get.text("helsinkiStack", STACK_REFERENCE, "organization/unde-infra/helsinki",
-                                "a stack reference: organization/project/stack"),
+        helsinki_stack=get.text("helsinkiStack", HELSINKI_STACK_REFERENCE, "organization/unde-infra/helsinki",
+                                "the helsinki stack of this project: organization/unde-infra/helsinki"),
         telegram_chat_id=get.value("telegramChatId", _chat_id, 0),
         slack_channel=get.text("slackChannel", SLACK_CHANNEL, "#unde-alerts", "a Slack channel like #unde-alerts"),
         routeros_user=get.text("routerosUser", ROUTEROS_NAME, "admin", "a RouterOS user name"),

@@ -552,3 +552,10 @@ def test_a_malformed_stack_config(content: bytes, expected: str, tmp_path: Path)
     assert code == 2 and "Traceback" not in stderr
     assert any(line.strip().replace(str(project) + "/", "").startswith(expected) for line in stderr.splitlines()), stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_helsinki_stack_reference_names_the_helsinki_stack(tmp_path: Path) -> None:
+    """Found by the fuzzer: a local stack pointed at another stack read outputs it never had."""
+    code, _, lines, out = preview(tmp_path, "local", lambda c: c.update({"unde-infra:helsinkiStack": "8.8.8.8"}))
+    assert code == 2 and not out.exists()
+    assert ("helsinkiStack: not the helsinki stack of this project: organization/unde-infra/helsinki (got '8.8.8.8')") in lines
