@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # The real tools the tests run the rendered configs through, and the servers they start.
 DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-exporter \
 	etcd-server etcd-client python3-venv postgresql-15 pgbouncer pgbackrest redis-server \
-	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light
+	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light systemd
 PYTEST_ARGS ?=
 
 .PHONY: preview test lint deb-packages benchmark clean
