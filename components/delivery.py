@@ -9,7 +9,6 @@ commands, by that name, as the server's artifacts."""
 from __future__ import annotations
 
 import hashlib
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +19,7 @@ import pulumi_command as command
 
 from unde_infra.files import SetupStep
 from unde_infra.naming import delivery_name
+from unde_infra.render.escape import shell_word
 from unde_infra.render.patroni import RenderedFile
 
 from .hosts import Host
@@ -59,8 +59,8 @@ def deliver(
                 delivery_name(host.server.name, path),
                 connection=host.connection(),
                 create=host.as_root(
-                    f"install -D -m {spec.mode} -o {shlex.quote(spec.owner)} -g {shlex.quote(spec.group)} "
-                    f"/dev/stdin {shlex.quote(path)}"
+                    f"install -D -m {shell_word(spec.mode)} -o {shell_word(spec.owner)} -g {shell_word(spec.group)} "
+                    f"/dev/stdin {shell_word(path)}"
                 ),
                 stdin=content,
                 triggers=[digest],

@@ -8,7 +8,6 @@ the same way."""
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +18,7 @@ import pulumi_hcloud as hcloud
 
 from unde_infra.model import Server
 from unde_infra.naming import REPLACE_FORCING_FIELDS, bootstrap_name
+from unde_infra.render.escape import shell_word
 from unde_infra.settings import StackSettings
 
 IMAGE = "debian-12"
@@ -106,7 +106,7 @@ class Host:
 
     def as_root(self, script: str) -> str:
         """`script` for this host's login: as is for root, through `sudo` for another user."""
-        return script if self.user == "root" else f"sudo -n bash -c {shlex.quote(script)}"
+        return script if self.user == "root" else f"sudo -n bash -c {shell_word(script)}"
 
 
 def admin_private_key() -> pulumi.Output[str] | None:
@@ -197,14 +197,16 @@ class ExistingHosts:
         host = Host(server, pulumi.Output.from_input(entry.address), None, user=entry.user, port=entry.port, owner=parent)
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
+        # printf's own format (\n), one shell word: the command stays what it was before, so an
+        # existing host is not bootstrapped again for nothing.
+        meta_data = shell_word(f"instance-id: {server.name}\\nlocal-hostname: {server.name}\\n")
         seed = command.remote.Command(
             bootstrap_name(server.name),
             connection=host.connection(),
             create=host.as_root(
                 "set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud; "
                 "cat > /var/lib/cloud/seed/nocloud/user-data; "
-                f"printf 'instance-id: {server.name}\\nlocal-hostname: {server.name}\\n' "
-                "> /var/lib/cloud/seed/nocloud/meta-data; "
+                f"printf {meta_data} > /var/lib/cloud/seed/nocloud/meta-data; "
                 "cloud-init clean --logs && cloud-init init && cloud-init modules --mode=config "
                 "&& cloud-init modules --mode=final"
             ),

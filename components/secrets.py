@@ -7,6 +7,7 @@ from functools import partial
 import pulumi
 import pulumi_random as random
 
+from unde_infra.known import POSTHOG
 from unde_infra.model import LOCAL, Inventory, Server
 from unde_infra.render.app_secrets import (
     APP_DB_USERS,
@@ -93,7 +94,7 @@ class LocalSecrets(UndeComponent):
                 self.redis_passwords[user].apply(partial(client_env, redis, user)), mode="0600", secret=True
             )
         if server.task == POSTHOG_INGEST_TASK:
-            posthog = self.inventory.servers["posthog"]
+            posthog = self.inventory.only(POSTHOG)
             files[POSTHOG_PATH] = RemoteFile(
                 self.posthog_api_key.apply(lambda key: posthog_ingest(key, f"http://{posthog.ip}")),
                 mode="0600",

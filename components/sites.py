@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_hcloud as hcloud
+from pulumi.runtime.config import is_config_secret
 
 from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
-from unde_infra.model import HELSINKI, LOCAL, ROOT, Inventory, Server, load_topology
+from unde_infra.model import HELSINKI, LOCAL, ROOT, WITNESS, Inventory, load_topology
 from unde_infra.render.cloud_init import base_files, base_setup_script, bootstrap_user_data
 from unde_infra.render.entry import api_instances, needs_load_balancer
 from unde_infra.render.entry_failover import EntryDns
 from unde_infra.render.exporters import needs_standalone_postgres_exporter
 from unde_infra.render.posthog import POSTHOG_TASK
-from unde_infra.settings import KNOWN_KEYS, SECRET_KEYS, StackSettings, check_against_inventory, parse_settings
-from unde_infra.sizing import HCLOUD_NETWORK_ZONES, cheapest_type
+from unde_infra.settings import (
+    KNOWN_KEYS,
+    PROVIDER_SECRET_KEYS,
+    SECRET_KEYS,
+    TOPOLOGY_OVERRIDE_ENV,
+    StackSettings,
+    check_against_inventory,
+    local_type,
+    parse_settings,
+    plaintext_secret_problems,
+)
 
 from .agent_host import AgentHost
 from .batch_host import BatchHost
@@ -53,20 +65,17 @@ def load_stack() -> tuple[StackSettings, Inventory]:
     problems = Problems()
     stack = pulumi.get_stack()
     settings = parse_settings(stack, raw, problems)
+    # A secret set without --secret reaches the program as plain config: refused, by its name.
+    secrets = {
+        **{key: is_config_secret(f"{config.name}:{key}") for key in SECRET_KEYS if config.get(key) is not None},
+        **{key: is_config_secret(key) for key in PROVIDER_SECRET_KEYS
+           if pulumi.Config(key.split(":")[0]).get(key.split(":")[1]) is not None},
+    }
+    plaintext_secret_problems(stack, secrets, problems)
     problems.raise_if_any(f"Pulumi.{stack}.yaml")
-    path = settings.topology if settings.topology.startswith("/") else str(ROOT / settings.topology)
-    inventory = load_topology(path, shards=settings.shards)
+    override = os.environ.get(TOPOLOGY_OVERRIDE_ENV)
+    inventory = load_topology(Path(override) if override else settings.topology_path(ROOT), shards=settings.shards)
     check_against_inventory(settings, inventory, problems)
-    if settings.site == LOCAL and settings.provider == "hcloud" and settings.location not in HCLOUD_NETWORK_ZONES:
-        problems.add("location", f"unknown hcloud location {settings.location!r} (known: {', '.join(HCLOUD_NETWORK_ZONES)})")
-    elif settings.site == LOCAL and settings.provider == "hcloud":
-        for server in inventory.site_servers(LOCAL):
-            if _local_type(server, settings, inventory) is None:
-                problems.add(
-                    "location",
-                    f"no hcloud type in {settings.location} fits {server.name} "
-                    f"({server.vcpu} vCPU / {server.ram_gb:g} GB) within the local limit"
-                )
     problems.raise_if_any(f"Pulumi.{stack}.yaml")
     return settings, inventory
 
@@ -77,10 +86,6 @@ def _config_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
-
-
-def _local_type(server: Server, settings: StackSettings, inventory: Inventory) -> str | None:
-    return cheapest_type(server.vcpu, server.ram_gb, settings.location, inventory.server_types, inventory.local_limit)
 
 
 def _ssh_keys(settings: StackSettings) -> list[pulumi.Output[str]]:
@@ -141,7 +146,9 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         "gatewayPrivateAddress": gateway.private_address,
         "gatewaySshEndpoint": gateway.public_address.apply(lambda a: f"root@{a}:22"),
         "gatewayPublicAddress6": gateway.public_address6,
-        "witnessPublicAddress": built["etcd-witness"].address if "etcd-witness" in built else "",
+        "witnessPublicAddress": next(
+            (built[m.host.name].address for m in inventory.etcd if m.site == WITNESS and m.host.name in built), ""
+        ),
         # Where the entry record fails over to (the local stack owns the record).
         "standbyEntryAddress": built[standby.name].address if standby is not None else "",
         "sshKeyIds": keys,
@@ -160,7 +167,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             keys,
             network_id=network.network_id,
             depends_on=[network.subnet],
-            type_for=lambda server: _local_type(server, settings, inventory) or "",
+            type_for=lambda server: local_type(server, settings, inventory) or "",
         )
     else:
         local_hosts = ExistingHosts(settings)
@@ -216,7 +223,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             list(settings.admin_cidrs),
             settings.routeros_private_interface,
         )
-    witness = next((m.host for m in inventory.etcd if m.site == "witness"), None)
+    witness = next((m.host for m in inventory.etcd if m.site == WITNESS), None)
     etcd_local = next((m.host for m in inventory.etcd if m.site == LOCAL), None)
     if witness is not None and etcd_local is not None and etcd_local.name in built:
         witness_address = helsinki.require_output("witnessPublicAddress")

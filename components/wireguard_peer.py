@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 import pulumi
@@ -141,7 +141,7 @@ class RouterOsTunnels(UndeComponent):
         inventory: Inventory,
         router: Host,
         keys: dict[str, pulumi.Output[TunnelKeys]],
-        admin_cidrs: list[IPv4Network],
+        admin_cidrs: list[IPv4Network | IPv6Network],
         private_interface: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:

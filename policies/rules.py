@@ -12,14 +12,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from unde_infra import known
+from unde_infra.config_files import join_path, read_config
+from unde_infra.errors import Problems, shown
 from unde_infra.firewall import ANYWHERE, HTTP_PORT, HTTPS_PORT, SSH_PORT, allows, as_rule, covers, wireguard_port_range
 from unde_infra.firewall import Rule as FirewallRule
+from unde_infra.known import MONITORING
 from unde_infra.limits import size_over_limit
-from unde_infra.model import LOCAL, ROOT, Inventory, colocated_tasks, stack_of
+from unde_infra.model import KNOWN_SITES, LOCAL, MIN_ETCD_MEMBERS, ROOT, Inventory, colocated_tasks, stack_of
 from unde_infra.naming import (
     REMOTE_COMMAND_TYPE,
     REPLACE_FORCING_FIELDS,
@@ -27,7 +31,8 @@ from unde_infra.naming import (
     bootstrapped_server,
     delivered_file,
 )
-from unde_infra.schema import Size
+from unde_infra.schema import FREE_TEXT, Size
+from unde_infra.validators import ServerName
 
 POLICY_CONFIG = ROOT / "config" / "policy.yaml"
 FIREWALL = "hcloud:index/firewall:Firewall"
@@ -68,20 +73,110 @@ class PolicyConfig:
     stateful_tasks: frozenset[str]
     ssh_max_prefix: int
     enforcement: Mapping[str, str] = field(default_factory=dict)
+    ssh_max_prefix6: int = 32
+    etcd_min_members: int = MIN_ETCD_MEMBERS
 
 
-def load_policy_config(path: Path = POLICY_CONFIG) -> PolicyConfig:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+# The hard rules. config/policy.yaml may tighten them, never loosen them: an attempt is an error
+# of policy.yaml (exit 2), so a merge request cannot switch a rule off to let a change through.
+HARD_LOCAL_LIMIT = Size(vcpu=16, ram_gb=32)  # SPEC: at most 16 vCPU / 32 GB per local server
+HARD_SSH_MAX_PREFIX = {4: 16, 6: 32}  # SSH from a wider network is SSH from the internet
+HARD_ETCD_MIN_MEMBERS = MIN_ETCD_MEMBERS
+
+
+class _PolicyModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class ExceptionSpec(_PolicyModel):
+    host: ServerName
+    task: str
+    reason: str = Field(min_length=1, max_length=FREE_TEXT)
+
+
+Level = Literal["mandatory", "advisory", "disabled"]
+
+
+class PolicyFile(_PolicyModel):
+    local_limit: Size
+    exceptions: list[ExceptionSpec] = []
+    entry_point_tasks: list[str]
+    tunnel_endpoint_tasks: list[str]
+    tunnel_endpoint_sites: list[str] = []
+    stateful_tasks: list[str]
+    ssh_max_prefix: int = Field(ge=0, le=32)
+    ssh_max_prefix_ipv6: int = Field(default=HARD_SSH_MAX_PREFIX[6], ge=0, le=128)
+    etcd_min_members: int = Field(default=HARD_ETCD_MIN_MEMBERS, ge=0, le=9)
+    enforcement: dict[str, Level] = {}
+
+
+def load_policy_config(path: Path | None = None) -> PolicyConfig:
+    """config/policy.yaml, checked by its schema and against the hard rules; every problem is
+    reported at once (TopologyError, path: message)."""
+    path = path or POLICY_CONFIG
+    problems = Problems()
+    data = read_config(path, problems)
+    problems.raise_if_any(str(path))
+    try:
+        spec = PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ""
+            for part in err["loc"]:
+                where = join_path(where, part)
+            got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {shown(err.get('input'))})"
+            message = {"missing": "required", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
+            problems.add(where, f"{message}{got}")
+        problems.raise_if_any(str(path))
+        raise  # unreachable: raise_if_any raised
+    _check_hard_rules(spec, problems)
+    problems.raise_if_any(str(path))
     return PolicyConfig(
-        local_limit=Size.model_validate(data["local_limit"]),
-        exceptions=tuple(Exception_(**e) for e in data.get("exceptions") or []),
-        entry_point_tasks=frozenset(data["entry_point_tasks"]),
-        tunnel_endpoint_tasks=frozenset(data["tunnel_endpoint_tasks"]),
-        tunnel_endpoint_sites=frozenset(data.get("tunnel_endpoint_sites") or []),
-        stateful_tasks=frozenset(data["stateful_tasks"]),
-        ssh_max_prefix=int(data["ssh_max_prefix"]),
-        enforcement=dict(data.get("enforcement") or {}),
+        local_limit=spec.local_limit,
+        exceptions=tuple(Exception_(e.host, e.task, e.reason) for e in spec.exceptions),
+        entry_point_tasks=frozenset(spec.entry_point_tasks),
+        tunnel_endpoint_tasks=frozenset(spec.tunnel_endpoint_tasks),
+        tunnel_endpoint_sites=frozenset(spec.tunnel_endpoint_sites),
+        stateful_tasks=frozenset(spec.stateful_tasks),
+        ssh_max_prefix=spec.ssh_max_prefix,
+        enforcement=dict(spec.enforcement),
+        ssh_max_prefix6=spec.ssh_max_prefix_ipv6,
+        etcd_min_members=spec.etcd_min_members,
     )
+
+
+def _check_hard_rules(spec: PolicyFile, problems: Problems) -> None:
+    over = size_over_limit(spec.local_limit.vcpu, spec.local_limit.ram_gb, HARD_LOCAL_LIMIT)
+    if over:
+        problems.add("local_limit", f"may tighten SPEC's {HARD_LOCAL_LIMIT.vcpu} vCPU / {HARD_LOCAL_LIMIT.ram_gb:g} GB, never loosen it: {over}")
+    for key, version in (("ssh_max_prefix", 4), ("ssh_max_prefix_ipv6", 6)):
+        value = getattr(spec, key)
+        if value < HARD_SSH_MAX_PREFIX[version]:
+            problems.add(key, f"/{value} lets SSH come from the internet; at most as wide as /{HARD_SSH_MAX_PREFIX[version]}")
+    if spec.etcd_min_members < HARD_ETCD_MIN_MEMBERS:
+        problems.add("etcd_min_members", f"an etcd quorum needs at least {HARD_ETCD_MIN_MEMBERS} members")
+    for key in ("entry_point_tasks", "tunnel_endpoint_tasks", "stateful_tasks"):
+        for i, task in enumerate(getattr(spec, key)):
+            if task not in known.KNOWN_TASKS:
+                problems.add(f"{key}[{i}]", f"unknown task {shown(task)}")
+            elif key != "stateful_tasks" and task in known.DATA_TASKS:
+                problems.add(f"{key}[{i}]", f"{task} holds data: data servers are never open to the internet")
+    for i, site in enumerate(spec.tunnel_endpoint_sites):
+        if site not in KNOWN_SITES:
+            problems.add(f"tunnel_endpoint_sites[{i}]", f"unknown site {shown(site)}")
+    missing = sorted(known.STATEFUL_TASKS - set(spec.stateful_tasks))
+    if missing:
+        problems.add("stateful_tasks", f"may add tasks, never drop one that holds state: {', '.join(missing)} must stay")
+    for i, exception in enumerate(spec.exceptions):
+        if exception.task not in known.KNOWN_TASKS:
+            problems.add(f"exceptions[{i}].task", f"unknown task {shown(exception.task)}")
+    rules = {rule.name: rule for rule in RULES}
+    for name, level in spec.enforcement.items():
+        rule = rules.get(name)
+        if rule is None:
+            problems.add(join_path("enforcement", name), f"unknown rule (known: {', '.join(sorted(rules))})")
+        elif rule.enforcement == MANDATORY and level != MANDATORY:
+            problems.add(join_path("enforcement", name), f"a mandatory rule stays mandatory (got {level}): it may not be loosened")
 
 
 @dataclass(frozen=True)
@@ -90,6 +185,8 @@ class Context:
     inventory: Inventory
     config: PolicyConfig
     admin_cidrs: tuple[str, ...]
+    # The stack config's importIds: the record of every server this stack adopted.
+    import_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,6 +318,15 @@ def public_ingress(resources: list[ResourceView], ctx: Context) -> Iterable[tupl
                 continue
             yield r.urn, f"{r.inputs.get('name', r.name)}: {proto} {port or 'any'} open to the internet"
     attached = _attachments(resources)
+    data_servers = {s.name for s in ctx.inventory.servers.values() if s.data}
+    for firewall, names in attached.values():
+        for rule in firewall.inputs.get("rules") or []:
+            if rule.get("direction", "in") == "in" and rule.get("protocol") != "icmp" and set(rule.get("sourceIps") or []) & set(ANYWHERE):
+                for name in sorted(names & data_servers):
+                    yield firewall.urn, (
+                        f"{name} holds data and is open to the internet ({rule.get('protocol')} {rule.get('port') or 'any'}): "
+                        "data servers are never public"
+                    )
     cfg = ctx.config
     entry = {s.name for s in ctx.inventory.servers.values() if s.task in cfg.entry_point_tasks}
     endpoints = {
@@ -307,8 +413,9 @@ def ssh_from_admin_cidrs_only(resources: list[ResourceView], ctx: Context) -> It
             for source in rule.get("sourceIps") or []:
                 net = ip_network(source, strict=False)
                 name = r.inputs.get("name", r.name)
-                if net.prefixlen < ctx.config.ssh_max_prefix:
-                    yield r.urn, f"{name}: SSH open to {source}, wider than /{ctx.config.ssh_max_prefix}: that is the internet"
+                widest = ctx.config.ssh_max_prefix if net.version == 4 else ctx.config.ssh_max_prefix6
+                if net.prefixlen < widest:
+                    yield r.urn, f"{name}: SSH open to {source}, wider than /{widest}: that is the internet"
                 elif not any(net.version == a.version and net.subnet_of(a) for a in admin):  # type: ignore[arg-type]
                     yield r.urn, f"{name}: SSH open to {source}, outside the admin CIDRs"
 
@@ -395,6 +502,36 @@ def every_shard_has_a_replica(resources: list[ResourceView], ctx: Context) -> It
             yield replica.urn, f"shard {shard}: the replica is in the same site ({primary_site}) as its primary"
 
 
+def adopted_servers_kept(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    """The stack config's importIds record every server the stack adopted. One that is no longer
+    a server of the stack in the topology (or no longer `existing`) would make Pulumi delete or
+    replace a running server, unless the topology retires it on purpose."""
+    urn = next((r.urn for r in resources if r.type.startswith("unde:")), "")
+    stack = {s.name: s for s in ctx.inventory.stack_servers(ctx.stack)}
+    for name, import_id in sorted(ctx.import_ids.items()):
+        if name in ctx.inventory.retired:
+            continue
+        server = stack.get(name)
+        if server is None:
+            yield urn, (
+                f"{name} was adopted (importIds.{name}: {import_id}) and is no longer a server of the {ctx.stack} "
+                f"stack in the topology: Pulumi would delete it. Put it back, or retire it on purpose with "
+                f"`retired: {{{name}: <reason>}}` in the topology (then `pulumi state delete` keeps the machine)"
+            )
+        elif not server.existing:
+            yield urn, (
+                f"{name} was adopted (importIds.{name}: {import_id}) but the topology no longer says existing: true; "
+                "it would lose the protection of an adopted server"
+            )
+
+
+def etcd_quorum_size(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
+    members = len(ctx.inventory.etcd)
+    if members < ctx.config.etcd_min_members:
+        urn = next((r.urn for r in resources if r.type.startswith("unde:")), "")
+        yield urn, f"etcd placement {ctx.inventory.etcd_placement} has {members} members; policy.yaml asks for {ctx.config.etcd_min_members}"
+
+
 # --------------------------------------------------------------------------------------------
 # Advisory rule
 
@@ -418,14 +555,15 @@ def etcd_quorum_survives_site_loss(resources: list[ResourceView], ctx: Context) 
 # Stack rules
 
 
-def _is_file_sd_delivery(resource: ResourceView) -> bool:
+def _is_file_sd_delivery(resource: ResourceView, monitoring: str) -> bool:
     file = delivered_file(resource.name)
-    return resource.type == REMOTE_COMMAND_TYPE and file is not None and file[0] == "monitoring" and "/file_sd/" in file[1]
+    return resource.type == REMOTE_COMMAND_TYPE and file is not None and file[0] == monitoring and "/file_sd/" in file[1]
 
 
 def every_server_is_a_monitoring_target(resources: list[ResourceView], ctx: Context) -> Iterable[tuple[str, str]]:
-    delivered = [r for r in resources if _is_file_sd_delivery(r)]
-    if stack_of(ctx.inventory.servers["monitoring"]) != ctx.stack:
+    monitoring = ctx.inventory.only(MONITORING)
+    delivered = [r for r in resources if _is_file_sd_delivery(r, monitoring.name)]
+    if stack_of(monitoring) != ctx.stack:
         return
     if not delivered:
         yield "", "the monitoring server receives no file_sd target files"
@@ -463,6 +601,8 @@ RULES: tuple[Rule, ...] = (
     Rule("stateful-protected", "Stateful and adopted servers are protected and never replaced", MANDATORY, stateful_servers_protected),
     Rule("no-secret-in-user-data", "User data carries no secret", MANDATORY, no_secret_in_user_data),
     Rule("shard-has-replica", "Every shard has a replica in the other site", MANDATORY, every_shard_has_a_replica),
+    Rule("adopted-servers-kept", "An adopted server leaves the topology only when it is retired", MANDATORY, adopted_servers_kept),
+    Rule("etcd-quorum-size", "etcd has at least as many members as policy.yaml asks (never fewer than 3)", MANDATORY, etcd_quorum_size),
     Rule("etcd-quorum-survives-site-loss", "The etcd quorum survives the loss of either site", ADVISORY, etcd_quorum_survives_site_loss),
     Rule("monitoring-targets", "Every server is a monitoring target", MANDATORY, every_server_is_a_monitoring_target),
     Rule("local-server-tunnel", "Every local server has its own tunnel", MANDATORY, every_local_server_has_a_tunnel),

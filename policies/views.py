@@ -3,13 +3,15 @@ Pulumi CLI hands a policy pack."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from unde_infra.errors import Problems
 from unde_infra.model import ROOT, Inventory, load_topology
-from unde_infra.offline import Record, unwrap_secrets
+from unde_infra.offline import Record, read_stack_config, unwrap_secrets
+from unde_infra.settings import TOPOLOGY_OVERRIDE_ENV, StackSettings, parse_settings
 
 from .rules import Context, PolicyConfig, ResourceView, load_policy_config
 
@@ -77,13 +79,23 @@ def stack_from_urn(urn: str) -> str:
 
 
 def context_for(stack: str, inventory: Inventory | None = None, config: PolicyConfig | None = None,
-                admin_cidrs: tuple[str, ...] | None = None, project_dir: Path = ROOT) -> Context:
-    """The context of a stack: its topology (as its stack config names it) and admin CIDRs."""
-    stack_file = project_dir / f"Pulumi.{stack}.yaml"
-    settings = (yaml.safe_load(stack_file.read_text()) or {}).get("config", {}) if stack_file.exists() else {}
+                admin_cidrs: tuple[str, ...] | None = None, project_dir: Path = ROOT,
+                import_ids: Mapping[str, str] | None = None) -> Context:
+    """The context of a stack: its topology, admin CIDRs and import ids, from its stack config
+    (checked as the program checks it)."""
+    settings: StackSettings | None = None
+    if inventory is None or admin_cidrs is None or import_ids is None:
+        problems = Problems()
+        settings = parse_settings(stack, read_stack_config(stack, project_dir), problems, project_dir=project_dir)
+        problems.raise_if_any(f"Pulumi.{stack}.yaml")
     if inventory is None:
-        topology = settings.get("unde-infra:topology", "config/topology.yaml")
-        inventory = load_topology(topology if str(topology).startswith("/") else project_dir / topology)
+        assert settings is not None
+        override = os.environ.get(TOPOLOGY_OVERRIDE_ENV)
+        inventory = load_topology(Path(override) if override else settings.topology_path(project_dir))
     if admin_cidrs is None:
-        admin_cidrs = tuple(str(c) for c in settings.get("unde-infra:adminCidrs") or [])
-    return Context(stack, inventory, config or load_policy_config(), admin_cidrs)
+        assert settings is not None
+        admin_cidrs = tuple(str(c) for c in settings.admin_cidrs)
+    if import_ids is None:
+        assert settings is not None
+        import_ids = settings.import_ids
+    return Context(stack, inventory, config or load_policy_config(), admin_cidrs, import_ids)

@@ -74,3 +74,35 @@ def run_stack(fresh_event_loop):
         return result
 
     return run
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """`unde-infra ARGS` in this process, as the console script runs it, with a fresh event loop:
+    (exit code, stdout, stderr). An exception escapes, so a traceback fails the test."""
+    import asyncio
+    import contextlib
+    import io
+
+    from unde_infra.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(args)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    return code, out.getvalue(), err.getvalue()
+
+
+def project_copy(tmp: Path) -> Path:
+    """A project directory with copies of the committed stack configs and topology, for
+    `unde-infra preview --project-dir`."""
+    project = tmp / "project"
+    (project / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "topology.yaml", project / "config" / "topology.yaml")
+    for stack in ("helsinki", "local"):
+        shutil.copy(ROOT / f"Pulumi.{stack}.yaml", project / f"Pulumi.{stack}.yaml")
+    return project

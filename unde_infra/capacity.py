@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config_files import read_config
 from .cost import render as render_cost
 from .cost import stack_settings, topology_cost
 from .errors import Problems
@@ -70,8 +70,10 @@ class Capacity(_Strict):
 
 def load_capacity(path: Path = DEFAULT_CAPACITY) -> Capacity:
     problems = Problems()
+    data = read_config(path, problems)
+    problems.raise_if_any(str(path))
     try:
-        capacity = Capacity.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        capacity = Capacity.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             problems.add(".".join(str(p) for p in err["loc"]), err["msg"])
@@ -169,7 +171,9 @@ def _natural(names: set[str]) -> list[str]:
 
 
 def _with_instances(planned: Inventory, topology: Path, servers: list[str]) -> Inventory:
-    data = yaml.safe_load(Path(topology).read_text(encoding="utf-8"))
+    problems = Problems()
+    data = read_config(Path(topology), problems)
+    problems.raise_if_any(str(topology))
     data["shards"]["count"] = len(planned.shards)
     for name in servers:
         if name in data["servers"]:

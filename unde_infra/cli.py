@@ -10,8 +10,8 @@ from pathlib import Path
 import pulumi
 
 from . import capacity, cost, diagram, diff, ops, runbook, scenarios
-from .errors import TopologyError
-from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
+from .errors import TopologyError, one_line
+from .model import DEFAULT_TOPOLOGY, LOCAL, ROOT, Inventory, load_topology, stack_of
 
 EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -33,17 +33,24 @@ def _describe(inventory: Inventory) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from policies.rules import load_policy_config
+
     inventory = load_topology(args.topology, shards=args.shards)
+    load_policy_config()
     print(_describe(inventory))
     return EXIT_OK
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from .preview import preview, stacks_for, summary
+    from .preview import check_out_dir, preview, stacks_for, summary
 
     stacks = stacks_for(args.stack)
+    out_problems = check_out_dir(args.out, stacks)
+    if out_problems:
+        print("\n".join(one_line(f"--out: {p}") for p in out_problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
-    results = preview(stacks, args.topology, args.shards, args.out)
+    results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir)
     for result in results:
         print(summary(result))
     print(f"written: {', '.join(str(args.out / r.run.stack) for r in results)}")
@@ -65,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--topology", type=Path, default=None, help="default: the stack config's topology")
     prev.add_argument("--shards", type=int, default=None, help="override shards.count")
     prev.add_argument("--out", type=Path, default=Path("build/preview"))
+    prev.add_argument(
+        "--project-dir", type=Path, default=ROOT,
+        help="read Pulumi.<stack>.yaml (and the topology they name, inside it) from DIR; default: this checkout",
+    )
     prev.set_defaults(func=cmd_preview)
     scenarios.register(sub)
     runbook.register(sub)

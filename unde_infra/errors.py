@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SHOWN_LENGTH = 80
+
+
+def shown(value: object, limit: int = SHOWN_LENGTH) -> str:
+    """A value as an error message quotes it: its repr (which escapes newlines and every other
+    unprintable character, so a hostile value cannot add a line to the report), cut to `limit`."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def one_line(text: str) -> str:
+    """`text` with every character that would break the one-problem-per-line report escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -11,11 +27,12 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        return one_line(f"{self.path}: {self.message}" if self.path else self.message)
 
 
 class TopologyError(Exception):
-    """The topology (or a stack's settings) is invalid; nothing may be built from it."""
+    """The topology (or a stack's settings, or another config file) is invalid; nothing may be
+    built from it."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
@@ -24,8 +41,10 @@ class TopologyError(Exception):
 
     def report(self) -> str:
         count = len(self.problems)
-        head = f"{self.source}: {count} problem{'s' if count != 1 else ''}"
-        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+        head = f"{one_line(self.source)}: {count} problem{'s' if count != 1 else ''}"
+        # A problem of the file as a whole (not UTF-8, empty, ...) names the file as its path.
+        lines = [str(p) if p.path else one_line(f"{self.source}: {p.message}") for p in self.problems]
+        return "\n".join([head, *(f"  {line}" for line in lines)])
 
 
 class Problems:

@@ -8,9 +8,9 @@ restricted by each host's nftables rules (rendered with the services)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from .model import Inbound, Inventory, Server
 
@@ -50,7 +50,9 @@ def tunnel_endpoints(inventory: Inventory) -> list[Server]:
     return [s for s in inventory.servers.values() if s.task == "gateway" or s.site == "witness"]
 
 
-def firewall_plans(inventory: Inventory, stack: str, admin_cidrs: tuple[IPv4Network, ...]) -> list[FirewallPlan]:
+def firewall_plans(
+    inventory: Inventory, stack: str, admin_cidrs: Sequence[IPv4Network | IPv6Network]
+) -> list[FirewallPlan]:
     # Every server with a public interface, IPv4 or IPv6 (a shard reaches the gateway over
     # IPv6): a public interface without a firewall would expose every port it listens on.
     servers = [s for s in inventory.stack_servers(stack) if s.dedicated is None and s.has_public_interface]
@@ -106,7 +108,7 @@ def rules_on(plans: Iterable[FirewallPlan], server: str) -> list[Rule]:
     return [rule for plan in plans if server in plan.servers for rule in plan.rules]
 
 
-def newly_blocked(inventory: Inventory, stack: str, admin_cidrs: tuple[IPv4Network, ...]) -> list[tuple[Server, Inbound]]:
+def newly_blocked(inventory: Inventory, stack: str, admin_cidrs: Sequence[IPv4Network | IPv6Network]) -> list[tuple[Server, Inbound]]:
     """What servers that run today serve publicly and the planned firewalls do not allow: the
     traffic the change starts to block, acknowledged (`close`) or not."""
     plans = firewall_plans(inventory, stack, admin_cidrs)

@@ -13,16 +13,18 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from . import ipplan
-from .errors import Problems
+from . import ipplan, known
+from .config_files import join_path, read_config
+from .errors import Problems, shown
 from .limits import size_over_limit
 from .pricing import DEFAULT_PRICING, load_pricing
 from .schema import (
+    FREE_TEXT,
+    HCLOUD_TYPE,
+    RETIRED_SECTION,
     SECTIONS,
-    SERVER_NAME_PATTERN,
     EtcdSpec,
     NetworkSpec,
     ObjectStorageSpec,
@@ -34,16 +36,20 @@ from .schema import (
     Size,
     TaskSpec,
 )
+from .validators import server_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = ROOT / "config" / "topology.yaml"
 DEFAULT_SERVER_TYPES = ROOT / "config" / "server_types.yaml"
 
 HELSINKI, LOCAL, WITNESS = "helsinki", "local", "witness"
-SHARD_REPLICA_TASK, SHARD_TASK = "shard-replica", "shard"
+# The sites the program builds: helsinki and local are required, witness is optional.
+KNOWN_SITES = (HELSINKI, LOCAL, WITNESS)
+SHARD_REPLICA_TASK, SHARD_TASK = known.SHARD_REPLICA, known.SHARD
 # SPEC scenario 2's warm standby in Helsinki: the entry point DNS fails over to, its orchestrator.
-STANDBY_ENTRY_TASK, STANDBY_ORCHESTRATOR_TASK = "standby-api", "standby-orchestrator"
+STANDBY_ENTRY_TASK, STANDBY_ORCHESTRATOR_TASK = known.STANDBY_API, known.STANDBY_ORCHESTRATOR
 STACKS = (HELSINKI, LOCAL)
+MIN_ETCD_MEMBERS = 3  # a quorum that survives the loss of one member
 
 
 def stack_of(server: Server) -> str:
@@ -168,6 +174,9 @@ class Inventory:
     shards: tuple[Shard, ...]
     etcd: tuple[EtcdMember, ...]
     notes: tuple[str, ...] = field(default=())
+    # Servers removed from the topology on purpose (name -> reason): an adopted server that
+    # leaves the topology without an entry here is a mandatory policy violation.
+    retired: dict[str, str] = field(default_factory=dict)
 
     def site_servers(self, *sites: str) -> list[Server]:
         return [s for s in self.servers.values() if s.site in sites]
@@ -180,7 +189,12 @@ class Inventory:
 
     @property
     def gateway(self) -> Server:
-        return next(s for s in self.servers.values() if s.task == "gateway")
+        return self.only(known.GATEWAY)
+
+    def only(self, task: str) -> Server:
+        """The one server of a task the model requires exactly once (known.REQUIRED_SERVERS)."""
+        (server,) = (s for s in self.servers.values() if s.task == task)
+        return server
 
     @property
     def local_limit(self) -> Size | None:
@@ -205,9 +219,10 @@ class Inventory:
 def load_server_types(path: Path = DEFAULT_SERVER_TYPES, pricing: Path = DEFAULT_PRICING) -> dict[str, ServerTypeSpec]:
     """The server types' specs, each with its price from config/pricing.yaml (the one place for
     prices): a type without a price, or a price for no known type, is an error."""
-    data = _read_yaml(path, Problems())
-    prices = load_pricing(pricing).servers.eur_month
     problems = Problems()
+    data = read_config(path, problems)
+    problems.raise_if_any(str(path))
+    prices = load_pricing(pricing).servers.eur_month
     types = data.get("types") if isinstance(data, dict) else None
     if isinstance(types, dict):
         for name, spec in types.items():
@@ -220,12 +235,16 @@ def load_server_types(path: Path = DEFAULT_SERVER_TYPES, pricing: Path = DEFAULT
                 problems.add(f"servers.eur_month.{name}", f"a price for {name}, which config/server_types.yaml does not know")
     problems.raise_if_any(str(pricing))
     try:
-        return ServerTypesFile.model_validate(data).types
+        types = ServerTypesFile.model_validate(data).types
     except ValidationError as exc:
-        problems = Problems()
         _add_validation_problems(problems, "", exc)
         problems.raise_if_any(str(path))
         raise  # unreachable: raise_if_any raised
+    for name in types:
+        if not ipplan.matches(HCLOUD_TYPE, name):
+            problems.add(join_path("types", name), "an hcloud server type name: lowercase letters and digits (cx23)")
+    problems.raise_if_any(str(path))
+    return types
 
 
 def load_topology(
@@ -238,7 +257,7 @@ def load_topology(
     """Read, check and derive. Raises TopologyError listing every problem found."""
     path = Path(path)
     problems = Problems()
-    data = _read_yaml(path, problems)
+    data = read_config(path, problems)
     problems.raise_if_any(str(path))
     if not isinstance(data, dict):
         problems.add("", f"the file must hold a mapping of sections, not {type(data).__name__}")
@@ -266,58 +285,17 @@ def build_inventory(
     return inventory
 
 
-def _read_yaml(path: Path, problems: Problems) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        problems.add("", f"cannot read the file: {exc.strerror or exc}")
-        return None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except DuplicateKeyError as exc:
-        problems.add(exc.where, exc.message)
-        return None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        problems.add(where, f"malformed YAML: {getattr(exc, 'problem', None) or exc}")
-        return None
-
-
-class DuplicateKeyError(yaml.YAMLError):
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(message)
-        self.where, self.message = where, message
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML that rejects a key given twice in one mapping (PyYAML keeps the last one
-    silently, which would hide a duplicated server name)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            line = key_node.start_mark.line + 1
-            if key in first:
-                raise DuplicateKeyError(
-                    f"line {line}, column {key_node.start_mark.column + 1}",
-                    f"duplicate key {key!r} (first defined on line {first[key]})",
-                )
-            first[key] = line
-        return super().construct_mapping(node, deep)
-
-
 def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     """Validate each section (each entry of the mapping sections) on its own, so that one bad
     server does not hide the problems of another."""
-    known = set(SECTIONS) | {"plan_version"}
+    names = set(SECTIONS) | {"plan_version", RETIRED_SECTION}
     for key in data:
-        if key not in known:
-            problems.add(str(key), f"unknown section (known: {', '.join(sorted(known))})")
-    if not isinstance(data.get("plan_version"), (str, int, float)):
-        problems.add("plan_version", "required: the plan version this topology implements")
-    parsed: dict[str, Any] = {}
+        if key not in names:
+            problems.add(join_path("", key), f"unknown section (known: {', '.join(sorted(names))})")
+    version = data.get("plan_version")
+    if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not 0 < len(str(version)) <= 16:
+        problems.add("plan_version", "required: the plan version this topology implements, like \"7.2\"")
+    parsed: dict[str, Any] = {RETIRED_SECTION: _parse_retired(data.get(RETIRED_SECTION), problems)}
     mapping_sections = {"sites", "tasks", "servers"}
     for name, model in SECTIONS.items():
         raw = data.get(name)
@@ -336,31 +314,69 @@ def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     return parsed
 
 
+ENTRY_NAMES = {
+    "sites": (set(KNOWN_SITES), "the program builds these sites"),
+    "tasks": (set(known.KNOWN_TASKS), "the program knows how to build these tasks; a new task needs code that builds it"),
+}
+
+
 def _parse_entries(name: str, raw: Any, model: type[BaseModel], problems: Problems) -> Any:
-    if not isinstance(raw, dict):
-        problems.add(name, f"must be a mapping of name to settings, got {type(raw).__name__}")
+    if not isinstance(raw, dict) or not raw:
+        problems.add(name, f"must be a mapping of name to settings, got {shown(raw, 40)}")
         return None
     result: dict[str, Any] = {}
     for key, entry in raw.items():
+        path = join_path(name, key)
+        if not isinstance(key, str):
+            problems.add(path, f"a name is text, not {shown(key)}")
+            continue
+        allowed = ENTRY_NAMES.get(name)
+        if allowed is not None and key not in allowed[0]:
+            problems.add(path, f"unknown {name[:-1]} {shown(key)}: {allowed[1]} ({', '.join(sorted(allowed[0]))})")
+            continue
         try:
-            result[str(key)] = model.model_validate(entry)
+            result[key] = model.model_validate(entry)
         except ValidationError as exc:
-            _add_validation_problems(problems, f"{name}.{key}", exc)
+            _add_validation_problems(problems, path, exc)
     return result
+
+
+def _parse_retired(raw: Any, problems: Problems) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(RETIRED_SECTION, "a mapping of server name to the reason it was retired")
+        return {}
+    retired = {}
+    for name, reason in raw.items():
+        path = join_path(RETIRED_SECTION, name)
+        try:
+            server_name(name)
+        except ValueError as exc:
+            problems.add(path, str(exc))
+            continue
+        if not isinstance(reason, str) or not 0 < len(reason) <= FREE_TEXT:
+            problems.add(path, f"give the reason it was retired, one line of text (got {shown(reason, 40)})")
+            continue
+        retired[name] = reason
+    return retired
 
 
 def _add_validation_problems(problems: Problems, prefix: str, exc: ValidationError) -> None:
     seen: set[str] = set()
     for err in exc.errors():
-        loc = [str(part) for part in err["loc"] if not _is_union_branch(part)]
-        path = ".".join(p for p in [prefix, *loc] if p)
+        path = prefix
+        for part in err["loc"]:
+            if not _is_union_branch(part):
+                path = join_path(path, part)
         if path in seen:  # a union reports each branch; one line per place is enough
             continue
         seen.add(path)
         value = err.get("input")
-        shown = "" if err["type"] in {"missing", "extra_forbidden"} else f" (got {value!r})"
+        # A kind's own message (value_error) quotes the value already.
+        got = "" if err["type"] in {"missing", "extra_forbidden", "value_error"} else f" (got {shown(value)})"
         message = {"missing": "required", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
-        problems.add(path, f"{message}{shown}")
+        problems.add(path, f"{message.removeprefix('Value error, ')}{got}")
 
 
 def _is_union_branch(part: object) -> bool:
@@ -391,6 +407,9 @@ def _derive(
     for site in (HELSINKI, LOCAL):
         if site not in sites:
             problems.add(f"sites.{site}", "required site is missing")
+    if any(site not in sites for site in (HELSINKI, LOCAL)):
+        problems.raise_if_any(source)  # everything below places servers in these two sites
+    _check_task_traits(tasks, problems)
     _check_network_plan(sites, network, shards_spec, problems)
     if etcd_spec is not None and etcd_spec.placement not in etcd_spec.placements:
         problems.add(
@@ -405,8 +424,16 @@ def _derive(
             servers[name] = server
             for instance in range(2, spec.instances + 1):
                 extra = _scale_out_instance(server, instance, network, problems, f"servers.{name}.instances")
-                if extra is not None:
-                    servers[extra.name] = extra
+                if extra is None:
+                    continue
+                if extra.name in specs or extra.name in servers:
+                    problems.add(
+                        f"servers.{extra.name}",
+                        f"collides with instance {instance} of {name} (servers.{name}.instances: {spec.instances}); "
+                        "rename the server or lower instances",
+                    )
+                    continue
+                servers[extra.name] = extra
 
     shards: list[Shard] = []
     if shards_spec is not None:
@@ -417,15 +444,24 @@ def _derive(
         shards = _derive_shards(shards_spec, network, tasks, server_types, specs, problems)
     for shard in shards:
         for server in (shard.primary, shard.replica):
-            if server.name in specs:
-                problems.add(f"servers.{server.name}", "this name is derived from shards.count; remove the entry")
+            if server.name in servers:
+                problems.add(f"servers.{server.name}", "this name is derived from shards.count; rename the server")
             servers[server.name] = server
 
     _check_unique_addresses(servers, sites, network, problems)
     _check_tunnels(servers, network, problems)
     etcd = _derive_etcd(etcd_spec, servers, problems) if etcd_spec is not None else []
-    if sum(1 for s in servers.values() if s.task == "gateway") != 1:
-        problems.add("servers", "exactly one server must have task gateway (helsinki-gw)")
+    _check_required_servers(servers, specs, problems)
+    storage: ObjectStorageSpec | None = sections.get("object_storage")
+    if storage is not None and known.BACKUP_BUCKET not in storage.buckets:
+        problems.add(
+            "object_storage.buckets",
+            f"the bucket {known.BACKUP_BUCKET} is required: it holds the pgBackRest repositories of every shard",
+        )
+    retired: dict[str, str] = sections[RETIRED_SECTION]
+    for name in retired:
+        if name in servers:
+            problems.add(join_path(RETIRED_SECTION, name), f"{name} is still a server of the topology; retire it or keep it")
 
     problems.raise_if_any(source)
     assert shards_spec is not None and etcd_spec is not None  # a missing section is a problem above
@@ -452,7 +488,38 @@ def _derive(
         shards=tuple(shards),
         etcd=tuple(etcd),
         notes=tuple(notes),
+        retired=retired,
     )
+
+
+def _check_task_traits(tasks: dict[str, TaskSpec], problems: Problems) -> None:
+    """The traits the program relies on: a topology may give them to more tasks, never take them
+    away from the tasks that have them (known.DATA_TASKS, known.STATEFUL_TASKS)."""
+    for name, task in tasks.items():
+        if name in known.DATA_TASKS and not task.data:
+            problems.add(f"tasks.{name}.data", f"{name} holds data: it stays data: true (data servers are never public)")
+        if name in known.STATEFUL_TASKS and not task.stateful:
+            problems.add(f"tasks.{name}.stateful", f"{name} holds state: it stays stateful: true (never replaced)")
+        if task.data and task.entry_point:
+            problems.add(f"tasks.{name}.entry_point", f"{name} holds data: a data server is never an entry point")
+
+
+def _check_required_servers(servers: dict[str, Server], specs: dict[str, ServerSpec], problems: Problems) -> None:
+    """The servers the components look up by task: present, once where once is what they need,
+    in their site. A renamed server is fine (they are found by task); a missing one is not."""
+    for task, site, how_many, why in known.REQUIRED_SERVERS:
+        found = [s for s in servers.values() if s.task == task and s.instance == 1]
+        declared = [name for name, spec in specs.items() if spec.task == task and name not in servers]
+        if not found and declared:
+            continue  # its entry has problems of its own, reported already
+        if how_many == "one" and len(found) != 1:
+            names = ", ".join(s.name for s in found) or "none"
+            problems.add("servers", f"exactly one server must have task {task} ({why}); found {names}")
+        elif how_many == "some" and not found:
+            problems.add("servers", f"at least one server must have task {task} ({why}); found none")
+        for server in found:
+            if server.site != site:
+                problems.add(f"servers.{server.name}.site", f"a server of task {task} belongs to site {site}")
 
 
 def _check_network_plan(
@@ -534,8 +601,16 @@ def _server_from_spec(
     if spec.resize and not spec.existing:
         problems.add(f"{path}.resize", "only an existing server needs resize: a new one is created with its type")
         ok = False
-    if not ipplan.matches(SERVER_NAME_PATTERN, name):
-        problems.add(path, f"invalid server name {name!r}: lowercase letters, digits and '-', 2-63 characters")
+    try:
+        server_name(name)
+    except ValueError as exc:
+        problems.add(path, str(exc))
+        ok = False
+    if isinstance(spec.public_ipv4, IPv4Address) and not spec.existing:
+        problems.add(
+            f"{path}.public_ipv4",
+            "a known public address is for an existing server; a new server gets one from hcloud (public_ipv4: true)",
+        )
         ok = False
     task = _task_of(name, spec, tasks, problems)
     site = sites.get(spec.site)
@@ -668,6 +743,11 @@ def _scale_out_instance(
         return None
     index = ipplan.last_octet(ip)
     suffix = f"-{instance}"
+    try:
+        server_name(f"{base.name}{suffix}")
+    except ValueError as exc:
+        problems.add(path, f"instance {instance}: {exc}")
+        return None
     return Server(
         **{
             **base.__dict__,
@@ -808,14 +888,25 @@ def _derive_etcd(spec: EtcdSpec, servers: dict[str, Server], problems: Problems)
     for name, count in names.items():
         if count > 1:
             problems.add(path, f"member {name} is listed {count} times")
-    if len(members) % 2 == 0:
+    if len(members) < MIN_ETCD_MEMBERS:
+        problems.add(
+            path,
+            f"{len(members)} member{'s' if len(members) != 1 else ''}: etcd needs at least {MIN_ETCD_MEMBERS}, "
+            "so that losing one keeps a quorum",
+        )
+    elif len(members) % 2 == 0:
         problems.add(path, f"{len(members)} members: an etcd quorum needs an odd number of members")
     result = []
+    hosts: dict[str, str] = {}
     for i, m in enumerate(members):
         host = servers.get(m.host)
         if host is None:
             problems.add(f"{path}[{i}].host", f"unknown server {m.host!r}")
             continue
+        if m.host in hosts:
+            problems.add(f"{path}[{i}].host", f"{m.host} already carries member {hosts[m.host]}: one member a server")
+            continue
+        hosts[m.host] = m.member
         result.append(EtcdMember(m.member, host))
     return result
 

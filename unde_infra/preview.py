@@ -7,16 +7,18 @@ and moved into place at the end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config_files import load_config
 from .errors import Problems, TopologyError
 from .firewall import newly_blocked
 from .model import HELSINKI, ROOT, STACKS, Inbound, Inventory, Server, load_topology
@@ -32,6 +34,7 @@ from .offline import (
 )
 from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
 from .settings import (
+    TOPOLOGY_OVERRIDE_ENV,
     StackSettings,
     check_against_inventory,
     entry_settings_missing,
@@ -61,6 +64,7 @@ class PreparedStack:
     config: dict[str, Any]
     settings: StackSettings
     inventory: Inventory
+    topology: Path
     stand_ins: list[str] = field(default_factory=list)
     # Settings the offline preview stood in because the stack config lacks them, for the summary.
     stand_in_notes: list[str] = field(default_factory=list)
@@ -89,22 +93,25 @@ def prepare(
     project_dir: Path = ROOT,
     config_overrides: dict[str, Any] | None = None,
 ) -> list[PreparedStack]:
-    """Check the topology and every stack's settings before anything runs (all problems at once)."""
+    """Check the topology, the policy configuration and every stack's settings before anything
+    runs (all problems at once). `topology`, the operator's --topology, may be any file; the
+    stack config's own `topology` must stay inside the project."""
+    from policies.rules import load_policy_config
+
+    load_policy_config()
     prepared = []
     errors: list[str] = []
     for stack in stacks:
         config = {**read_stack_config(stack, project_dir), **(config_overrides or {})}
-        if topology is not None:
-            config["topology"] = str(topology.resolve())
         if shards is not None:
             config["shards"] = shards
         problems = Problems()
-        settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, problems)
+        settings = parse_settings(stack, config, problems, project_dir=project_dir)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
             continue
-        path = Path(settings.topology)
-        inventory = load_topology(path if path.is_absolute() else project_dir / path, shards=settings.shards)
+        path = topology.resolve() if topology is not None else settings.topology_path(project_dir)
+        inventory = load_topology(path, shards=settings.shards)
         stand_ins = missing_import_ids(settings, inventory)
         if stand_ins:
             # The offline preview stands in ids for adopted servers the stack config lacks; a
@@ -112,22 +119,22 @@ def prepare(
             ids = dict(config.get("importIds") or {})
             ids.update({name: str(STAND_IN_IMPORT_ID_BASE + i) for i, name in enumerate(stand_ins, 1)})
             config["importIds"] = ids
-            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
         notes = []
         if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
             config["telegramChatId"] = OFFLINE_TELEGRAM_CHAT_ID
-            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
             notes.append(f"telegramChatId is not set in Pulumi.{stack}.yaml; the preview stood in "
                          f"{OFFLINE_TELEGRAM_CHAT_ID}. A real run stops until it is set.")
         if needs_entry_dns(settings, inventory) and settings.dns_zone is None:
             config["dnsZone"] = OFFLINE_DNS_ZONE
-            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
             notes.append(f"dnsZone is not set in Pulumi.{stack}.yaml; the preview stood in {OFFLINE_DNS_ZONE}. "
                          "A real run stops until it is set.")
         missing = entry_settings_missing(settings, inventory)
         if missing:
             config.update({key: OFFLINE_ENTRY_SETTINGS[key] for key in missing})
-            settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, Problems())
+            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
             notes.append(f"{' and '.join(missing)} not set in Pulumi.{stack}.yaml; the preview stood in "
                          f"{', '.join(OFFLINE_ENTRY_SETTINGS[key] for key in missing)}. A real run stops until "
                          f"{'they are' if len(missing) > 1 else 'it is'} set.")
@@ -135,7 +142,7 @@ def prepare(
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
             continue
-        prepared.append(PreparedStack(stack, config, settings, inventory, stand_ins, notes))
+        prepared.append(PreparedStack(stack, config, settings, inventory, path, stand_ins, notes))
     if errors:
         raise PreviewInputError("\n".join(errors))
     return prepared
@@ -146,7 +153,23 @@ class PreviewInputError(Exception):
 
 
 def documented_stack_outputs() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load(STACK_OUTPUTS_FILE.read_text(encoding="utf-8"))
+    from .stack_outputs import check_stack_outputs
+
+    return check_stack_outputs(load_config(STACK_OUTPUTS_FILE), str(STACK_OUTPUTS_FILE))
+
+
+@contextmanager
+def topology_for_program(path: Path) -> Iterator[None]:
+    """The program reads the topology this preview checked (components/sites.load_stack)."""
+    saved = os.environ.get(TOPOLOGY_OVERRIDE_ENV)
+    os.environ[TOPOLOGY_OVERRIDE_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(TOPOLOGY_OVERRIDE_ENV, None)
+        else:
+            os.environ[TOPOLOGY_OVERRIDE_ENV] = saved
 
 
 def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
@@ -156,15 +179,16 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
     for item in prepared:
         public = {s.name: str(s.public_address) for s in item.inventory.servers.values() if s.public_address}
         started = time.perf_counter()
-        run = run_program(
-            item.stack,
-            item.config,
-            stack_outputs=stack_outputs,
-            public_addresses=public,
-            stand_ins=item.stand_ins,
-            secret_prefix=secret_prefix,
-            server_names=list(item.inventory.servers),
-        )
+        with topology_for_program(item.topology):
+            run = run_program(
+                item.stack,
+                item.config,
+                stack_outputs=stack_outputs,
+                public_addresses=public,
+                stand_ins=item.stand_ins,
+                secret_prefix=secret_prefix,
+                server_names=list(item.inventory.servers),
+            )
         seconds = time.perf_counter() - started
         # What the providers would refuse, checked against their published schemas.
         schema_violations += check_records(run.records)
@@ -188,7 +212,10 @@ def check_policies(result: StackResult, settings: StackSettings) -> list[Any]:
     from policies.views import context_for, from_record
 
     ctx = context_for(
-        result.run.stack, inventory=result.inventory, admin_cidrs=tuple(str(c) for c in settings.admin_cidrs)
+        result.run.stack,
+        inventory=result.inventory,
+        admin_cidrs=tuple(str(c) for c in settings.admin_cidrs),
+        import_ids=settings.import_ids,
     )
     return evaluate([from_record(r) for r in result.run.records], ctx)
 
@@ -338,10 +365,37 @@ def _other_hosts(result: StackResult) -> str:
     return "; " + "; ".join(parts) if parts else ""
 
 
-def preview(stacks: list[str], topology: Path | None, shards: int | None, out: Path) -> list[StackResult]:
-    prepared = prepare(stacks, topology, shards)
+def check_out_dir(out: Path, stacks: list[str]) -> list[str]:
+    """Why the results could not be written to `out`, found before any stack runs (and without
+    writing anything): `out` must be a directory, or a path whose nearest existing parent is a
+    writable directory."""
+    problems = []
+    existing = out
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        problems.append(f"{existing} is a symbolic link to nothing")
+    elif not existing.is_dir():
+        problems.append(f"{existing} is a file, not a directory")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"{existing} is not writable")
+    elif existing == out:
+        for stack in stacks:
+            target = out / stack
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                problems.append(f"{target} is in the way: the preview replaces it with a directory")
+    return problems
+
+
+def preview(
+    stacks: list[str], topology: Path | None, shards: int | None, out: Path, project_dir: Path = ROOT
+) -> list[StackResult]:
+    prepared = prepare(stacks, topology, shards, project_dir=project_dir)
     results = run_stacks(prepared)
-    write_results(results, out)
+    try:
+        write_results(results, out)
+    except OSError as exc:
+        raise PreviewInputError(f"--out: cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
     return results
 
 

@@ -8,9 +8,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config_files import read_config
 from .errors import Problems
 
 DEFAULT_PRICING = Path(__file__).resolve().parent.parent / "config" / "pricing.yaml"
@@ -78,11 +78,8 @@ def load_pricing(path: Path = DEFAULT_PRICING) -> Pricing:
 @cache
 def _load(path: Path) -> Pricing:
     problems = Problems()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        problems.add("", f"cannot read the prices: {exc}")
-        problems.raise_if_any(str(path))
+    data = read_config(path, problems)
+    problems.raise_if_any(str(path))
     try:
         pricing = Pricing.model_validate(data)
     except ValidationError as exc:

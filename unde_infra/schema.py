@@ -2,45 +2,64 @@
 
 These models check each section on its own; `unde_infra.model` then cross-checks the sections
 and derives the inventory. Every model forbids unknown keys, so a typo is an error, not a
-silently ignored setting.
+silently ignored setting. They are strict: a count is a whole number, never `true` (YAML's
+`yes`) or text; a float is finite; every address, name and key is checked by its kind
+(`unde_infra.validators`), so what reaches a renderer is what the model validated.
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import ip_network
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SERVER_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+from .validators import (
+    BucketName,
+    DnsLabel,
+    Endpoint,
+    InterfaceName,
+    PrivateIPv4,
+    PrivateIPv4Network,
+    PublicIPv4OrFlag,
+    ServerName,
+)
+
 SERVICE = Literal["postgres", "patroni", "pgbouncer", "redis", "etcd"]
+# hcloud server type names (cx23, ccx33) and Robot products (AX41).
+HCLOUD_TYPE = r"^[a-z][a-z0-9]{1,15}$"
+ROBOT_PRODUCT = r"^[A-Za-z][A-Za-z0-9-]{0,31}$"
+Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
+NetworkZone = Literal["eu-central", "us-east", "us-west", "ap-southeast"]
+FREE_TEXT = 200  # descriptions and reasons: one line
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Size(Strict):
-    vcpu: int = Field(gt=0)
-    ram_gb: float = Field(gt=0)
+    vcpu: int = Field(gt=0, le=1024)
+    ram_gb: float = Field(gt=0, le=16384)
 
 
 class ServerTypeSpec(Strict):
-    vcpu: int = Field(gt=0)
-    ram_gb: float = Field(gt=0)
-    disk_gb: int = Field(gt=0)
+    vcpu: int = Field(gt=0, le=1024)
+    ram_gb: float = Field(gt=0, le=16384)
+    disk_gb: int = Field(gt=0, le=1_000_000)
     cpu: Literal["shared", "dedicated"]
-    eur_month: float = Field(gt=0)
-    locations: list[str]
+    eur_month: float = Field(gt=0, le=100_000)
+    locations: list[Location] = Field(min_length=1)
 
 
 class ServerTypesFile(Strict):
-    model_config = ConfigDict(extra="ignore", frozen=True)  # YAML anchors live beside `types`
-    types: dict[str, ServerTypeSpec]
+    # YAML anchors (lists of locations) live beside `types`.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
+    types: dict[str, ServerTypeSpec] = Field(min_length=1)
 
 
 class TunnelSpec(Strict):
-    interface: str = Field(pattern=r"^[a-z][a-z0-9-]{0,14}$", max_length=15)
+    interface: InterfaceName
     index: int = Field(ge=0, le=255)
 
 
@@ -55,7 +74,7 @@ class InboundSpec(Strict):
     protocol: INBOUND_PROTOCOL = "tcp"
     port: int | str | None = None  # 443 or "8000-8100"; icmp has none
     sources: list[str] = Field(default_factory=lambda: list(ANYWHERE_SOURCES), min_length=1)
-    reason: str = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=FREE_TEXT)
     # The acknowledgement: the first run stops serving this on purpose (the new firewalls do
     # not allow it). Without it, traffic the new firewalls would block is a policy violation.
     close: bool = False
@@ -93,17 +112,18 @@ class InboundSpec(Strict):
 
 
 class ServerSpec(Strict):
-    site: str
+    site: DnsLabel
     # A list is accepted by the parser only so that "two tasks" can be reported as such.
     task: str | list[str] | None = None
-    type: str | None = None
-    dedicated: str | None = None
+    type: str | None = Field(default=None, pattern=HCLOUD_TYPE)
+    dedicated: str | None = Field(default=None, pattern=ROBOT_PRODUCT)
     size: Size | None = None
-    ip: IPv4Address
-    public_ipv4: bool | IPv4Address | None = None
+    ip: PrivateIPv4
+    # true/false, or the known public address of an existing server (globally routable).
+    public_ipv4: PublicIPv4OrFlag = None
     existing: bool = False
     tunnel: TunnelSpec | None = None
-    etcd_placement: str | None = None
+    etcd_placement: DnsLabel | None = None
     # Stateless scale-out: instances of this server's task (local-app-2, ...).
     instances: int = Field(default=1, ge=1, le=8)
     # An existing server keeps the type it runs with, whatever `type` says, unless this opts in
@@ -115,15 +135,15 @@ class ServerSpec(Strict):
 
 class SiteSpec(Strict):
     provider: Literal["hcloud"] | None = None
-    location: str | None = None
-    network_zone: str | None = None
-    range: IPv4Network
+    location: Location | None = None
+    network_zone: NetworkZone | None = None
+    range: PrivateIPv4Network
     max_size: Size | None = None
 
 
 class SubnetSpec(Strict):
     type: Literal["cloud", "vswitch"]
-    ip_range: IPv4Network
+    ip_range: PrivateIPv4Network
 
 
 class WireGuardSpec(Strict):
@@ -136,34 +156,34 @@ class WireGuardSpec(Strict):
 
 
 class NetworkSpec(Strict):
-    ip_range: IPv4Network
-    gateway: IPv4Address
-    subnets: dict[str, SubnetSpec]
-    tunnel_range: IPv4Network
-    scale_out_pool: IPv4Network
+    ip_range: PrivateIPv4Network
+    gateway: PrivateIPv4
+    subnets: dict[DnsLabel, SubnetSpec] = Field(min_length=1)
+    tunnel_range: PrivateIPv4Network
+    scale_out_pool: PrivateIPv4Network
     wireguard: WireGuardSpec = WireGuardSpec()
 
 
 class ShardLocalSpec(Strict):
     size: Size
-    first_address: IPv4Address
+    first_address: PrivateIPv4
     first_tunnel: int = Field(ge=0, le=255)
-    pool: IPv4Network
+    pool: PrivateIPv4Network
 
 
 class ShardReplicaSpec(Strict):
-    subnet: str
-    first_host: int = Field(ge=2)
-    type: str
-    large_type: str
-    large_from_count: int = Field(ge=1)
+    subnet: DnsLabel
+    first_host: int = Field(ge=2, le=65534)
+    type: str = Field(pattern=HCLOUD_TYPE)
+    large_type: str = Field(pattern=HCLOUD_TYPE)
+    large_from_count: int = Field(ge=1, le=1024)
 
 
 DURABILITY = Literal["async", "sync"]
 
 
 class ShardsSpec(Strict):
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=1024)
     local: ShardLocalSpec
     replica: ShardReplicaSpec
     # async: a commit returns once the local primary has it (SPEC: synchronous_commit = local).
@@ -174,17 +194,18 @@ class ShardsSpec(Strict):
 
 
 class EtcdMemberSpec(Strict):
-    member: str
-    host: str
+    # etcd's member name: it goes into initial-cluster (`name=url,...`), so a DNS label.
+    member: DnsLabel
+    host: ServerName
 
 
 class EtcdSpec(Strict):
-    placement: str
-    placements: dict[str, list[EtcdMemberSpec]]
+    placement: DnsLabel
+    placements: dict[DnsLabel, list[EtcdMemberSpec]] = Field(min_length=1)
 
 
 class TaskSpec(Strict):
-    description: str
+    description: str = Field(min_length=1, max_length=FREE_TEXT)
     stateful: bool = False
     data: bool = False
     entry_point: bool = False
@@ -192,13 +213,13 @@ class TaskSpec(Strict):
 
 
 class BucketSpec(Strict):
-    purpose: str
+    purpose: str = Field(min_length=1, max_length=FREE_TEXT)
 
 
 class ObjectStorageSpec(Strict):
-    endpoint: str
-    region: str
-    buckets: dict[str, BucketSpec]
+    endpoint: Endpoint
+    region: DnsLabel
+    buckets: dict[BucketName, BucketSpec] = Field(min_length=1)
 
 
 SECTIONS: dict[str, type[Strict]] = {
@@ -210,3 +231,6 @@ SECTIONS: dict[str, type[Strict]] = {
     "servers": ServerSpec,
     "object_storage": ObjectStorageSpec,
 }
+# Optional: servers removed from the topology on purpose, name -> reason (see README, "Retiring
+# an adopted server").
+RETIRED_SECTION = "retired"

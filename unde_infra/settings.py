@@ -2,21 +2,39 @@
 
 The topology says what exists; a stack's settings say how this stack reaches it: which site
 it builds, the provider and location of the local site, the hcloud ids of servers to adopt,
-admin keys and CIDRs, the addresses of existing hosts."""
+admin keys and CIDRs, the addresses of existing hosts. Every value is checked by its kind
+(`unde_infra.validators`) and every problem is reported at once, `key: message`."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_network
-from typing import Any, Literal
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, TypeVar
 
-from .errors import Problems
-from .model import HELSINKI, LOCAL, Inventory
-from .render.entry import needs_load_balancer
+from . import validators
+from .config_files import join_path, unsafe_values
+from .errors import Problems, shown
+from .model import HELSINKI, LOCAL, ROOT, Inventory, Server
+from .render.entry import api_instances, needs_load_balancer
 from .render.entry_failover import EntryDns
+from .sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 
 Provider = Literal["hcloud", "existing"]
+T = TypeVar("T")
+DEFAULT_TOPOLOGY_SETTING = "config/topology.yaml"
+# The operator's own choice of topology file for one run (`unde-infra preview --topology`, or
+# `UNDE_INFRA_TOPOLOGY=... pulumi preview`): any path on their machine. The stack config's
+# `topology`, committed in a merge request, must stay inside the project.
+TOPOLOGY_OVERRIDE_ENV = "UNDE_INFRA_TOPOLOGY"
+# The helsinki stack of this project, as a StackReference names it: helsinki, org/helsinki or
+# org/unde-infra/helsinki.
+HELSINKI_STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]{1,100}/(?:unde-infra/)?)?helsinki$")
+SLACK_CHANNEL = re.compile(r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$")
+ROUTEROS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TELEGRAM_CHAT_ID = re.compile(r"^-?[0-9]{1,16}$")
 
 
 @dataclass(frozen=True)
@@ -28,18 +46,21 @@ class ExistingHost:
     eur_month: float | None = None
 
 
+AdminNetwork = IPv4Network | IPv6Network
+
+
 @dataclass(frozen=True)
 class StackSettings:
     stack: str
     site: str
-    topology: str = "config/topology.yaml"
+    topology: str = DEFAULT_TOPOLOGY_SETTING
     shards: int | None = None
     import_ids: dict[str, str] = field(default_factory=dict)
     ssh_keys: tuple[str, ...] = ()
     # Keys already uploaded to the Hetzner project, adopted by id (position in sshKeys -> id):
     # Hetzner refuses a second copy of a key (uniqueness_error).
     ssh_key_import_ids: dict[int, str] = field(default_factory=dict)
-    admin_cidrs: tuple[IPv4Network, ...] = ()
+    admin_cidrs: tuple[AdminNetwork, ...] = ()
     vswitch_id: int | None = None
     # The Helsinki network exists already (the adopted servers are on it): its hcloud id, the
     # range it has today (only while it is being imported) and the subnets it already has.
@@ -69,6 +90,9 @@ class StackSettings:
     entry_domain: str = ""
     acme_email: str = ""
 
+    def topology_path(self, project_dir: Path = ROOT) -> Path:
+        return project_dir / self.topology
+
 
 KNOWN_KEYS = {
     "site", "topology", "shards", "importIds", "sshKeys", "sshKeyImportIds", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",
@@ -82,80 +106,85 @@ SECRET_KEYS = {
     "objectStorageAccessKey", "objectStorageSecretKey", "sshPrivateKey", "telegramBotToken", "slackWebhookUrl",
     "heartbeatUrl", "posthogApiKey", "dnsApiToken",
 }  # fmt: skip
+# Secrets of the providers the program uses, set in the same stack config.
+PROVIDER_SECRET_KEYS = {"hcloud:token"}
 
 
-def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> StackSettings:
-    """`raw` maps unprefixed project keys to their values; foreign keys (hcloud:token) are skipped."""
+def is_encrypted(value: Any) -> bool:
+    """How Pulumi writes an encrypted value into Pulumi.<stack>.yaml: `{secure: <ciphertext>}`."""
+    return isinstance(value, dict) and set(value) == {"secure"} and isinstance(value["secure"], str)
+
+
+def plaintext_secret_problems(stack: str, present: dict[str, bool], problems: Problems) -> None:
+    """`present`: each secret key the stack config sets -> whether it is encrypted. A secret in
+    plain text is refused; the message names the command that stores it encrypted and never
+    the value itself."""
+    for key, encrypted in sorted(present.items()):
+        if not encrypted:
+            problems.add(
+                key,
+                f"a secret in plain text in Pulumi.{stack}.yaml: remove it from the file and store it encrypted "
+                f"with `pulumi config set --secret {key} <value> -s {stack}`",
+            )
+
+
+def parse_settings(stack: str, raw: dict[str, Any], problems: Problems, *, project_dir: Path = ROOT) -> StackSettings:
+    """`raw` maps unprefixed project keys to their values; provider keys (hcloud:token) are
+    checked for plain-text secrets only."""
+    # A value that is not plain one-line data is reported, whichever way it arrived (a file
+    # offline, the engine's config in a real run), and read no further.
+    safe = {}
+    for key, value in raw.items():
+        unsafe = list(unsafe_values({key: value}))
+        for problem in unsafe:
+            problems.add(problem.path, problem.message)
+        if not unsafe:
+            safe[key] = value
+    raw = safe
     for key in raw:
-        if ":" not in key and key not in KNOWN_KEYS:
-            problems.add(key, f"unknown setting (known: {', '.join(sorted(KNOWN_KEYS))})")
-    site = str(raw.get("site", stack))
-    if site not in (HELSINKI, LOCAL):
-        problems.add("site", f"unknown site {site!r}: a stack builds helsinki or local")
-    shards = raw.get("shards")
-    if shards is not None and (not isinstance(shards, int) or isinstance(shards, bool) or shards < 1):
-        problems.add("shards", f"must be a whole number of at least 1 (got {shards!r})")
-        shards = None
-    import_ids = raw.get("importIds") or {}
-    if not isinstance(import_ids, dict):
-        problems.add("importIds", "must map server names to hcloud server ids")
-        import_ids = {}
-    for name, value in import_ids.items():
-        if not str(value).isdigit():
-            problems.add(f"importIds.{name}", f"hcloud server ids are numbers (got {value!r})")
-    admin_cidrs = []
-    for i, cidr in enumerate(raw.get("adminCidrs") or []):
-        try:
-            admin_cidrs.append(ip_network(str(cidr)))
-        except ValueError:
-            problems.add(f"adminCidrs[{i}]", f"not a CIDR: {cidr!r}")
-    provider = raw.get("provider", "hcloud")
-    if provider not in ("hcloud", "existing"):
-        problems.add("provider", f"unknown provider {provider!r} (known: hcloud, existing)")
-        provider = "hcloud"
-    hosts: dict[str, ExistingHost] = {}
-    for name, host in (raw.get("hosts") or {}).items():
-        if not isinstance(host, dict) or "address" not in host:
-            problems.add(f"hosts.{name}", "needs at least an address (and optionally user, port)")
-            continue
-        unknown = set(host) - {"address", "user", "port", "eurMonth"}
-        if unknown:
-            problems.add(f"hosts.{name}", f"unknown keys: {', '.join(sorted(unknown))}")
-        hosts[name] = ExistingHost(
-            str(host["address"]), str(host.get("user", "root")), int(host.get("port", 22)),
-            _monthly_price(host.get("eurMonth"), f"hosts.{name}.eurMonth", problems),
-        )
-    ssh_keys = tuple(str(k) for k in raw.get("sshKeys") or [])
-    key_imports = _ssh_key_imports(raw.get("sshKeyImportIds"), len(ssh_keys), problems)
-    vswitch = raw.get("vswitchId")
-    if vswitch is not None and not str(vswitch).isdigit():
-        problems.add("vswitchId", f"the Robot vSwitch id is a number (got {vswitch!r})")
-        vswitch = None
+        if not isinstance(key, str):
+            problems.add(join_path("", key), "a setting's name is text")
+        elif ":" not in key and key not in KNOWN_KEYS:
+            problems.add(join_path("", key), f"unknown setting (known: {', '.join(sorted(KNOWN_KEYS))})")
+    secrets = {k: is_encrypted(v) for k, v in raw.items() if k in SECRET_KEYS | PROVIDER_SECRET_KEYS}
+    plaintext_secret_problems(stack, secrets, problems)
+    get = _Reader(raw, problems)
+    site = get.choice("site", (HELSINKI, LOCAL), stack if stack in (HELSINKI, LOCAL) else HELSINKI,
+                      "unknown site {}: a stack builds helsinki or local")
+    ssh_keys = get.items("sshKeys", validators.ssh_public_key)
+    for i, ssh_key in enumerate(ssh_keys):
+        if ssh_key is not None and ssh_keys.index(ssh_key) != i:
+            problems.add(f"sshKeys[{i}]", f"the same key as sshKeys[{ssh_keys.index(ssh_key)}]; Hetzner holds a key once")
+    admin = get.items("adminCidrs", validators.admin_network)
+    for i, net in enumerate(admin):
+        if net is not None and admin.index(net) != i:
+            problems.add(f"adminCidrs[{i}]", f"{net} is given twice")
+    network_import = _network_import(raw.get("networkImport"), problems)
     dns_zone, entry_hostname = _entry_dns(raw, problems)
-    network_import = raw.get("networkImport") or {}
-    import_id, current_range, existing_subnets = _network_import(network_import, problems)
     return StackSettings(
         stack=stack,
         site=site,
-        topology=str(raw.get("topology", "config/topology.yaml")),
-        shards=shards,
-        import_ids={str(k): str(v) for k, v in import_ids.items()},
-        ssh_keys=ssh_keys,
-        ssh_key_import_ids=key_imports,
-        admin_cidrs=tuple(a for a in admin_cidrs if isinstance(a, IPv4Network)),
-        vswitch_id=int(vswitch) if vswitch is not None else None,
-        network_import_id=import_id,
-        adopting=bool(raw.get("adopting", False)),
-        network_current_range=current_range,
-        existing_subnets=existing_subnets,
-        provider=provider,
-        location=str(raw.get("location", "sin")),
-        hosts=hosts,
-        helsinki_stack=str(raw.get("helsinkiStack", "organization/unde-infra/helsinki")),
-        telegram_chat_id=_int_setting(raw, "telegramChatId", problems),
-        slack_channel=str(raw.get("slackChannel", "#unde-alerts")),
-        routeros_user=str(raw.get("routerosUser", "admin")),
-        routeros_private_interface=str(raw.get("routerosPrivateInterface", "ether2")),
+        topology=get.value("topology", lambda v: topology_setting(v, project_dir), DEFAULT_TOPOLOGY_SETTING),
+        shards=get.value("shards", lambda v: validators.bounded_int(v, 1, 1024, "the shard count"), None),
+        import_ids=get.mapping("importIds", validators.server_name, lambda v: validators.digits(v, "hcloud server ids")),
+        ssh_keys=tuple(k for k in ssh_keys if k is not None),
+        ssh_key_import_ids=_ssh_key_imports(raw.get("sshKeyImportIds"), len(ssh_keys), problems),
+        admin_cidrs=tuple(a for a in admin if a is not None),
+        vswitch_id=get.value("vswitchId", lambda v: int(validators.digits(v, "Robot vSwitch ids")), None),
+        network_import_id=network_import[0],
+        adopting=get.value("adopting", _flag, False),
+        network_current_range=network_import[1],
+        existing_subnets=network_import[2],
+        provider=get.choice("provider", ("hcloud", "existing"), "hcloud", "unknown provider {}"),
+        location=get.choice("location", tuple(HCLOUD_NETWORK_ZONES), "sin", "unknown hcloud location {}"),
+        hosts=get.mapping("hosts", validators.server_name, _existing_host),
+        helsinki_stack=get.text("helsinkiStack", HELSINKI_STACK_REFERENCE, "organization/unde-infra/helsinki",
+                                "the helsinki stack of this project: organization/unde-infra/helsinki"),
+        telegram_chat_id=get.value("telegramChatId", _chat_id, 0),
+        slack_channel=get.text("slackChannel", SLACK_CHANNEL, "#unde-alerts", "a Slack channel like #unde-alerts"),
+        routeros_user=get.text("routerosUser", ROUTEROS_NAME, "admin", "a RouterOS user name"),
+        routeros_private_interface=get.text("routerosPrivateInterface", ROUTEROS_NAME, "ether2",
+                                            "a RouterOS interface name like ether2"),
         dns_zone=dns_zone,
         entry_hostname=entry_hostname,
         entry_domain=_entry_domain(raw, dns_zone, entry_hostname, problems),
@@ -163,7 +192,136 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems) -> Stack
     )
 
 
-DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+class _Reader:
+    """Reads one setting at a time; a bad value is reported at its key and the default is used,
+    so that every problem of the file is found in one pass."""
+
+    def __init__(self, raw: dict[str, Any], problems: Problems) -> None:
+        self.raw, self.problems = raw, problems
+
+    def value(self, key: str, check: Callable[[Any], T], default: T) -> T:
+        if self.raw.get(key) is None:
+            return default
+        try:
+            return check(self.raw[key])
+        except ValueError as exc:
+            self.problems.add(key, str(exc))
+            return default
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str, message: str) -> Any:
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        if value not in allowed or not isinstance(value, str):
+            self.problems.add(key, message.format(shown(value)) + f" (known: {', '.join(allowed)})")
+            return default
+        return value
+
+    def text(self, key: str, pattern: re.Pattern[str], default: str, what: str) -> str:
+        def check(value: Any) -> str:
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise ValueError(f"not {what} (got {shown(value)})")
+            return value
+
+        return self.value(key, check, default)
+
+    def items(self, key: str, check: Callable[[Any], T]) -> list[T | None]:
+        value = self.raw.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problems.add(key, f"a list (- one entry a line), not {shown(value, 40)}")
+            return []
+        found: list[T | None] = []
+        for i, item in enumerate(value):
+            try:
+                found.append(check(item))
+            except ValueError as exc:
+                self.problems.add(f"{key}[{i}]", str(exc))
+                found.append(None)
+        return found
+
+    def mapping(self, key: str, check_key: Callable[[Any], str], check_value: Callable[[Any], T]) -> dict[str, T]:
+        value = self.raw.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.add(key, f"a mapping of server name to its setting, not {shown(value, 40)}")
+            return {}
+        found: dict[str, T] = {}
+        for name, item in value.items():
+            where = join_path(key, name)
+            try:
+                found[check_key(name)] = check_value(item)
+            except ValueError as exc:
+                self.problems.add(where, str(exc))
+        return found
+
+
+def topology_setting(value: Any, project_dir: Path) -> str:
+    """The stack config's topology: a relative path inside the project. A merge request cannot
+    point a stack at a file elsewhere on the machine that runs it (the CLI's --topology, the
+    operator's choice for one run, can)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a path relative to the project, like {DEFAULT_TOPOLOGY_SETTING} (got {shown(value)})")
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise ValueError(f"{shown(value)} is outside the project: give a path relative to it, like {DEFAULT_TOPOLOGY_SETTING}")
+    if path.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"{shown(value)} is not a YAML file (.yaml)")
+    root = project_dir.resolve()
+    if not (root / path).resolve().is_relative_to(root):
+        raise ValueError(f"{shown(value)} leads outside the project (through a symbolic link)")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    # `pulumi config set adopting true` stores the text "true".
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError(f"true or false (got {shown(value)})")
+
+
+def _chat_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not TELEGRAM_CHAT_ID.fullmatch(str(value)):
+        raise ValueError(f"a Telegram chat id is a whole number like -1001234567890 (got {shown(value)})")
+    return int(value)
+
+
+def _existing_host(value: Any) -> ExistingHost:
+    if not isinstance(value, dict) or "address" not in value:
+        raise ValueError("needs at least an address (and optionally user, port)")
+    unknown = sorted(str(k) for k in value if k not in ("address", "user", "port", "eurMonth"))
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(unknown)} (known: address, user, port, eurMonth)")
+    problems = []
+    checks = {
+        "address": (validators.host, "address"),
+        "user": (validators.user_name, "root"),
+        "port": (validators.port, 22),
+        "eurMonth": (_monthly_price, None),
+    }
+    parsed: dict[str, Any] = {}
+    for key, (check, default) in checks.items():
+        try:
+            parsed[key] = check(value[key]) if key in value else default
+        except ValueError as exc:
+            problems.append(f"{key}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return ExistingHost(parsed["address"], parsed["user"], parsed["port"], parsed["eurMonth"])
+
+
+def _monthly_price(value: Any) -> float:
+    """What an existing host costs, EUR per month (for `unde-infra cost`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"EUR per month, a number (got {shown(value)})")
+    price = float(value)
+    if not 0 <= price < 100_000:
+        raise ValueError(f"EUR per month, from 0 to 100000 (got {shown(value)})")
+    return price
 
 
 def _entry_dns(raw: dict[str, Any], problems: Problems) -> tuple[str | None, str]:
@@ -171,18 +329,19 @@ def _entry_dns(raw: dict[str, Any], problems: Problems) -> tuple[str | None, str
     lower case Hetzner's API requires, without a trailing dot."""
     zone = raw.get("dnsZone")
     if zone is not None:
-        zone = str(zone)
-        labels = zone.split(".")
-        if len(labels) < 2 or not all(DNS_LABEL.match(label) for label in labels):
-            problems.add("dnsZone", f"not a domain name in lower case without a trailing dot: {zone!r}")
+        labels = zone.split(".") if isinstance(zone, str) else []
+        if len(labels) < 2 or not all(validators.DNS_LABEL.match(label) for label in labels):
+            problems.add("dnsZone", f"not a domain name in lower case without a trailing dot: {shown(zone)}")
             zone = None
-    hostname = str(raw.get("entryHostname", "api"))
-    labels = hostname.split(".")
-    if hostname != "@" and not all(DNS_LABEL.match(label) for label in labels):
-        problems.add("entryHostname", f"a name inside the zone (e.g. api, or @ for its apex), got {hostname!r}")
+    hostname = raw.get("entryHostname", "api")
+    if not isinstance(hostname, str) or (
+        hostname != "@" and not all(validators.DNS_LABEL.match(label) for label in hostname.split("."))
+    ):
+        problems.add("entryHostname", f"a name inside the zone (e.g. api, or @ for its apex), got {shown(hostname)}")
+        hostname = "api"
     elif zone is not None and (hostname == zone or hostname.endswith(f".{zone}")):
-        problems.add("entryHostname", f"give the name relative to the zone ({hostname.removesuffix('.' + zone)!r}), "
-                                      f"not {hostname!r}")
+        problems.add("entryHostname", f"give the name relative to the zone ({shown(hostname.removesuffix('.' + zone))}), "
+                                      f"not {shown(hostname)}")
     return zone, hostname
 
 
@@ -208,67 +367,53 @@ def _ssh_key_imports(raw: Any, key_count: int, problems: Problems) -> dict[int, 
         return {}
     found = {}
     for position, key_id in raw.items():
-        where = f"sshKeyImportIds.{position}"
-        if not str(position).isdigit() or int(position) >= key_count:
-            problems.add(where, f"no key at position {position!r} of sshKeys ({key_count} keys)")
-        elif isinstance(key_id, bool) or not str(key_id).isdigit():
-            problems.add(where, f"hcloud ssh key ids are numbers (got {key_id!r}; `hcloud ssh-key list` shows them)")
-        else:
-            found[int(position)] = str(key_id)
+        where = join_path("sshKeyImportIds", position)
+        if isinstance(position, bool) or not validators.ASCII_DIGITS.match(str(position)) or int(position) >= key_count:
+            problems.add(where, f"no key at position {shown(position)} of sshKeys ({key_count} keys)")
+            continue
+        try:
+            found[int(position)] = validators.digits(key_id, "hcloud ssh key ids")
+        except ValueError as exc:
+            problems.add(where, f"{exc}; `hcloud ssh-key list` shows them")
     return found
 
 
-def _network_import(
-    raw: Any, problems: Problems
-) -> tuple[str | None, IPv4Network | None, tuple[IPv4Network, ...]]:
+def _network_import(raw: Any, problems: Problems) -> tuple[str | None, IPv4Network | None, tuple[IPv4Network, ...]]:
     if not raw:
         return None, None, ()
     if not isinstance(raw, dict) or "id" not in raw:
         problems.add("networkImport", "needs the id of the existing network (and its currentRange, subnets)")
         return None, None, ()
-    unknown = set(raw) - {"id", "currentRange", "subnets"}
+    unknown = sorted(str(k) for k in raw if k not in ("id", "currentRange", "subnets"))
     if unknown:
-        problems.add("networkImport", f"unknown keys: {', '.join(sorted(unknown))}")
-    if not str(raw["id"]).isdigit():
-        problems.add("networkImport.id", f"hcloud network ids are numbers (got {raw['id']!r})")
-    networks: list[IPv4Network] = []
-    for i, cidr in enumerate([raw.get("currentRange"), *(raw.get("subnets") or [])]):
-        if cidr is None:
-            continue
+        problems.add("networkImport", f"unknown keys: {', '.join(unknown)}")
+    network_id = None
+    try:
+        network_id = validators.digits(raw["id"], "hcloud network ids")
+    except ValueError as exc:
+        problems.add("networkImport.id", str(exc))
+    current = None
+    if raw.get("currentRange") is not None:
         try:
-            networks.append(IPv4Network(str(cidr)))
-        except ValueError:
-            where = "networkImport.currentRange" if i == 0 else f"networkImport.subnets[{i - 1}]"
-            problems.add(where, f"not an IPv4 network: {cidr!r}")
-    current = IPv4Network(str(raw["currentRange"])) if raw.get("currentRange") and networks else None
-    subnets = tuple(networks[1:] if current is not None else networks)
-    return str(raw["id"]), current, subnets
+            current = validators.private_ipv4_network(raw["currentRange"])
+        except ValueError as exc:
+            problems.add("networkImport.currentRange", str(exc))
+    subnets: list[IPv4Network] = []
+    listed = raw.get("subnets") or []
+    if not isinstance(listed, list):
+        problems.add("networkImport.subnets", f"a list of the subnets the network has, not {shown(listed, 40)}")
+        listed = []
+    for i, cidr in enumerate(listed):
+        try:
+            subnets.append(validators.private_ipv4_network(cidr))
+        except ValueError as exc:
+            problems.add(f"networkImport.subnets[{i}]", str(exc))
+    return network_id, current, tuple(subnets)
 
 
-def _monthly_price(value: Any, where: str, problems: Problems) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        problems.add(where, f"EUR per month, a number (got {value!r})")
-        return None
-    try:
-        price = float(value)
-    except ValueError:
-        problems.add(where, f"EUR per month, a number (got {value!r})")
-        return None
-    if not 0 <= price < 100_000 or price != price:
-        problems.add(where, f"EUR per month, from 0 to 100000 (got {value!r})")
-        return None
-    return price
-
-
-def _int_setting(raw: dict[str, Any], key: str, problems: Problems) -> int:
-    value = raw.get(key, 0)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        problems.add(key, f"must be a whole number (got {value!r})")
-        return 0
+def local_type(server: Server, settings: StackSettings, inventory: Inventory) -> str | None:
+    """The hcloud type of a local server: the cheapest of the stack's location that fits."""
+    return cheapest_type(server.vcpu, server.ram_gb, settings.location, inventory.server_types, inventory.local_limit)
 
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -286,9 +431,9 @@ def _hostname_setting(raw: dict[str, Any], key: str, problems: Problems) -> str:
     value = raw.get(key)
     if value is None:
         return ""
-    name = str(value).lower()
+    name = value.lower() if isinstance(value, str) else ""
     if not _is_hostname(name):
-        problems.add(key, f"not a DNS name such as api.example.com (got {value!r})")
+        problems.add(key, f"not a DNS name such as api.example.com (got {shown(value)})")
         return ""
     return name
 
@@ -297,20 +442,18 @@ def _email_setting(raw: dict[str, Any], key: str, problems: Problems) -> str:
     value = raw.get(key)
     if value is None:
         return ""
-    local, _, domain = str(value).rpartition("@")
+    local, _, domain = value.rpartition("@") if isinstance(value, str) else ("", "", "")
     if not (_EMAIL_LOCAL.fullmatch(local) and _is_hostname(domain.lower())):
-        problems.add(key, f"not an email address such as ops@example.com (got {value!r})")
+        problems.add(key, f"not an email address such as ops@example.com (got {shown(value)})")
         return ""
-    return str(value)
+    return local + "@" + domain
 
 
 def check_against_inventory(settings: StackSettings, inventory: Inventory, problems: Problems) -> None:
-    """What the stack needs from its settings to build its servers without surprises."""
+    """What the stack needs from its settings to build its servers without surprises. (An import
+    id that names no server of the stack is a policy violation, `adopted-servers-kept`: a removed
+    adopted server.)"""
     servers = inventory.stack_servers(settings.site)
-    names = {s.name for s in servers}
-    for name in settings.import_ids:
-        if name not in names:
-            problems.add(f"importIds.{name}", f"no server {name!r} of this stack in the topology")
     for server in servers:
         if server.existing and server.dedicated is None and server.name not in settings.import_ids:
             problems.add(
@@ -338,8 +481,34 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
         for server in inventory.site_servers(LOCAL):
             if server.name not in settings.hosts:
                 problems.add(f"hosts.{server.name}", "provider existing: give this server's address (and user)")
+    local_names = {s.name for s in inventory.site_servers(LOCAL)}
+    for name in settings.hosts:
+        if name not in local_names:
+            problems.add(f"hosts.{name}", f"no local server {name!r} in the topology")
+    if settings.site == LOCAL and settings.provider == "hcloud":
+        for server in inventory.site_servers(LOCAL):
+            if local_type(server, settings, inventory) is None:
+                problems.add(
+                    "location",
+                    f"no hcloud type in {settings.location} fits {server.name} "
+                    f"({server.vcpu} vCPU / {server.ram_gb:g} GB) within the local limit",
+                )
     if not settings.ssh_keys:
         problems.add("sshKeys", "at least one admin SSH public key")
+    if not settings.admin_cidrs:
+        problems.add(
+            "adminCidrs",
+            "at least one network SSH may come from: with none, SSH is closed on every server, to the remote "
+            "commands that deliver the configuration too",
+        )
+    if inventory.network.wireguard.mode == "routeros":
+        for i, net in enumerate(settings.admin_cidrs):
+            if net.version == 6:
+                problems.add(
+                    f"adminCidrs[{i}]",
+                    f"{net}: the RouterOS gateway script applies IPv4 admin CIDRs only (it does not manage "
+                    "RouterOS's IPv6 firewall); give the admins' IPv4 networks",
+                )
     if needs_entry_dns(settings, inventory) and settings.dns_zone is None:
         problems.add(
             "dnsZone",
@@ -348,9 +517,10 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
             f"`pulumi config set dnsZone unde.app -s {settings.stack}` (the entry is entryHostname in it, default api)",
         )
     if needs_entry_dns(settings, inventory) and settings.provider == "existing":
-        entry = settings.hosts.get("local-app")
+        name = api_instances(inventory)[0].name
+        entry = settings.hosts.get(name)
         if entry is not None and not _is_ipv4(entry.address):
-            problems.add("hosts.local-app.address", f"the entry record needs the entry's public IPv4, got {entry.address!r}")
+            problems.add(f"hosts.{name}.address", f"the entry record needs the entry's public IPv4, got {shown(entry.address)}")
     for key, missing in entry_settings_missing(settings, inventory).items():
         problems.add(key, missing)
     if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:

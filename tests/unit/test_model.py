@@ -215,7 +215,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_set("shards.count", 0), "shards.count: Input should be greater than or equal to 1 (got 0)"),
         (_set("shards.count", 200), "shards.count: 200 shards do not fit the address plan (at most 127)"),
         (_set("servers.local-mood.tunnel", {"interface": "wg-mood", "index": 2}), "servers.local-redis.tunnel.index: tunnel index 2 is already used by local-mood"),
-        (_set("servers.local-mood.ip", "not-an-ip"), "servers.local-mood.ip: Input is not a valid IPv4 address (got 'not-an-ip')"),
+        (_set("servers.local-mood.ip", "not-an-ip"), "servers.local-mood.ip: 'not-an-ip' is not an IPv4 address"),
         (_set("servers.local-mood.colour", "red"), "servers.local-mood.colour: unknown key"),
         (_set("servers.staging-db.ip", "10.1.1.20"), "servers.staging-db.ip: 10.1.1.20 is in vswitch subnet vswitch; a cloud server needs a cloud subnet"),
         (_set("servers.local-mood.tunnel", None), "servers.local-mood.tunnel: every local server has its own WireGuard tunnel"),

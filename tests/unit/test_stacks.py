@@ -197,9 +197,9 @@ def test_the_adoption_run_leaves_the_existing_servers_as_they_are(run_stack) -> 
 @pytest.mark.parametrize(
     ("stack", "change"),
     [
-        ("helsinki", {"sshKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY29uZCBhZG1pbiBrZXkgZm9yIHRlc3Rz other"]}),
+        ("helsinki", {"sshKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4 other"]}),
         ("local", {"shards": 4}),
-        ("local", {"location": "sin", "sshKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY29uZCBhZG1pbiBrZXkgZm9yIHRlc3Rz other"]}),
+        ("local", {"location": "sin", "sshKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4 other"]}),
     ],
 )
 def test_a_change_never_touches_what_would_replace_a_stateful_server(run_stack, stack, change) -> None:

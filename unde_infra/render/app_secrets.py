@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from ..model import LOCAL, Inventory, Server
 from .cloud_init import RUNTIME_SECRETS_DIR, SECRETS_DIR
+from .escape import env_file
 from .postgres import APP_DATABASE, APP_USERS
 
 MEK_PATH = f"{RUNTIME_SECRETS_DIR}/master-encryption-key"
@@ -24,19 +25,6 @@ APP_DB_USERS = APP_USERS
 # The database user each client task logs in as (the standby orchestrator is the orchestrator).
 DB_USER_OF_TASK = {"orchestrator": "orchestrator", "persona": "persona", "standby-orchestrator": "orchestrator"}
 POSTHOG_INGEST_TASK = "api"  # local-app sends `POST /capture` over the VPN
-
-
-def env_file(values: Mapping[str, str]) -> str:
-    """A systemd EnvironmentFile: KEY='value' lines, single-quoted so that no shell expansion or
-    whitespace splitting changes a value."""
-    lines = []
-    for key, value in values.items():
-        if not key.replace("_", "").isalnum() or not key[0].isalpha():
-            raise ValueError(f"not an environment variable name: {key!r}")
-        if "'" in value or "\n" in value:
-            raise ValueError(f"{key}: a value with a quote or a newline cannot be written safely")
-        lines.append(f"{key}='{value}'")
-    return "\n".join(lines) + "\n"
 
 
 def shard_hosts(inventory: Inventory, server: Server) -> list[tuple[int, str]]:

@@ -9,11 +9,11 @@ metadata service, readable from the server by any process.
 
 from __future__ import annotations
 
-import shlex
-
-import yaml
-
 from ..model import LOCAL, Inventory, Server
+from .escape import authorized_key, env_file, shell_command, systemd_word, yaml_dump
+
+# Other renderers import the YAML dumper from here.
+dump_yaml = yaml_dump
 
 ADMIN_USER = "unde"
 # Directories the day-2 deliveries write into: configuration, and secrets (root only).
@@ -52,7 +52,7 @@ def _route_unit(routes: list[tuple[str, str]]) -> str:
         "Type=oneshot",
         "RemainAfterExit=yes",
     ]
-    lines += [f"ExecStart=/sbin/ip route replace {dest} via {via}" for dest, via in routes]
+    lines += [f"ExecStart=/sbin/ip route replace {systemd_word(dest)} via {systemd_word(via)}" for dest, via in routes]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
 
@@ -63,9 +63,11 @@ def base_files(server: Server, inventory: Inventory) -> dict[str, str]:
     them too."""
     files = {
         "/etc/apt/apt.conf.d/20auto-upgrades": 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
-        f"{CONFIG_DIR}/server.env": "".join(
-            f"UNDE_{key.upper().replace('-', '_')}={value}\n"
-            for key, value in {"server": server.name, **server.labels, "private_ip": str(server.ip)}.items()
+        f"{CONFIG_DIR}/server.env": env_file(
+            {
+                f"UNDE_{key.upper().replace('-', '_')}": value
+                for key, value in {"server": server.name, **server.labels, "private_ip": str(server.ip)}.items()
+            }
         ),
     }
     routes = private_routes(server, inventory)
@@ -99,7 +101,7 @@ def base_setup_script(server: Server, inventory: Inventory) -> str:
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q " + " ".join(base_packages(server)),
         "systemctl daemon-reload",
     ]
-    lines += [" ".join(shlex.quote(part) for part in command) for command in base_setup(server, inventory)]
+    lines += [shell_command(command) for command in base_setup(server, inventory)]
     return "\n".join(lines)
 
 
@@ -119,7 +121,7 @@ def bootstrap_user_data(server: Server, inventory: Inventory, ssh_keys: tuple[st
                 "shell": "/bin/bash",
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
-                "ssh_authorized_keys": list(ssh_keys),
+                "ssh_authorized_keys": [authorized_key(key) for key in ssh_keys],
             }
         ],
         "disable_root": False,
@@ -130,20 +132,4 @@ def bootstrap_user_data(server: Server, inventory: Inventory, ssh_keys: tuple[st
         "write_files": write_files,
         "runcmd": runcmd,
     }
-    return "#cloud-config\n" + dump_yaml(config)
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Safe YAML with multi-line strings as literal blocks, so rendered files stay readable."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_BlockDumper.add_representer(str, _represent_str)
-
-
-def dump_yaml(data: object) -> str:
-    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, width=1000, default_flow_style=False)
+    return "#cloud-config\n" + yaml_dump(config)

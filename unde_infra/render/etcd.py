@@ -14,6 +14,7 @@ from .. import timings
 from ..files import python_script
 from ..model import LOCAL, EtcdMember, Inventory
 from .cloud_init import dump_yaml
+from .escape import etcd_initial_cluster
 from .systemd import timer_unit
 
 CLUSTER_TOKEN_PREFIX = "unde-etcd"
@@ -47,7 +48,7 @@ def client_url(member: EtcdMember, layout: EtcdLayout = DEFAULT_ETCD_LAYOUT) -> 
 
 
 def initial_cluster(inventory: Inventory, layout: EtcdLayout = DEFAULT_ETCD_LAYOUT) -> str:
-    return ",".join(f"{m.member}={peer_url(m, layout)}" for m in inventory.etcd)
+    return etcd_initial_cluster([(m.member, peer_url(m, layout)) for m in inventory.etcd])
 
 
 def patroni_hosts(inventory: Inventory, layout: EtcdLayout = DEFAULT_ETCD_LAYOUT) -> list[str]:

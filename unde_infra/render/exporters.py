@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..files import SetupStep
 from ..model import Server
+from .escape import env_file
 from .patroni import RenderedFile, exporter_unit_dropin
 from .postgres import DEFAULT_LAYOUT, EXPORTER_USER
 from .postgres_exporter import ENV_FILE_NAME
@@ -26,12 +27,12 @@ def needs_standalone_postgres_exporter(server: Server) -> bool:
 
 def postgres_exporter_env(password: str, port: int = 5432) -> str:
     """SECRET: the exporter's connection to a standalone PostgreSQL."""
-    if "\n" in password:
-        raise ValueError("the exporter password must be one line")
-    return (
-        f"DATA_SOURCE_URI=127.0.0.1:{port}/{STANDALONE_DATABASE}?sslmode=disable\n"
-        f"DATA_SOURCE_USER={EXPORTER_USER}\n"
-        f"DATA_SOURCE_PASS={password}\n"
+    return env_file(
+        {
+            "DATA_SOURCE_URI": f"127.0.0.1:{port}/{STANDALONE_DATABASE}?sslmode=disable",
+            "DATA_SOURCE_USER": EXPORTER_USER,
+            "DATA_SOURCE_PASS": password,
+        }
     )
 
 

@@ -17,6 +17,7 @@ from ..files import shell_settings, source
 from ..model import Inventory, Server, Shard
 from . import pgbackrest, pgbouncer, postgres_exporter
 from .cloud_init import dump_yaml
+from .escape import env_file
 from .etcd import DEFAULT_ETCD_LAYOUT, EtcdLayout, patroni_hosts
 from .postgres import (
     APP_DATABASE,
@@ -190,10 +191,7 @@ def patroni_env(secrets: ShardSecrets) -> str:
         "UNDE_ORCHESTRATOR_PASSWORD": secrets.orchestrator_password,
         "UNDE_PERSONA_PASSWORD": secrets.persona_password,
     }
-    for name, value in values.items():
-        if "\n" in value:
-            raise ValueError(f"{name} must be one line")
-    return "".join(f"{name}={value}\n" for name, value in values.items())
+    return env_file(values)
 
 
 def post_bootstrap_settings(layout: NodeLayout = DEFAULT_LAYOUT) -> str:

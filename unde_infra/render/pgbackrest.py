@@ -24,11 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..files import SetupStep, python_script
+from ..known import BACKUP_BUCKET
 from ..model import Inventory, Server, Shard
+from .escape import env_file, ini_file
 from .postgres import DEFAULT_LAYOUT, SUPERUSER, NodeLayout, ShardSecrets
 from .systemd import timer_unit
 
-BACKUP_BUCKET = "unde-backups"
 ENV_FILE_NAME = "pgbackrest.env"
 BACKUP_SERVICE_TEMPLATE = "unde-pgbackrest-backup@.service"
 METRICS_SERVICE = "unde-pgbackrest-metrics.service"
@@ -113,15 +114,6 @@ def standalone_stanza(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> St
     return Stanza(name=server.name, data_dir=None, port=layout.pg_port, socket_dir=layout.socket_dir, patroni_api=None)
 
 
-def _ini(sections: dict[str, dict[str, str | int]]) -> str:
-    out: list[str] = []
-    for name, options in sections.items():
-        out.append(f"[{name}]")
-        out += [f"{key}={value}" for key, value in options.items()]
-        out.append("")
-    return "\n".join(out)
-
-
 def repo_options(repo: Repo) -> dict[str, str | int]:
     if isinstance(repo, PosixRepo):
         return {"repo1-type": "posix", "repo1-path": repo.path}
@@ -165,7 +157,7 @@ def stanza_conf(stanza: Stanza, repo: Repo, layout: NodeLayout = DEFAULT_LAYOUT)
     if stanza.data_dir is not None:
         section["pg1-path"] = stanza.data_dir
     section.update({"pg1-port": stanza.port, "pg1-socket-path": stanza.socket_dir, "pg1-user": SUPERUSER})
-    return _ini({"global": global_options, stanza.name: section})
+    return ini_file({"global": global_options, stanza.name: section})
 
 
 def pgbackrest_conf(shard: Shard, repo: Repo, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
@@ -183,7 +175,7 @@ def repo_env(cipher_pass: str, s3_key: str, s3_secret: str, repo: Repo) -> str:
     if isinstance(repo, S3Repo):
         values.update({"PGBACKREST_REPO1_S3_KEY": s3_key, "PGBACKREST_REPO1_S3_KEY_SECRET": s3_secret})
     _require_one_line(values)
-    return "".join(f"{name}={value}\n" for name, value in values.items())
+    return env_file(values)
 
 
 def _require_one_line(values: dict[str, str]) -> None:
@@ -282,7 +274,7 @@ def standalone_secrets_conf(cipher_pass: str, s3_key: str, s3_secret: str) -> st
     environment would mean restarting a running production database."""
     values = {"repo1-cipher-pass": cipher_pass, "repo1-s3-key": s3_key, "repo1-s3-key-secret": s3_secret}
     _require_one_line(values)
-    return _ini({"global": dict(values)})
+    return ini_file({"global": dict(values)})
 
 
 def standalone_files(server: Server, inventory: Inventory, cipher_pass: str, s3_key: str, s3_secret: str,

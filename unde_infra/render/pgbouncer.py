@@ -9,6 +9,7 @@ Patroni post-bootstrap script creates), so rotating an application password need
 from __future__ import annotations
 
 from ..model import Server
+from .escape import ini_file, pgbouncer_auth_line
 from .postgres import DEFAULT_LAYOUT, EXPORTER_USER, PGBOUNCER_USER, SUPERUSER, NodeLayout, ShardSecrets
 
 # SPEC: max_connections = 100; keep headroom for Patroni, replication, pgBackRest and admins.
@@ -40,12 +41,10 @@ def pgbouncer_ini(server: Server, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
         "logfile": f"{layout.pgbouncer_log_dir}/pgbouncer.log",
         "pidfile": f"{layout.pgbouncer_run_dir}/pgbouncer.pid",
     }
-    lines = ["[databases]", f"* = host={layout.socket_dir} port={layout.pg_port}", "", "[pgbouncer]"]
-    lines += [f"{key} = {value}" for key, value in pgbouncer.items()]
-    return "\n".join(lines) + "\n"
+    databases = {"*": f"host={layout.socket_dir} port={layout.pg_port}"}
+    return ini_file({"databases": databases, "pgbouncer": pgbouncer}, separator=" = ").rstrip("\n") + "\n"
 
 
 def userlist(secrets: ShardSecrets) -> str:
     """SECRET: the auth user's password (PgBouncer accepts plain or SCRAM secrets here)."""
-    escaped = secrets.pgbouncer_password.replace('"', '""')
-    return f'"{PGBOUNCER_USER}" "{escaped}"\n'
+    return pgbouncer_auth_line(PGBOUNCER_USER, secrets.pgbouncer_password) + "\n"

@@ -7,6 +7,7 @@ metric name is `<query key>_<column>`, so the key and column below make EMBEDDIN
 from __future__ import annotations
 
 from .cloud_init import dump_yaml
+from .escape import env_file
 from .postgres import APP_DATABASE, DEFAULT_LAYOUT, EXPORTER_USER, NodeLayout, ShardSecrets
 
 EMBEDDING_INDEX = "idx_messages_embedding"
@@ -55,11 +56,13 @@ def queries_yaml() -> str:
 
 def exporter_env(secrets: ShardSecrets, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
     """SECRET: the exporter's connection, read by systemd for the exporter's unit."""
-    return (
-        # The shard's own database: the embedding index lives there, not in `postgres`.
-        f"DATA_SOURCE_URI=127.0.0.1:{layout.pg_port}/{APP_DATABASE}?sslmode=disable\n"
-        f"DATA_SOURCE_USER={EXPORTER_USER}\n"
-        f"DATA_SOURCE_PASS={secrets.exporter_password}\n"
-        f"PG_EXPORTER_EXTEND_QUERY_PATH={layout.exporter_dir}/queries.yaml\n"
-        f"PG_EXPORTER_WEB_LISTEN_ADDRESS=:{layout.exporter_port}\n"
+    return env_file(
+        {
+            # The shard's own database: the embedding index lives there, not in `postgres`.
+            "DATA_SOURCE_URI": f"127.0.0.1:{layout.pg_port}/{APP_DATABASE}?sslmode=disable",
+            "DATA_SOURCE_USER": EXPORTER_USER,
+            "DATA_SOURCE_PASS": secrets.exporter_password,
+            "PG_EXPORTER_EXTEND_QUERY_PATH": f"{layout.exporter_dir}/queries.yaml",
+            "PG_EXPORTER_WEB_LISTEN_ADDRESS": f":{layout.exporter_port}",
+        }
     )

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from ..files import python_script, shell_settings, source
 from ..model import Server
-from .app_secrets import POSTHOG_PATH, env_file
+from .app_secrets import POSTHOG_PATH
 from .cloud_init import dump_yaml
+from .escape import env_file
 from .monitoring.metrics import POSTHOG_EVENTS_INGESTED_METRIC, POSTHOG_METRICS_UNIT, POSTHOG_QUERY_LATENCY_P95_METRIC
 from .patroni import RenderedFile
 from .systemd import timer_unit

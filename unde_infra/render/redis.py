@@ -35,8 +35,8 @@ from urllib.parse import quote
 
 from ..files import shell_settings, source
 from ..model import Server
-from .app_secrets import env_file
 from .cloud_init import SECRETS_DIR
+from .escape import env_file
 from .patroni import RenderedFile
 from .systemd import timer_unit
 

@@ -91,14 +91,14 @@ outside the script stay in front of them and are not touched. Only IPv4 admin CI
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, collapse_addresses, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, collapse_addresses, ip_address, ip_network
 from typing import Literal
 
 from ..model import LOCAL, Inventory, Server, Tunnel
 from ..wgkeys import decode_key, generate_preshared_key, generate_private_key, public_key
+from . import escape
 
 Mode = Literal["linux", "routeros"]
 
@@ -241,26 +241,33 @@ def _wg_quick(
     keepalive: int | None = None,
     routes_src: IPv4Address | None = None,
 ) -> str:
-    lines = [f"# {HEADER}", f"# {comment}", "# Holds private keys: root only (0600).", "[Interface]"]
-    lines.append(f"Address = {address}/32")
+    lines = [escape.comment(HEADER), escape.comment(comment), "# Holds private keys: root only (0600).", "[Interface]"]
+    lines.append(escape.wg_line("Address", f"{address}/32"))
     if listen is not None:
-        lines.append(f"ListenPort = {listen}")
-    lines += [f"PrivateKey = {private_key}", f"MTU = {mtu}"]
+        lines.append(escape.wg_line("ListenPort", listen))
+    lines += [escape.wg_line("PrivateKey", private_key), escape.wg_line("MTU", mtu)]
     if routes_src is not None:
         # Routes come from PostUp, not from AllowedIPs, so that they carry the private source address.
+        # wg-quick runs PostUp through bash: every argument is a shell word.
         lines.append("Table = off")
-        lines += [f"PostUp = ip -4 route replace {net} dev %i src {routes_src}" for net in allowed]
-    lines += ["", "[Peer]", f"PublicKey = {peer_public}", f"PresharedKey = {preshared}"]
+        lines += [
+            escape.wg_line("PostUp", f"{escape.shell_command(['ip', '-4', 'route', 'replace', net])} dev %i src "
+                           f"{escape.shell_word(routes_src)}")
+            for net in allowed
+        ]
+    lines += ["", "[Peer]", escape.wg_line("PublicKey", peer_public), escape.wg_line("PresharedKey", preshared)]
     if endpoint is not None:
-        lines.append(f"Endpoint = {endpoint}")
-    lines.append(f"AllowedIPs = {_csv(allowed)}")
+        lines.append(escape.wg_line("Endpoint", endpoint))
+    lines.append(escape.wg_line("AllowedIPs", _csv(allowed)))
     if keepalive:
-        lines.append(f"PersistentKeepalive = {keepalive}")
+        lines.append(escape.wg_line("PersistentKeepalive", keepalive))
     return "\n".join(lines) + "\n"
 
 
 def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # The far end's address comes from the other stack's outputs: an address, never anything else.
+    address = ip_address(host)
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
 def gateway_endpoint_host(inventory: Inventory, endpoint_host: str | None = None) -> str:
@@ -398,7 +405,7 @@ def gateway_sysctl() -> str:
 
 
 def _nft_set(items: Iterable[object], quote: bool = False) -> str:
-    values = [f'"{i}"' if quote else str(i) for i in items]
+    values = [escape.nft_string(str(i)) if quote else str(i) for i in items]
     return "{ " + ", ".join(values) + " }"
 
 
@@ -487,20 +494,9 @@ table inet {NFT_TABLE} {{
 # RouterOS v7
 
 
-_ROS_BARE = re.compile(r"^[A-Za-z0-9./:,_!-]+$")
-
-
-def _ros_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
-
-
-def _ros_value(value: object) -> str:
-    text = str(value)
-    return text if _ROS_BARE.match(text) else _ros_quote(text)
-
-
-def _ros_props(props: Mapping[str, object]) -> str:
-    return " ".join(f"{k}={_ros_value(v)}" for k, v in props.items())
+_ros_quote = escape.routeros_string
+_ros_value = escape.routeros_value
+_ros_props = escape.routeros_props
 
 
 def _ros_where(find: Mapping[str, object]) -> str:
@@ -607,7 +603,7 @@ def routeros_script(
         )
         # One peer per tunnel interface: anything else on it was not put there by this program.
         out.append(
-            f"/interface/wireguard/peers/remove [/interface/wireguard/peers/find where interface={name}"
+            f"/interface/wireguard/peers/remove [/interface/wireguard/peers/find where interface={_ros_value(name)}"
             f" and comment!={_ros_quote(tag)}]"
         )
         out += _ros_ensure("/ip/address", {"interface": name, "comment": tag}, {"address": f"{tunnel.helsinki_ip}/32"})
