@@ -20,9 +20,10 @@ class HelsinkiOutputs(BaseModel):
     gatewaySshEndpoint: str  # noqa: N815
     gatewayPublicAddress6: str  # noqa: N815
     witnessPublicAddress: str  # noqa: N815
+    standbyEntryAddress: str  # noqa: N815
     sshKeyIds: list[str] = Field(min_length=1)  # noqa: N815
 
-    @field_validator("gatewayPublicAddress", "witnessPublicAddress")
+    @field_validator("gatewayPublicAddress", "witnessPublicAddress", "standbyEntryAddress")
     @classmethod
     def _ipv4(cls, value: str) -> str:
         return str(validators.ipv4_address(value))
