@@ -8,6 +8,7 @@ chosen placement. Nothing here touches Pulumi, so all of it is tested without th
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -218,33 +219,38 @@ class Inventory:
 
 def load_server_types(path: Path = DEFAULT_SERVER_TYPES, pricing: Path = DEFAULT_PRICING) -> dict[str, ServerTypeSpec]:
     """The server types' specs, each with its price from config/pricing.yaml (the one place for
-    prices): a type without a price, or a price for no known type, is an error."""
+    prices): a type without a price, or a price for no known type, is an error of pricing.yaml,
+    reported once server_types.yaml itself is sound."""
     problems = Problems()
     data = read_config(path, problems)
     problems.raise_if_any(str(path))
     prices = load_pricing(pricing).servers.eur_month
     types = data.get("types") if isinstance(data, dict) else None
+    unpriced = set()
     if isinstance(types, dict):
         for name, spec in types.items():
             if name not in prices:
-                problems.add(f"servers.eur_month.{name}", f"server type {name} (config/server_types.yaml) has no price")
+                unpriced.add(name)
             elif isinstance(spec, dict):
                 types[name] = {**spec, "eur_month": prices[name]}
-        for name in prices:
-            if name not in types:
-                problems.add(f"servers.eur_month.{name}", f"a price for {name}, which config/server_types.yaml does not know")
-    problems.raise_if_any(str(pricing))
     try:
-        types = ServerTypesFile.model_validate(data).types
+        validated = ServerTypesFile.model_validate(data).types
     except ValidationError as exc:
-        _add_validation_problems(problems, "", exc)
-        problems.raise_if_any(str(path))
-        raise  # unreachable: raise_if_any raised
-    for name in types:
-        if not ipplan.matches(HCLOUD_TYPE, name):
+        # A type without a price lacks eur_month: pricing.yaml's problem, reported below.
+        _add_validation_problems(problems, "", exc, skip=lambda err: err["type"] == "missing"
+                                 and err["loc"][-1] == "eur_month" and err["loc"][-2] in unpriced)
+        validated = {}
+    for name in types or {}:
+        if not ipplan.matches(HCLOUD_TYPE, str(name)):
             problems.add(join_path("types", name), "an hcloud server type name: lowercase letters and digits (cx23)")
     problems.raise_if_any(str(path))
-    return types
+    for name in sorted(unpriced):
+        problems.add(f"servers.eur_month.{name}", f"server type {name} (config/server_types.yaml) has no price")
+    for name in prices:
+        if name not in (types or {}):
+            problems.add(f"servers.eur_month.{name}", f"a price for {name}, which config/server_types.yaml does not know")
+    problems.raise_if_any(str(pricing))
+    return validated
 
 
 def load_topology(
@@ -362,9 +368,13 @@ def _parse_retired(raw: Any, problems: Problems) -> dict[str, str]:
     return retired
 
 
-def _add_validation_problems(problems: Problems, prefix: str, exc: ValidationError) -> None:
+def _add_validation_problems(
+    problems: Problems, prefix: str, exc: ValidationError, skip: Callable[[Any], bool] | None = None
+) -> None:
     seen: set[str] = set()
     for err in exc.errors():
+        if skip is not None and skip(err):
+            continue
         path = prefix
         for part in err["loc"]:
             if not _is_union_branch(part):

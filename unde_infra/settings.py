@@ -192,6 +192,14 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems, *, proje
     )
 
 
+class FieldProblems(ValueError):
+    """Problems of the fields of one entry, each reported at its own path."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {message}" for key, message in items))
+        self.items = items
+
+
 class _Reader:
     """Reads one setting at a time; a bad value is reported at its key and the default is used,
     so that every problem of the file is found in one pass."""
@@ -253,6 +261,9 @@ class _Reader:
             where = join_path(key, name)
             try:
                 found[check_key(name)] = check_value(item)
+            except FieldProblems as exc:
+                for key, message in exc.items:
+                    self.problems.add(join_path(where, key), message)
             except ValueError as exc:
                 self.problems.add(where, str(exc))
         return found
@@ -296,7 +307,7 @@ def _existing_host(value: Any) -> ExistingHost:
     unknown = sorted(str(k) for k in value if k not in ("address", "user", "port", "eurMonth"))
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(unknown)} (known: address, user, port, eurMonth)")
-    problems = []
+    problems: list[tuple[str, str]] = []
     checks = {
         "address": (validators.host, "address"),
         "user": (validators.user_name, "root"),
@@ -308,9 +319,9 @@ def _existing_host(value: Any) -> ExistingHost:
         try:
             parsed[key] = check(value[key]) if key in value else default
         except ValueError as exc:
-            problems.append(f"{key}: {exc}")
+            problems.append((key, str(exc)))
     if problems:
-        raise ValueError("; ".join(problems))
+        raise FieldProblems(problems)
     return ExistingHost(parsed["address"], parsed["user"], parsed["port"], parsed["eurMonth"])
 
 

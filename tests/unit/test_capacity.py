@@ -89,7 +89,7 @@ def test_bad_input_exits_2() -> None:
     negative = unde("plan", "--mau", "-1")
     assert negative.returncode == 2 and "--mau: a number of monthly active users" in negative.stderr
     too_many = unde("plan", "--mau", "100000000")
-    assert too_many.returncode == 2 and "shards.count: 131072 shards do not fit the address plan" in too_many.stderr
+    assert too_many.returncode == 2 and "shards.count:" in too_many.stderr and "131072" in too_many.stderr
 
 
 def test_a_capacity_table_out_of_order_is_refused(tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ def test_the_default_preview_installs_redis_and_the_tls_entry_point(run_stack) -
     # The hot-path Redis's clients: each its own user and password, root-only.
     for server, user in (("local-app", "app"), ("local-orchestrator", "orchestrator")):
         assert delivered_modes(result, server)["/etc/unde/secrets/redis.env"] == ("0600", True)
-        assert f"REDIS_USERNAME='{user}'" in result.artifacts[server]["/etc/unde/secrets/redis.env"]
+        assert f"REDIS_USERNAME={user}\n" in result.artifacts[server]["/etc/unde/secrets/redis.env"]
     app = result.artifacts["local-app"]
     assert "listen 443 ssl http2;" in app["/etc/nginx/unde/api-tls.conf"]
     assert "server 10.2.0.2:8000 max_fails=3 fail_timeout=10s;  # local-app" in app["/etc/nginx/conf.d/unde-api-upstream.conf"]

@@ -115,7 +115,8 @@ def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_accou
                             ({**zone, "entryDomain": "www.unde.example", "acmeEmail": "ops@unde.example"},
                              ["entryDomain"])):
         problems = Problems()
-        settings = parse_settings("local", {"site": "local", "sshKeys": keys, **extra}, problems)
+        settings = parse_settings("local", {"site": "local", "sshKeys": keys, "adminCidrs": ["198.51.100.0/24"],
+                                            **extra}, problems)
         check_against_inventory(settings, inventory, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
         if "dnsZone" in extra:
@@ -125,7 +126,8 @@ def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_accou
                        {n: s for n, s in without_standby.servers.items() if not n.startswith("standby-")})
     for extra, expected in (({}, ["entryDomain", "acmeEmail"]), ({"entryDomain": "api.unde.example"}, ["acmeEmail"])):
         problems = Problems()
-        settings = parse_settings("local", {"site": "local", "sshKeys": keys, **extra}, problems)
+        settings = parse_settings("local", {"site": "local", "sshKeys": keys, "adminCidrs": ["198.51.100.0/24"],
+                                            **extra}, problems)
         check_against_inventory(settings, without_standby, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
     # The helsinki stack has no entry point: neither is asked for there.

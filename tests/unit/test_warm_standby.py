@@ -90,8 +90,8 @@ def test_the_standby_orchestrator_gets_the_key_and_the_replicas(run_stack) -> No
     result = run_stack("local", dnsZone="unde.app", shards=2)
     files = result.artifacts["standby-orchestrator"]
     credentials = files["/etc/unde/secrets/shard-credentials.env"]
-    assert "SHARD0_HOST='10.1.2.10'" in credentials and "SHARD1_HOST='10.1.2.11'" in credentials
-    assert "SHARD0_USER='orchestrator'" in credentials
+    assert "SHARD0_HOST=10.1.2.10\n" in credentials and "SHARD1_HOST=10.1.2.11\n" in credentials
+    assert "SHARD0_USER=orchestrator\n" in credentials
     assert files["/run/unde/secrets/master-encryption-key"] == result.artifacts["local-orchestrator"][
         "/run/unde/secrets/master-encryption-key"]
     mek = records_of(result, COMMAND)["standby-orchestrator:/run/unde/secrets/master-encryption-key"]
