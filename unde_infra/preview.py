@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import Problems, TopologyError
+from .gc_settings import quiet_gc
 from .model import HELSINKI, ROOT, STACKS, Inventory, load_topology
 from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstrapped_server, delivered_file
 from .offline import (
@@ -120,6 +121,11 @@ def documented_stack_outputs() -> dict[str, dict[str, Any]]:
 
 
 def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
+    with quiet_gc():
+        return _run_stacks(prepared, secret_prefix)
+
+
+def _run_stacks(prepared: list[PreparedStack], secret_prefix: str) -> list[StackResult]:
     stack_outputs = documented_stack_outputs()
     results = []
     for item in prepared:
@@ -279,9 +285,10 @@ def _other_hosts(result: StackResult) -> str:
 
 
 def preview(stacks: list[str], topology: Path | None, shards: int | None, out: Path) -> list[StackResult]:
-    prepared = prepare(stacks, topology, shards)
-    results = run_stacks(prepared)
-    write_results(results, out)
+    with quiet_gc():
+        prepared = prepare(stacks, topology, shards)
+        results = run_stacks(prepared)
+        write_results(results, out)
     return results
 
 
