@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import pulumi
 import pulumi_command as command
@@ -78,17 +78,41 @@ class Host:
     owner: pulumi.Resource | None = None  # the component the host belongs to
     user: str = "root"
     port: int = 22
+    # The address as text where it is known before any resource exists (a private address, an
+    # existing host's): the commands' connections then carry it as a plain value.
+    fixed_address: str | None = None
+    _connection: tuple[tuple[object, ...], pulumi.Input[command.remote.ConnectionArgs]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
-    def connection(self) -> command.remote.ConnectionArgs:
-        key = admin_private_key()
-        proxy = (
-            command.remote.ProxyConnectionArgs(host=self.jump, user="root", private_key=key)
-            if self.jump is not None
-            else None
-        )
-        return command.remote.ConnectionArgs(
-            host=self.address, user=self.user, port=self.port, proxy=proxy, private_key=key
-        )
+    def connection(self) -> pulumi.Input[command.remote.ConnectionArgs]:
+        """How remote commands log in: built once per host (the key read once) and shared by
+        all its commands, unless the address, the jump host or the login changed since. Where
+        the address or the jump host is still to come, it is one Output of the whole login, made
+        when they are known, rather than a login of Outputs that every command unwraps."""
+        login = (self.address, self.fixed_address, self.jump, self.user, self.port)
+        if self._connection is None or any(a is not b for a, b in zip(self._connection[0], login, strict=True)):
+            address = self.address if self.fixed_address is None else self.fixed_address
+            parts = (address, self.jump, admin_private_key())
+            if any(isinstance(part, pulumi.Output) for part in parts):
+                connection: pulumi.Input[command.remote.ConnectionArgs] = pulumi.Output.all(*parts).apply(
+                    lambda values: self._login(*values)
+                )
+            else:
+                connection = self._login(*parts)
+            self._connection = (login, connection)
+        return self._connection[1]
+
+    def _login(
+        self, address: pulumi.Input[str], jump: pulumi.Input[str] | None, key: pulumi.Input[str] | None
+    ) -> command.remote.ConnectionArgs:
+        proxy = command.remote.ProxyConnectionArgs(host=jump, user="root", private_key=key) if jump is not None else None
+        return command.remote.ConnectionArgs(host=address, user=self.user, port=self.port, proxy=proxy, private_key=key)
+
+    @classmethod
+    def at(cls, server: Server, address: str, resource: pulumi.Resource | None, **options: Any) -> Host:
+        """A host reached at an address known in advance."""
+        return cls(server, pulumi.Output.from_input(address), resource, fixed_address=address, **options)
 
     def server_id(self) -> pulumi.Output[int]:
         """The hcloud id of this host's server (hcloud ids are integers in the Python SDK)."""
@@ -165,14 +189,7 @@ class HcloudHosts:
         )
         if server.public_ipv4:
             return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address, owner=parent)
-        return Host(
-            server,
-            pulumi.Output.from_input(str(server.ip)),
-            resource,
-            jump=self.jump,
-            ipv6_address=resource.ipv6_address,
-            owner=parent,
-        )
+        return Host.at(server, str(server.ip), resource, jump=self.jump, ipv6_address=resource.ipv6_address, owner=parent)
 
 
 
@@ -185,7 +202,7 @@ class ExistingHosts:
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         entry = self.settings.hosts[server.name]
-        host = Host(server, pulumi.Output.from_input(entry.address), None, user=entry.user, port=entry.port, owner=parent)
+        host = Host.at(server, entry.address, None, user=entry.user, port=entry.port, owner=parent)
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
         seed = command.remote.Command(

@@ -7,8 +7,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pulumi
-
 from . import runbook, scenarios
 from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, Inventory, load_topology, stack_of
@@ -39,11 +37,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    import pulumi  # here, not at the top: validate and the other commands need no Pulumi SDK
+
     from .preview import preview, stacks_for, summary
 
     stacks = stacks_for(args.stack)
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
-    results = preview(stacks, args.topology, args.shards, args.out)
+    try:
+        results = preview(stacks, args.topology, args.shards, args.out)
+    except pulumi.RunError as error:
+        if isinstance(error.__cause__, TopologyError):
+            raise error.__cause__ from None
+        raise
     for result in results:
         print(summary(result))
     print(f"written: {', '.join(str(args.out / r.run.stack) for r in results)}")
@@ -72,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .preview import PreviewInputError
+    from .errors import PreviewInputError
 
     args = build_parser().parse_args(argv)
     try:
@@ -83,11 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     except PreviewInputError as error:
         print(str(error), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except pulumi.RunError as error:
-        if isinstance(error.__cause__, TopologyError):
-            print(error.__cause__.report(), file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ chosen placement. Nothing here touches Pulumi, so all of it is tested without th
 
 from __future__ import annotations
 
-from collections import Counter
+import functools
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -189,6 +191,43 @@ def load_server_types(path: Path = DEFAULT_SERVER_TYPES) -> dict[str, ServerType
         raise  # unreachable: raise_if_any raised
 
 
+InventoryLoader = TypeVar("InventoryLoader", bound=Callable[..., "Inventory"])
+KEPT_INVENTORIES = 16
+
+
+def _file_stamp(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _kept_while_unchanged(load: InventoryLoader) -> InventoryLoader:
+    """The inventory of a topology read before, as long as neither the file nor the server types
+    changed (same path, size and modification time) and the arguments are the same: a process
+    that runs both stacks, or many tests, derives each topology once. Inventories are frozen."""
+    kept: OrderedDict[tuple[Any, ...], Inventory] = OrderedDict()
+
+    @functools.wraps(load)
+    def cached(path: Path | str = DEFAULT_TOPOLOGY, **options: Any) -> Inventory:
+        stamps = (_file_stamp(Path(path)), _file_stamp(DEFAULT_SERVER_TYPES))
+        if options.get("server_types") is not None or None in stamps:
+            return load(path, **options)
+        key = (str(path), *stamps, tuple(sorted(options.items())))
+        if key in kept:
+            kept.move_to_end(key)
+            return kept[key]
+        inventory = load(path, **options)
+        kept[key] = inventory
+        while len(kept) > KEPT_INVENTORIES:
+            kept.popitem(last=False)
+        return inventory
+
+    return cached  # type: ignore[return-value]
+
+
+@_kept_while_unchanged
 def load_topology(
     path: Path | str = DEFAULT_TOPOLOGY,
     *,

@@ -7,6 +7,7 @@ and moved into place at the end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Problems, TopologyError
+from .errors import PreviewInputError, Problems, TopologyError
 from .gc_settings import quiet_gc
 from .model import HELSINKI, ROOT, STACKS, Inventory, load_topology
 from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstrapped_server, delivered_file
@@ -112,20 +113,11 @@ def prepare(
     return prepared
 
 
-class PreviewInputError(Exception):
-    """Bad stack settings: reported like topology problems, exit code 2."""
-
-
 def documented_stack_outputs() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(STACK_OUTPUTS_FILE.read_text(encoding="utf-8"))
 
 
 def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
-    with quiet_gc():
-        return _run_stacks(prepared, secret_prefix)
-
-
-def _run_stacks(prepared: list[PreparedStack], secret_prefix: str) -> list[StackResult]:
     stack_outputs = documented_stack_outputs()
     results = []
     for item in prepared:
@@ -209,11 +201,7 @@ def write_results(results: list[StackResult], out: Path) -> None:
             _write_json(stack_dir / "outputs.json", result.run.masked_outputs())
             _write_json(stack_dir / "policy.json", [v.as_dict() for v in result.violations])
             _write_json(stack_dir / "secret-files.json", secret_artifacts(result.run))
-            for server, files in result.artifacts.items():
-                for path, content in files.items():
-                    target = stack_dir / "artifacts" / server / path.lstrip("/")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(content, encoding="utf-8")
+            _write_artifacts(stack_dir / "artifacts", result.artifacts)
         for result in results:
             final = out / result.run.stack
             if final.exists():
@@ -221,6 +209,23 @@ def write_results(results: list[StackResult], out: Path) -> None:
             (staging / result.run.stack).rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_artifacts(root: Path, artifacts: dict[str, dict[str, str]]) -> None:
+    """Every server's files under `root/<server>/<path>` (root exists, empty): each directory
+    made with one mkdir, parents first, then each file written with one open."""
+    targets = {
+        f"{server}/{path.lstrip('/')}": content for server, files in artifacts.items() for path, content in files.items()
+    }
+    directories: set[str] = set()
+    for target in targets:
+        parts = target.split("/")[:-1]
+        directories.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    for directory in sorted(directories, key=lambda d: (d.count("/"), d)):
+        os.mkdir(root / directory)
+    for target, content in targets.items():
+        with open(root / target, "w", encoding="utf-8") as file:
+            file.write(content)
 
 
 def _write_json(path: Path, data: Any) -> None:
