@@ -81,33 +81,30 @@ class Host:
     # The address as text where it is known before any resource exists (a private address, an
     # existing host's): the commands' connections then carry it as a plain value.
     fixed_address: str | None = None
-    _connection: tuple[tuple[object, ...], pulumi.Input[command.remote.ConnectionArgs]] | None = field(
+    _connection: tuple[tuple[object, ...], command.remote.ConnectionArgs] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
-    def connection(self) -> pulumi.Input[command.remote.ConnectionArgs]:
+    def connection(self) -> command.remote.ConnectionArgs:
         """How remote commands log in: built once per host (the key read once) and shared by
-        all its commands, unless the address, the jump host or the login changed since. Where
-        the address or the jump host is still to come, it is one Output of the whole login, made
-        when they are known, rather than a login of Outputs that every command unwraps."""
+        all its commands, unless the address, the jump host or the login changed since."""
         login = (self.address, self.fixed_address, self.jump, self.user, self.port)
         if self._connection is None or any(a is not b for a, b in zip(self._connection[0], login, strict=True)):
-            address = self.address if self.fixed_address is None else self.fixed_address
-            parts = (address, self.jump, admin_private_key())
-            if any(isinstance(part, pulumi.Output) for part in parts):
-                connection: pulumi.Input[command.remote.ConnectionArgs] = pulumi.Output.all(*parts).apply(
-                    lambda values: self._login(*values)
-                )
-            else:
-                connection = self._login(*parts)
+            key = admin_private_key()
+            proxy = (
+                command.remote.ProxyConnectionArgs(host=self.jump, user="root", private_key=key)
+                if self.jump is not None
+                else None
+            )
+            connection = command.remote.ConnectionArgs(
+                host=self.address if self.fixed_address is None else self.fixed_address,
+                user=self.user,
+                port=self.port,
+                proxy=proxy,
+                private_key=key,
+            )
             self._connection = (login, connection)
         return self._connection[1]
-
-    def _login(
-        self, address: pulumi.Input[str], jump: pulumi.Input[str] | None, key: pulumi.Input[str] | None
-    ) -> command.remote.ConnectionArgs:
-        proxy = command.remote.ProxyConnectionArgs(host=jump, user="root", private_key=key) if jump is not None else None
-        return command.remote.ConnectionArgs(host=address, user=self.user, port=self.port, proxy=proxy, private_key=key)
 
     @classmethod
     def at(cls, server: Server, address: str, resource: pulumi.Resource | None, **options: Any) -> Host:
