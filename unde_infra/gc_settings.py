@@ -26,7 +26,8 @@ _depth = 0
 @contextmanager
 def quiet_gc() -> Iterator[None]:
     """Run the body with the heap frozen and a high collection threshold, then put back the
-    thresholds found and unfreeze. Nested uses keep the outermost settings."""
+    thresholds found and unfreeze (unless something had frozen objects before: the frozen then
+    stay frozen, since they cannot be told apart). Nested uses keep the outermost settings."""
     global _depth
     if _depth:
         _depth += 1
@@ -36,6 +37,7 @@ def quiet_gc() -> Iterator[None]:
             _depth -= 1
         return
     saved = gc.get_threshold()
+    frozen_before = gc.get_freeze_count()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, saved[1], saved[2])
     _depth = 1
@@ -43,8 +45,6 @@ def quiet_gc() -> Iterator[None]:
         yield
     finally:
         _depth = 0
-        # What the run left joins the old heap (freeze, then unfreeze into the oldest generation):
-        # the first young collection afterwards would otherwise walk all of it at once.
-        gc.freeze()
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
         gc.set_threshold(*saved)

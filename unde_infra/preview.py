@@ -117,7 +117,9 @@ def documented_stack_outputs() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(STACK_OUTPUTS_FILE.read_text(encoding="utf-8"))
 
 
-def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
+def run_stacks(
+    prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX, gc_tuning: bool = True
+) -> list[StackResult]:
     stack_outputs = documented_stack_outputs()
     results = []
     for item in prepared:
@@ -131,6 +133,7 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
             stand_ins=item.stand_ins,
             secret_prefix=secret_prefix,
             server_names=list(item.inventory.servers),
+            gc_tuning=gc_tuning,
         )
         seconds = time.perf_counter() - started
         if item.stack == HELSINKI:
