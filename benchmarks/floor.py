@@ -3,11 +3,12 @@
 Reads the `resources.json` of each stack a preview wrote and registers the same resources in one
 process, one stack after the other (helsinki first, as the preview runs them): the same count,
 types, names, parents, inputs, dependencies and options, under the SDK's own mock monitor with
-mocks that only echo the inputs back. Generic custom resources are `pulumi.CustomResource` with
-the recorded type token and inputs (a read, as `StackReference` is, where the resource has no
-inputs of its own to register), components `pulumi.ComponentResource`, providers
-`pulumi.ProviderResource`. A masked secret is registered as a secret value. No program logic
-runs: what is left is the SDK's own cost of these registrations, which no program can beat.
+mocks that only echo the inputs back. Custom resources are `pulumi.CustomResource` with the
+recorded type token and inputs (a `StackReference` is read, as the SDK's class does), components
+`pulumi.ComponentResource`, providers `pulumi.ProviderResource`; a masked secret is registered as
+a secret value. No program logic runs: what is left is the SDK's own cost of these
+registrations. (tests/unit/test_benchmarks.py registers it under the preview's recording monitor
+and gets the very same resources.json back.)
 
     .venv/bin/python benchmarks/floor.py PREVIEW_DIR [--gc tuned]
 
@@ -123,9 +124,14 @@ def register(entries: list[dict[str, Any]]) -> None:
         resources[entry["urn"]] = resource
 
 
-def run_stack(stack: str, entries: list[dict[str, Any]], outputs: dict[str, Any]) -> int:
+def run_stack(
+    stack: str, entries: list[dict[str, Any]], outputs: dict[str, Any], monitor: mocks.MockMonitor | None = None
+) -> int:
+    """Register `entries` as stack `stack` under `monitor` (by default the SDK's own with the
+    trivial mocks); the number of resources the monitor saw."""
     asyncio.set_event_loop(asyncio.new_event_loop())
-    monitor = mocks.MockMonitor(EchoMocks({(e["type"], e["urn"].rsplit("::", 1)[1]): e["id"] for e in entries if e.get("id")}))
+    if monitor is None:
+        monitor = mocks.MockMonitor(EchoMocks({(e["type"], e["urn"].rsplit("::", 1)[1]): e["id"] for e in entries if e.get("id")}))
     settings.configure(
         mocks.MockSettings(
             monitor=monitor,
