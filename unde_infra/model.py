@@ -8,6 +8,7 @@ chosen placement. Nothing here touches Pulumi, so all of it is tested without th
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,18 +196,19 @@ InventoryLoader = TypeVar("InventoryLoader", bound=Callable[..., "Inventory"])
 KEPT_INVENTORIES = 16
 
 
-def _file_stamp(path: Path) -> tuple[str, int, int, int] | None:
+def _file_stamp(path: Path) -> tuple[str, str] | None:
+    """The file's real path and a digest of its bytes (a file rewritten within one tick of the
+    file system's clock, at the same size, still differs)."""
     try:
-        stat = path.stat()
+        return str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-    return str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _kept_while_unchanged(load: InventoryLoader) -> InventoryLoader:
     """The inventory of a topology read before, as long as neither the file nor the server types
-    changed (same path, size and modification time) and the arguments are the same: a process
-    that runs both stacks, or many tests, derives each topology once. Inventories are frozen."""
+    changed (the same bytes at the same path) and the arguments are the same: a process that
+    runs both stacks, or many tests, derives each topology once. Inventories are frozen."""
     kept: OrderedDict[tuple[Any, ...], Inventory] = OrderedDict()
 
     @functools.wraps(load)
