@@ -12,6 +12,7 @@ DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-ex
 	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light shellcheck \
 	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd
 PYTEST_ARGS ?=
+TEST_PARTS := unit artifacts integration
 
 .PHONY: preview test lint deb-packages benchmark clean
 
@@ -31,8 +32,21 @@ deb-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "missing Debian packages (run make test as root to install them):" $$missing; exit 1; fi
 
+# The three parts run one after the other, each timed (wall, and the user and system CPU seconds
+# of pytest and what it starts), with a summary at the end; any failed part fails the target.
+# Exit status 5 (nothing collected, e.g. a PYTEST_ARGS filter that matches no test of a part) is
+# no failure.
 test: $(STAMP) deb-packages lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@exec 3>&1 4>&2; status=0; summary=""; \
+	for part in $(TEST_PARTS); do \
+		echo "=== tests/$$part"; \
+		took=$$( { TIMEFORMAT='%R s wall, %U s user + %S s sys CPU'; \
+			time $(PY) -m pytest tests/$$part $(PYTEST_ARGS) 1>&3 2>&4; } 2>&1 ); rc=$$?; \
+		case $$rc in 0) result=passed;; 5) result="no tests selected";; *) result="FAILED (exit $$rc)"; status=1;; esac; \
+		echo "=== tests/$$part: $$result in $$took"; \
+		summary="$$summary  tests/$$part: $$result in $$took\n"; \
+	done; \
+	printf "=== test summary\n$$summary"; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

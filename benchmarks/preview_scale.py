@@ -1,89 +1,139 @@
-"""How the offline preview scales with the shard count, against the bare Pulumi SDK.
+"""How the offline preview scales with the shard count, against the bare Pulumi SDK's floor.
 
-For shard counts 1, 4, 16 and 64: the time of the offline preview of both stacks (the real
-program under the mock monitor) and the number of resources it registers; then, in the same
-run, the time the bare SDK takes to register as many plain resources under its stock mocks (the
-floor no program can beat). The ratio says what the program itself costs on top of the SDK.
+For each shard count (1, 4, 16 and 64): `unde-infra preview --stack all --shards N` runs as a
+whole process; then `benchmarks/floor.py` registers what that preview registered (read from its
+`resources.json`: the same count, types, names, parents, inputs, dependencies and options) with
+the bare SDK under trivial mocks, also a whole process, once with the interpreter's defaults (a
+bare program) and once with the offline runner's garbage-collector settings (the program's own
+cost alone). The runs alternate, preview then floors, so that a drift of the machine's speed
+hits both; each figure is the median over the runs, each ratio the median of the pairs' ratios.
 
-    .venv/bin/python benchmarks/preview_scale.py [--repeat N]
+CPU seconds (user + system of the process, from the kernel's accounting) are the fair figure on
+a shared machine; wall seconds are shown too, with the load average before and after.
+
+    .venv/bin/python benchmarks/preview_scale.py [--repeat N] [--shards 1 4 16 64]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import pulumi
-from pulumi.runtime import mocks, settings
-from pulumi.runtime.stack import run_in_stack
-from pulumi.runtime.sync_await import _sync_await
-
-from unde_infra.preview import prepare, run_stacks
-
+ROOT = Path(__file__).resolve().parent.parent
+FLOOR = Path(__file__).resolve().with_name("floor.py")
 SHARD_COUNTS = (1, 4, 16, 64)
+STACKS = ("helsinki", "local")
 
 
-class PlainMocks(mocks.Mocks):
-    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict]:
-        return f"{args.name}-id", args.inputs
-
-    def call(self, args: mocks.MockCallArgs) -> tuple[dict, list | None]:
-        return {}, None
+@dataclass(frozen=True)
+class Timing:
+    cpu: float
+    wall: float
 
 
-class Plain(pulumi.CustomResource):
-    def __init__(self, name: str) -> None:
-        super().__init__("bench:index:Plain", name, {"value": name})
-
-
-def preview_seconds(shards: int) -> tuple[float, int]:
-    asyncio.set_event_loop(asyncio.new_event_loop())
+def timed(command: list[str]) -> Timing:
+    """One whole process: its own user + system seconds (wait4's rusage) and its wall time."""
     started = time.perf_counter()
-    results = run_stacks(prepare(["helsinki", "local"], None, shards))
-    return time.perf_counter() - started, sum(len(r.run.records) for r in results)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(command)} exited {process.returncode}:\n{errors.decode(errors='replace')}")
+    return Timing(usage.ru_utime + usage.ru_stime, wall)
 
 
-def floor_seconds(count: int) -> float:
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    monitor = mocks.MockMonitor(PlainMocks())
-    settings.configure(
-        mocks.MockSettings(
-            monitor=monitor,
-            monitor_features=set(monitor.GetDeploymentInfo(None).supportedFeatures),
-            engine=mocks.MockEngine(None),
-            project="bench",
-            stack="bench",
-            dry_run=True,
-            organization="organization",
-            callbacks=None,
+def resource_count(out: Path) -> int:
+    return sum(len(json.loads((out / stack / "resources.json").read_text(encoding="utf-8"))) for stack in STACKS)
+
+
+@dataclass
+class Row:
+    shards: int
+    resources: int
+    preview: list[Timing]
+    floor: list[Timing]
+    floor_tuned: list[Timing]
+
+    @staticmethod
+    def median(timings: list[Timing], figure: str) -> float:
+        return statistics.median(getattr(t, figure) for t in timings)
+
+    def ratio(self, floor: list[Timing], figure: str) -> float:
+        return statistics.median(getattr(p, figure) / getattr(f, figure) for p, f in zip(self.preview, floor, strict=True))
+
+
+def measure(shards: int, repeat: int, scratch: Path) -> Row:
+    out = scratch / f"preview-{shards}"
+    preview = [sys.executable, "-m", "unde_infra", "preview", "--stack", "all", "--shards", str(shards), "--out", str(out)]
+    row = Row(shards, 0, [], [], [])
+    for _ in range(repeat):
+        row.preview.append(timed(preview))
+        row.floor.append(timed([sys.executable, str(FLOOR), str(out)]))
+        row.floor_tuned.append(timed([sys.executable, str(FLOOR), str(out), "--gc", "tuned"]))
+    row.resources = resource_count(out)
+    return row
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| shards | resources | preview CPU s | preview wall s | floor CPU s | floor wall s | ratio CPU | ratio wall "
+        "| floor, runner's GC, CPU s | ratio CPU to it |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.shards} | {r.resources} | {r.median(r.preview, 'cpu'):.2f} | {r.median(r.preview, 'wall'):.2f} "
+            f"| {r.median(r.floor, 'cpu'):.2f} | {r.median(r.floor, 'wall'):.2f} | {r.ratio(r.floor, 'cpu'):.2f} "
+            f"| {r.ratio(r.floor, 'wall'):.2f} | {r.median(r.floor_tuned, 'cpu'):.2f} | {r.ratio(r.floor_tuned, 'cpu'):.2f} |"
         )
+    return lines
+
+
+def growth(rows: list[Row]) -> str | None:
+    by_shards = {r.shards: r for r in rows}
+    if 16 not in by_shards or 64 not in by_shards:
+        return None
+    low, high = by_shards[16], by_shards[64]
+
+    def of(timings_of: str, figure: str) -> float:
+        return Row.median(getattr(high, timings_of), figure) / Row.median(getattr(low, timings_of), figure)
+
+    return (
+        f"64/16 growth: preview {of('preview', 'cpu'):.2f}x CPU ({of('preview', 'wall'):.2f}x wall), "
+        f"floor {of('floor', 'cpu'):.2f}x CPU, resources {high.resources / low.resources:.2f}x"
     )
-    settings.set_root_resource(None)  # type: ignore[arg-type]
-    started = time.perf_counter()
-    _sync_await(run_in_stack(lambda: [Plain(f"r{i}") for i in range(count)]))
-    elapsed = time.perf_counter() - started
-    settings.set_root_resource(None)  # type: ignore[arg-type]
-    return elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median is shown)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each process per shard count (medians shown)")
+    parser.add_argument("--shards", type=int, nargs="+", default=list(SHARD_COUNTS))
     args = parser.parse_args()
-    print(f"offline preview of both stacks vs the bare SDK floor (median of {args.repeat} runs)")
-    print(f"{'shards':>6} {'resources':>9} {'preview s':>10} {'floor s':>8} {'ratio':>6} {'ms/resource':>11}")
-    for shards in SHARD_COUNTS:
-        runs = [preview_seconds(shards) for _ in range(args.repeat)]
-        seconds = statistics.median(r[0] for r in runs)
-        count = runs[0][1]
-        floor = statistics.median(floor_seconds(count) for _ in range(args.repeat))
-        print(f"{shards:>6} {count:>9} {seconds:>10.2f} {floor:>8.2f} {seconds / floor:>6.1f} {1000 * seconds / count:>11.2f}")
+    load_before = os.getloadavg()
+    print(f"offline preview of both stacks vs the bare SDK floor; {args.repeat} runs each, medians; "
+          f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
+          flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="preview-scale-") as scratch:
+        for shards in args.shards:
+            rows.append(measure(shards, args.repeat, Path(scratch)))
+            print(f"  {shards} shards done", file=sys.stderr, flush=True)
+    print("\n".join(table(rows)))
+    if (line := growth(rows)) is not None:
+        print(line)
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
 
 
 if __name__ == "__main__":

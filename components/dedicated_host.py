@@ -21,7 +21,7 @@ class DedicatedHost(UndeComponent):
         super().__init__(server.name, opts)
         self.server = server
         # Reached over its vSwitch address through helsinki-gw, for day-2 files only.
-        self.host = Host(server, pulumi.Output.from_input(str(server.ip)), None, jump=jump, owner=self)
+        self.host = Host.at(server, str(server.ip), None, jump=jump, owner=self)
         self.register_outputs(
             {"private_ip": str(server.ip), "dedicated": server.dedicated or "", "task": server.task}
         )

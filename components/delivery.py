@@ -32,10 +32,30 @@ class RemoteFile:
     owner: str = "root"
     group: str = "root"
     secret: bool = False
+    # The content's sha256, when it is computed together with the content (a rendered bundle's
+    # files): then `content` and `digest` come already as secret as the file is, and deliver
+    # uses both as they are.
+    digest: pulumi.Input[str] | None = None
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stdin_and_trigger(spec: RemoteFile) -> tuple[pulumi.Input[str], pulumi.Input[str]]:
+    """What the delivery writes and the digest that triggers it again. A file known as text
+    costs no Output (a secret one two); one from Outputs costs its digest's."""
+    if spec.digest is not None:
+        return spec.content, spec.digest
+    if isinstance(spec.content, str):
+        digest = _digest(spec.content)
+        if spec.secret:
+            return pulumi.Output.secret(spec.content), pulumi.Output.secret(digest)
+        return spec.content, digest
+    content: pulumi.Output[str] = (
+        pulumi.Output.secret(spec.content) if spec.secret else pulumi.Output.from_input(spec.content)  # type: ignore[arg-type]
+    )
+    return content, content.apply(_digest)
 
 
 def deliver(
@@ -49,31 +69,30 @@ def deliver(
     """Write `files` on `host`, then run `apply` (a reload) whenever any of them changed.
     `apply_label` tells apart several deliveries to one host (each tunnel on helsinki-gw)."""
     written: list[pulumi.Resource] = []
-    digests: list[pulumi.Output[str]] = []
+    digests: list[pulumi.Input[str]] = []
+    connection = host.connection()
+    needs = [r for r in (host.resource, *(depends_on or [])) if r is not None]
     for path, spec in sorted(files.items()):
-        content = pulumi.Output.secret(spec.content) if spec.secret else pulumi.Output.from_input(spec.content)
-        digest = content.apply(_digest)
+        content, digest = _stdin_and_trigger(spec)
         digests.append(digest)
         written.append(
             command.remote.Command(
                 delivery_name(host.server.name, path),
-                connection=host.connection(),
+                connection=connection,
                 create=host.as_root(
                     f"install -D -m {shell_word(spec.mode)} -o {shell_word(spec.owner)} -g {shell_word(spec.group)} "
                     f"/dev/stdin {shell_word(path)}"
                 ),
                 stdin=content,
                 triggers=[digest],
-                opts=pulumi.ResourceOptions(
-                    parent=parent, depends_on=[r for r in (host.resource, *(depends_on or [])) if r is not None]
-                ),
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=needs),
             )
         )
     if apply:
         written.append(
             command.remote.Command(
                 f"{host.server.name}:apply" + (f":{apply_label}" if apply_label else ""),
-                connection=host.connection(),
+                connection=connection,
                 create=host.as_root(apply),
                 triggers=digests,
                 opts=pulumi.ResourceOptions(parent=parent, depends_on=list(written)),
@@ -90,23 +109,47 @@ def pick(files: pulumi.Output[dict[str, str]], path: str) -> pulumi.Output[str]:
     return files.apply(lambda rendered: rendered[path])
 
 
-def _content(bundle: dict[str, RenderedFile], path: str) -> str:
-    return bundle[path].content
+def _with_digests(bundle: Mapping[str, RenderedFile | str]) -> dict[str, tuple[str, str]]:
+    contents = {path: f if isinstance(f, str) else f.content for path, f in bundle.items()}
+    return {path: (text, _digest(text)) for path, text in contents.items()}
+
+
+def _bundle_files(
+    rendered: pulumi.Output[Mapping[str, RenderedFile | str]], specs: Mapping[str, RenderedFile]
+) -> dict[str, RemoteFile]:
+    """The files of one bundle rendered as a whole: one apply renders every content and its
+    digest; the secret files read them from one secret Output, the others from one unwrapped
+    Output (so previews and diffs show them), each file its content and its digest."""
+    sources: dict[bool, pulumi.Output[dict[str, tuple[str, str]]]] = {}
+    whole = rendered.apply(_with_digests)
+    files = {}
+    for path, spec in specs.items():
+        if spec.secret not in sources:
+            sources[spec.secret] = pulumi.Output.secret(whole) if spec.secret else pulumi.Output.unsecret(whole)
+        source = sources[spec.secret]
+        files[path] = RemoteFile(
+            source.apply(partial(_part, path=path, index=0)),
+            mode=spec.mode,
+            owner=spec.owner,
+            group=spec.group,
+            secret=spec.secret,
+            digest=source.apply(partial(_part, path=path, index=1)),
+        )
+    return files
+
+
+def _part(bundle: dict[str, tuple[str, str]], path: str, index: int) -> str:
+    return bundle[path][index]
 
 
 def rendered_files(
     rendered: pulumi.Output[dict[str, RenderedFile]], sample: dict[str, RenderedFile]
 ) -> dict[str, RemoteFile]:
     """Files rendered together from secret values, each with the mode, owner and secrecy its
-    renderer gives it (a render of `sample` values tells them, and the paths, in advance). The
-    files that carry no secret are unwrapped, so previews and diffs show them."""
-    files = {}
-    for path, spec in sample.items():
-        content = rendered.apply(partial(_content, path=path))
-        if not spec.secret:
-            content = pulumi.Output.unsecret(content)
-        files[path] = RemoteFile(content, mode=spec.mode, owner=spec.owner, group=spec.group, secret=spec.secret)
-    return files
+    renderer gives it (`sample` tells them, and the paths, in advance: a render of sample
+    values, or the files that need no secret). The files that carry no secret are unwrapped,
+    so previews and diffs show them."""
+    return _bundle_files(rendered, sample)  # type: ignore[arg-type]
 
 
 def secret_files(
@@ -115,10 +158,8 @@ def secret_files(
     """Files rendered from secret values, as secret RemoteFiles. The paths are known before the
     values (a render of `sample` gives them), so each file is its own resource from the start."""
     rendered: pulumi.Output[dict[str, str]] = pulumi.Output.secret(values).apply(render)  # type: ignore[arg-type]
-    return {
-        path: RemoteFile(pick(rendered, path), mode="0600", secret=True, **options)
-        for path in render(sample)
-    }
+    specs = {path: RenderedFile("", mode="0600", secret=True, **options) for path in render(sample)}
+    return _bundle_files(rendered, specs)  # type: ignore[arg-type]
 
 
 def setup_files(step: SetupStep) -> dict[str, RemoteFile]:

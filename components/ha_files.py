@@ -9,7 +9,7 @@ import pulumi_random as random
 from unde_infra.model import Inventory, Server, Shard
 from unde_infra.render.etcd import etcd_member_files
 from unde_infra.render.node_setup import etcd_member_setup, patroni_install, shard_node_setup
-from unde_infra.render.patroni import Node, shard_node_bundle
+from unde_infra.render.patroni import Node, shard_node_config_files, shard_node_secret_files
 from unde_infra.render.postgres import APP_USERS, ShardSecrets
 
 from .delivery import RemoteFile, rendered_files, setup_files
@@ -48,10 +48,14 @@ def shard_secrets(
 
 
 def shard_node_files(shard: Shard, node: Node, inventory: Inventory, secrets: pulumi.Output[ShardSecrets]) -> dict[str, RemoteFile]:
-    rendered = secrets.apply(lambda s: shard_node_bundle(shard, node, inventory, s))
-    sample = shard_node_bundle(shard, node, inventory, SAMPLE_SECRETS)
-    # The setup step (SHARD_NODE_SETUP) and the Patroni install it runs come with the files.
-    return {**rendered_files(rendered, sample), **setup_files(SHARD_NODE_SETUP), **setup_files(patroni_install())}
+    """The node's files, rendered once: those without a secret now, the secret ones when the
+    values are known. All of them are delivered once the secrets exist, as one bundle; the setup
+    step (SHARD_NODE_SETUP) and the Patroni install it runs come with them."""
+    config = shard_node_config_files(shard, node, inventory)
+    rendered = secrets.apply(lambda s: {**config, **shard_node_secret_files(s, inventory)})
+    # Only the secret files' modes and owners are needed in advance (a few lines of text each).
+    specs = {**config, **shard_node_secret_files(SAMPLE_SECRETS, inventory)}
+    return {**rendered_files(rendered, specs), **setup_files(SHARD_NODE_SETUP), **setup_files(patroni_install())}
 
 
 def etcd_files(server: Server, inventory: Inventory) -> dict[str, RemoteFile]:

@@ -9,8 +9,8 @@ the same way."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import pulumi
 import pulumi_command as command
@@ -87,17 +87,38 @@ class Host:
     owner: pulumi.Resource | None = None  # the component the host belongs to
     user: str = "root"
     port: int = 22
+    # The address as text where it is known before any resource exists (a private address, an
+    # existing host's): the commands' connections then carry it as a plain value.
+    fixed_address: str | None = None
+    _connection: tuple[tuple[object, ...], command.remote.ConnectionArgs] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def connection(self) -> command.remote.ConnectionArgs:
-        key = admin_private_key()
-        proxy = (
-            command.remote.ProxyConnectionArgs(host=self.jump, user="root", private_key=key)
-            if self.jump is not None
-            else None
-        )
-        return command.remote.ConnectionArgs(
-            host=self.address, user=self.user, port=self.port, proxy=proxy, private_key=key
-        )
+        """How remote commands log in: built once per host (the key read once) and shared by
+        all its commands, unless the address, the jump host or the login changed since."""
+        login = (self.address, self.fixed_address, self.jump, self.user, self.port)
+        if self._connection is None or any(a is not b for a, b in zip(self._connection[0], login, strict=True)):
+            key = admin_private_key()
+            proxy = (
+                command.remote.ProxyConnectionArgs(host=self.jump, user="root", private_key=key)
+                if self.jump is not None
+                else None
+            )
+            connection = command.remote.ConnectionArgs(
+                host=self.address if self.fixed_address is None else self.fixed_address,
+                user=self.user,
+                port=self.port,
+                proxy=proxy,
+                private_key=key,
+            )
+            self._connection = (login, connection)
+        return self._connection[1]
+
+    @classmethod
+    def at(cls, server: Server, address: str, resource: pulumi.Resource | None, **options: Any) -> Host:
+        """A host reached at an address known in advance."""
+        return cls(server, pulumi.Output.from_input(address), resource, fixed_address=address, **options)
 
     def server_id(self) -> pulumi.Output[int]:
         """The hcloud id of this host's server (hcloud ids are integers in the Python SDK)."""
@@ -174,14 +195,7 @@ class HcloudHosts:
         )
         if server.public_ipv4:
             return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address, owner=parent)
-        return Host(
-            server,
-            pulumi.Output.from_input(str(server.ip)),
-            resource,
-            jump=self.jump,
-            ipv6_address=resource.ipv6_address,
-            owner=parent,
-        )
+        return Host.at(server, str(server.ip), resource, jump=self.jump, ipv6_address=resource.ipv6_address, owner=parent)
 
 
 
@@ -194,7 +208,7 @@ class ExistingHosts:
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         entry = self.settings.hosts[server.name]
-        host = Host(server, pulumi.Output.from_input(entry.address), None, user=entry.user, port=entry.port, owner=parent)
+        host = Host.at(server, entry.address, None, user=entry.user, port=entry.port, owner=parent)
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
         # printf's own format (\n), one shell word: the command stays what it was before, so an

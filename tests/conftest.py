@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,13 +65,48 @@ def fresh_event_loop():
     asyncio.set_event_loop(None)
 
 
+@pytest.fixture(scope="session")
+def shared_stack_runs() -> dict[tuple[str, int | None], Any]:
+    """Runs of a stack as committed (no override, the default topology), by stack and shard
+    count: made once per session by the first test that asks, then read by every other."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def default_preview_runs() -> dict[str, Any]:
+    """Both stacks as `unde-infra preview` runs them (local reads what helsinki exported), as
+    committed, by stack: run once per session for the tests that only read it."""
+    import asyncio
+
+    from unde_infra.gc_settings import quiet_gc
+    from unde_infra.preview import prepare, run_stacks
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with quiet_gc():
+            return {r.run.stack: r for r in run_stacks(prepare(["helsinki", "local"], None, None))}
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 @pytest.fixture
-def run_stack(fresh_event_loop):
-    """Run the real program (__main__.py) offline as a stack, with stack-config overrides."""
+def run_stack(fresh_event_loop, shared_stack_runs):
+    """Run the real program (__main__.py) offline as a stack, with stack-config overrides, under
+    the offline runner's GC settings. A run without overrides or topology is shared by the
+    whole session (tests only read results); any other run is the test's own."""
+    from unde_infra.gc_settings import quiet_gc
     from unde_infra.preview import prepare, run_stacks
 
     def run(stack: str, shards: int | None = None, topology: Path | None = None, **overrides):
-        (result,) = run_stacks(prepare([stack], topology, shards, config_overrides=overrides))
+        shared = topology is None and not overrides
+        if shared and (stack, shards) in shared_stack_runs:
+            return shared_stack_runs[(stack, shards)]
+        with quiet_gc():
+            (result,) = run_stacks(prepare([stack], topology, shards, config_overrides=overrides))
+        if shared:
+            shared_stack_runs[(stack, shards)] = result
         return result
 
     return run

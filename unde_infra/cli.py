@@ -7,8 +7,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pulumi
-
 from . import capacity, cost, diagram, diff, ops, runbook, scenarios
 from .errors import TopologyError, one_line
 from .model import DEFAULT_TOPOLOGY, LOCAL, ROOT, Inventory, load_topology, stack_of
@@ -42,6 +40,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    import pulumi  # here, not at the top: validate and the other commands need no Pulumi SDK
+
     from .preview import check_out_dir, preview, stacks_for, summary
 
     stacks = stacks_for(args.stack)
@@ -50,7 +50,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
         print("\n".join(one_line(f"--out: {p}") for p in out_problems), file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
-    results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir)
+    try:
+        results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir)
+    except pulumi.RunError as error:
+        if isinstance(error.__cause__, TopologyError):
+            raise error.__cause__ from None
+        raise
     for result in results:
         print(summary(result))
     print(f"written: {', '.join(str(args.out / r.run.stack) for r in results)}")
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .preview import PreviewInputError
+    from .errors import PreviewInputError
     from .provider_schema import ProviderSchemaError
 
     args = build_parser().parse_args(argv)
@@ -103,11 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     except ProviderSchemaError as error:
         print(error.report(), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except pulumi.RunError as error:
-        if isinstance(error.__cause__, TopologyError):
-            print(error.__cause__.report(), file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
 
 
 if __name__ == "__main__":

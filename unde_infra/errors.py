@@ -62,3 +62,7 @@ class Problems:
     def raise_if_any(self, source: str) -> None:
         if self.items:
             raise TopologyError(source, list(self.items))
+
+
+class PreviewInputError(Exception):
+    """Bad stack settings: reported like topology problems, exit code 2."""

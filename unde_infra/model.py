@@ -7,12 +7,14 @@ chosen placement. Nothing here touches Pulumi, so all of it is tested without th
 
 from __future__ import annotations
 
-from collections import Counter
+import functools
+import hashlib
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -253,6 +255,44 @@ def load_server_types(path: Path = DEFAULT_SERVER_TYPES, pricing: Path = DEFAULT
     return validated
 
 
+InventoryLoader = TypeVar("InventoryLoader", bound=Callable[..., "Inventory"])
+KEPT_INVENTORIES = 16
+
+
+def _file_stamp(path: Path) -> tuple[str, str] | None:
+    """The file's real path and a digest of its bytes (a file rewritten within one tick of the
+    file system's clock, at the same size, still differs)."""
+    try:
+        return str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _kept_while_unchanged(load: InventoryLoader) -> InventoryLoader:
+    """The inventory of a topology read before, as long as neither the file nor the server types
+    changed (the same bytes at the same path) and the arguments are the same: a process that
+    runs both stacks, or many tests, derives each topology once. Inventories are frozen."""
+    kept: OrderedDict[tuple[Any, ...], Inventory] = OrderedDict()
+
+    @functools.wraps(load)
+    def cached(path: Path | str = DEFAULT_TOPOLOGY, **options: Any) -> Inventory:
+        stamps = (_file_stamp(Path(path)), _file_stamp(DEFAULT_SERVER_TYPES))
+        if options.get("server_types") is not None or None in stamps:
+            return load(path, **options)
+        key = (str(path), *stamps, tuple(sorted(options.items())))
+        if key in kept:
+            kept.move_to_end(key)
+            return kept[key]
+        inventory = load(path, **options)
+        kept[key] = inventory
+        while len(kept) > KEPT_INVENTORIES:
+            kept.popitem(last=False)
+        return inventory
+
+    return cached  # type: ignore[return-value]
+
+
+@_kept_while_unchanged
 def load_topology(
     path: Path | str = DEFAULT_TOPOLOGY,
     *,

@@ -15,6 +15,7 @@ import json
 import os
 import runpy
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from .config_files import load_config, unsafe_values
 from .errors import Problems
+from .gc_settings import quiet_gc
 from .model import ROOT
 from .provider_schema import planned_differences
 
@@ -364,8 +366,11 @@ def run_program(
     secret_prefix: str = OFFLINE_SECRET_PREFIX,
     server_names: list[str] | None = None,
     live_state: LiveState | None = None,
+    gc_tuning: bool = True,
 ) -> StackRun:
-    """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks."""
+    """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks.
+    `gc_tuning` runs it with the runner's garbage-collector settings (gc_settings.quiet_gc);
+    the run registers the same resources either way."""
     pulumi_config: dict[str, str] = {}
     secret_keys: list[str] = []
     # Secrets the program requires but the committed stack config cannot hold unencrypted.
@@ -387,7 +392,8 @@ def run_program(
         def program_body() -> None:
             runpy.run_path(str(program), run_name="__main__")
 
-        _sync_await(run_in_stack(program_body))
+        with quiet_gc() if gc_tuning else nullcontext():
+            _sync_await(run_in_stack(program_body))
     finally:
         sys.path[:] = saved_path
         settings.set_root_resource(None)  # type: ignore[arg-type]

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .config_files import load_config
-from .errors import Problems, TopologyError
+from .errors import PreviewInputError, Problems, TopologyError
 from .firewall import newly_blocked
+from .gc_settings import quiet_gc
 from .model import HELSINKI, ROOT, STACKS, Inbound, Inventory, Server, load_topology
 from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstrapped_server, delivered_file
 from .offline import (
@@ -148,10 +149,6 @@ def prepare(
     return prepared
 
 
-class PreviewInputError(Exception):
-    """Bad stack settings: reported like topology problems, exit code 2."""
-
-
 def documented_stack_outputs() -> dict[str, dict[str, Any]]:
     from .stack_outputs import check_stack_outputs
 
@@ -172,7 +169,9 @@ def topology_for_program(path: Path) -> Iterator[None]:
             os.environ[TOPOLOGY_OVERRIDE_ENV] = saved
 
 
-def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX) -> list[StackResult]:
+def run_stacks(
+    prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX, gc_tuning: bool = True
+) -> list[StackResult]:
     stack_outputs = documented_stack_outputs()
     results = []
     schema_violations: list[SchemaViolation] = []
@@ -188,6 +187,7 @@ def run_stacks(prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRE
                 stand_ins=item.stand_ins,
                 secret_prefix=secret_prefix,
                 server_names=list(item.inventory.servers),
+                gc_tuning=gc_tuning,
             )
         seconds = time.perf_counter() - started
         # What the providers would refuse, checked against their published schemas.
@@ -267,11 +267,7 @@ def write_results(results: list[StackResult], out: Path) -> None:
             _write_json(stack_dir / "outputs.json", result.run.masked_outputs())
             _write_json(stack_dir / "policy.json", [v.as_dict() for v in result.violations])
             _write_json(stack_dir / "secret-files.json", secret_artifacts(result.run))
-            for server, files in result.artifacts.items():
-                for path, content in files.items():
-                    target = stack_dir / "artifacts" / server / path.lstrip("/")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(content, encoding="utf-8")
+            _write_artifacts(stack_dir / "artifacts", result.artifacts)
         for result in results:
             final = out / result.run.stack
             if final.exists():
@@ -279,6 +275,23 @@ def write_results(results: list[StackResult], out: Path) -> None:
             (staging / result.run.stack).rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_artifacts(root: Path, artifacts: dict[str, dict[str, str]]) -> None:
+    """Every server's files under `root/<server>/<path>` (root exists, empty): each directory
+    made with one mkdir, parents first, then each file written with one open."""
+    targets = {
+        f"{server}/{path.lstrip('/')}": content for server, files in artifacts.items() for path, content in files.items()
+    }
+    directories: set[str] = set()
+    for target in targets:
+        parts = target.split("/")[:-1]
+        directories.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    for directory in sorted(directories, key=lambda d: (d.count("/"), d)):
+        os.mkdir(root / directory)
+    for target, content in targets.items():
+        with open(root / target, "w", encoding="utf-8") as file:
+            file.write(content)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -390,12 +403,13 @@ def check_out_dir(out: Path, stacks: list[str]) -> list[str]:
 def preview(
     stacks: list[str], topology: Path | None, shards: int | None, out: Path, project_dir: Path = ROOT
 ) -> list[StackResult]:
-    prepared = prepare(stacks, topology, shards, project_dir=project_dir)
-    results = run_stacks(prepared)
-    try:
-        write_results(results, out)
-    except OSError as exc:
-        raise PreviewInputError(f"--out: cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
+    with quiet_gc():
+        prepared = prepare(stacks, topology, shards, project_dir=project_dir)
+        results = run_stacks(prepared)
+        try:
+            write_results(results, out)
+        except OSError as exc:
+            raise PreviewInputError(f"--out: cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
     return results
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from unde_infra.model import DEFAULT_TOPOLOGY
@@ -29,9 +30,16 @@ def test_validate_prints_the_inventory() -> None:
     assert "etcd placement three-sites" in result.stdout
 
 
-def test_preview_writes_resources_and_artifacts(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    result = unde("preview", "--stack", "all", "--out", str(out))
+@pytest.fixture(scope="module")
+def default_preview(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`unde-infra preview --stack all` of the committed configuration, run once for the tests
+    that only read what it printed and wrote."""
+    out = tmp_path_factory.mktemp("default-preview") / "out"
+    return unde("preview", "--stack", "all", "--out", str(out)), out
+
+
+def test_preview_writes_resources_and_artifacts(default_preview: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    result, out = default_preview
     assert result.returncode == 0, result.stderr
     assert "helsinki: " in result.stdout and "local: " in result.stdout
     assert "servers: 19 hcloud (15 adopted, 4 created)" in result.stdout
@@ -99,15 +107,17 @@ def test_runbook_prints_the_shards_restore_and_refuses_a_target_without_time_zon
     assert replica.returncode == 0 and "reinit --force shard0 shard-replica-0" in replica.stdout
 
 
-def test_two_previews_of_one_commit_are_byte_identical(tmp_path: Path) -> None:
+def test_two_previews_of_one_commit_are_byte_identical(
+    default_preview: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+) -> None:
     """Resource order, stand-in ids and addresses, dependencies: nothing depends on the order in
     which the SDK happened to register, so a diff between two previews shows only real changes."""
+    first, first_out = default_preview
+    second = unde("preview", "--stack", "all", "--out", str(tmp_path / "b"))
     trees = []
-    for run in ("a", "b"):
-        result = unde("preview", "--stack", "all", "--out", str(tmp_path / run))
+    for result, out in ((first, first_out), (second, tmp_path / "b")):
         assert result.returncode == 0, result.stderr
-        trees.append({p.relative_to(tmp_path / run): p.read_bytes()
-                      for p in sorted((tmp_path / run).rglob("*")) if p.is_file()})
+        trees.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert trees[0].keys() == trees[1].keys()
     differing = [str(path) for path in trees[0] if trees[0][path] != trees[1][path]]
     assert differing == []

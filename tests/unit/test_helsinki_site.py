@@ -151,10 +151,11 @@ def test_an_adopted_server_is_resized_only_when_the_topology_opts_in(run_stack, 
     assert kept.inputs["serverType"] == "cpx32" and "serverType" in kept.ignore_changes
     opted = tmp_path / "resize.yaml"
     opted.write_text(source.replace(line, line.replace("type: cpx22,", "type: cpx32, resize: true,")))
-    resized = _scraper(run_stack("helsinki", topology=opted))
+    opted_run = run_stack("helsinki", topology=opted)
+    resized = _scraper(opted_run)
     assert resized.inputs["serverType"] == "cpx32" and "serverType" not in resized.ignore_changes
     # Every other adopted server keeps its type either way.
-    others = [r for r in run_stack("helsinki", topology=opted).run.records
+    others = [r for r in opted_run.run.records
               if r.type == "hcloud:index/server:Server" and r.import_id and r.name != "scraper"]
     assert others and all("serverType" in r.ignore_changes for r in others)
 

@@ -39,14 +39,9 @@ def violations(result) -> dict[str, list[str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def default_runs():
-    import asyncio
-
-    from unde_infra.preview import prepare, run_stacks
-
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    return {r.run.stack: r for r in run_stacks(prepare(["helsinki", "local"], None, None))}
+@pytest.fixture
+def default_runs(default_preview_runs):
+    return default_preview_runs
 
 
 def test_the_default_topology_passes_every_rule(default_runs) -> None:

@@ -42,21 +42,27 @@ def _printable(value: str, what: str) -> str:
 # YAML (cloud-init, Patroni, etcd, Prometheus, ...): always through a dumper
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Safe YAML with multi-line strings as literal blocks, so rendered files stay readable."""
-
-
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     # The emitter falls back to a quoted style wherever a block would not keep the value exact.
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-_BlockDumper.add_representer(str, _represent_str)
+def block_dumper(base: type[yaml.SafeDumper]) -> type[yaml.SafeDumper]:
+    """Safe YAML with multi-line strings as literal blocks, so rendered files stay readable."""
+    dumper: type[yaml.SafeDumper] = type(f"Block{base.__name__}", (base,), {})
+    dumper.add_representer(str, _represent_str)
+    return dumper
 
 
-def yaml_dump(data: object) -> str:
-    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, width=1000, default_flow_style=False)
+# libyaml's emitter writes the same bytes as PyYAML's pure-Python one (tests/unit compare them on
+# every rendered file) in a fraction of the time; PyYAML built without libyaml falls back.
+PURE_BLOCK_DUMPER = block_dumper(yaml.SafeDumper)
+BLOCK_DUMPER = block_dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper))
+
+
+def yaml_dump(data: object, dumper: type[yaml.SafeDumper] = BLOCK_DUMPER) -> str:
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, width=1000, default_flow_style=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -289,40 +289,50 @@ def shard_node_bundle(
 ) -> dict[str, RenderedFile]:
     """Every file one shard node receives: absolute path -> content with owner, mode and
     whether it carries a secret. Secrets appear only in files marked secret."""
+    return {
+        **shard_node_config_files(
+            shard, node, inventory, layout=layout, etcd_layout=etcd_layout, patroni_timings=patroni_timings, repo=repo
+        ),
+        **shard_node_secret_files(secrets, inventory, layout=layout, repo=repo),
+    }
+
+
+def _pg(content: str, mode: str = "0640") -> RenderedFile:
+    return RenderedFile(content, owner="postgres", group="postgres", mode=mode)
+
+
+def _root_only_secret(content: str) -> RenderedFile:
+    return RenderedFile(content, owner="root", group="root", mode="0600", secret=True)
+
+
+def shard_node_config_files(
+    shard: Shard,
+    node: Node,
+    inventory: Inventory,
+    *,
+    layout: NodeLayout = DEFAULT_LAYOUT,
+    etcd_layout: EtcdLayout = DEFAULT_ETCD_LAYOUT,
+    patroni_timings: PatroniTimings = DEFAULT_TIMINGS,
+    repo: pgbackrest.S3Repo | pgbackrest.PosixRepo | None = None,
+) -> dict[str, RenderedFile]:
+    """The files of a shard node that carry no secret: they need no secret value to render."""
     server = node_server(shard, node)
     repo = repo or pgbackrest.default_repo(inventory)
-
-    def pg(content: str, mode: str = "0640") -> RenderedFile:
-        return RenderedFile(content, owner="postgres", group="postgres", mode=mode)
-
-    def root_only_secret(content: str) -> RenderedFile:
-        return RenderedFile(content, owner="root", group="root", mode="0600", secret=True)
-
     files: dict[str, RenderedFile] = {
-        layout.patroni_config: pg(
+        layout.patroni_config: _pg(
             patroni_yaml(
                 shard, node, inventory, layout=layout, etcd_layout=etcd_layout, patroni_timings=patroni_timings
             )
         ),
-        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SCRIPT}": pg(source(POST_BOOTSTRAP_SCRIPT), mode="0750"),
-        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SETTINGS}": pg(post_bootstrap_settings(layout)),
-        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SQL}": pg(post_bootstrap_sql(layout)),
-        f"{layout.secrets_dir}/{PATRONI_ENV}": root_only_secret(patroni_env(secrets)),
+        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SCRIPT}": _pg(source(POST_BOOTSTRAP_SCRIPT), mode="0750"),
+        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SETTINGS}": _pg(post_bootstrap_settings(layout)),
+        f"{layout.patroni_dir}/{POST_BOOTSTRAP_SQL}": _pg(post_bootstrap_sql(layout)),
         f"{layout.systemd_dir}/patroni.service": RenderedFile(patroni_unit(shard, layout)),
-        layout.pgbackrest_config: pg(pgbackrest.pgbackrest_conf(shard, repo, layout)),
-        f"{layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}": root_only_secret(pgbackrest.pgbackrest_env(secrets, repo)),
-        f"{layout.pgbouncer_dir}/pgbouncer.ini": pg(pgbouncer.pgbouncer_ini(server, layout)),
-        f"{layout.pgbouncer_dir}/userlist.txt": RenderedFile(
-            # PgBouncer (running as postgres) re-reads this file on reload, so it is the one
-            # secret file the postgres user owns.
-            pgbouncer.userlist(secrets), owner="postgres", group="postgres", mode="0600", secret=True
-        ),
+        layout.pgbackrest_config: _pg(pgbackrest.pgbackrest_conf(shard, repo, layout)),
+        f"{layout.pgbouncer_dir}/pgbouncer.ini": _pg(pgbouncer.pgbouncer_ini(server, layout)),
         f"{layout.exporter_dir}/queries.yaml": RenderedFile(postgres_exporter.queries_yaml()),
         f"{layout.systemd_dir}/prometheus-postgres-exporter.service.d/unde.conf": RenderedFile(
             exporter_unit_dropin(layout)
-        ),
-        f"{layout.secrets_dir}/{postgres_exporter.ENV_FILE_NAME}": root_only_secret(
-            postgres_exporter.exporter_env(secrets, layout)
         ),
     }
     stanza = pgbackrest.shard_stanza(shard, server, layout)
@@ -331,6 +341,29 @@ def shard_node_bundle(
     for path, content in pgbackrest.backup_units(stanza, layout).items():
         files[path] = RenderedFile(content)
     return files
+
+
+def shard_node_secret_files(
+    secrets: ShardSecrets,
+    inventory: Inventory,
+    *,
+    layout: NodeLayout = DEFAULT_LAYOUT,
+    repo: pgbackrest.S3Repo | pgbackrest.PosixRepo | None = None,
+) -> dict[str, RenderedFile]:
+    """The files of a shard node that carry its secrets (the same on both nodes)."""
+    repo = repo or pgbackrest.default_repo(inventory)
+    return {
+        f"{layout.secrets_dir}/{PATRONI_ENV}": _root_only_secret(patroni_env(secrets)),
+        f"{layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}": _root_only_secret(pgbackrest.pgbackrest_env(secrets, repo)),
+        f"{layout.pgbouncer_dir}/userlist.txt": RenderedFile(
+            # PgBouncer (running as postgres) re-reads this file on reload, so it is the one
+            # secret file the postgres user owns.
+            pgbouncer.userlist(secrets), owner="postgres", group="postgres", mode="0600", secret=True
+        ),
+        f"{layout.secrets_dir}/{postgres_exporter.ENV_FILE_NAME}": _root_only_secret(
+            postgres_exporter.exporter_env(secrets, layout)
+        ),
+    }
 
 
 def shard_node_files(
