@@ -12,7 +12,7 @@ DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-ex
 	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light shellcheck \
 	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd
 PYTEST_ARGS ?=
-TEST_PARTS := unit artifacts integration
+TEST_PARTS := unit artifacts fuzz integration
 
 .PHONY: preview test lint deb-packages benchmark clean
 
@@ -42,7 +42,7 @@ test: $(STAMP) deb-packages lint
 		echo "=== tests/$$part"; \
 		took=$$( { TIMEFORMAT='%R s wall, %U s user + %S s sys CPU'; \
 			time $(PY) -m pytest tests/$$part $(PYTEST_ARGS) 1>&3 2>&4; } 2>&1 ); rc=$$?; \
-		case $$rc in 0) result=passed;; 5) result="no tests selected";; *) result="FAILED (exit $$rc)"; status=1;; esac; \
+		case $$rc in 0) result=passed;; 5) result="FAILED: no tests ran"; status=1;; *) result="FAILED (exit $$rc)"; status=1;; esac; \
 		echo "=== tests/$$part: $$result in $$took"; \
 		summary="$$summary  tests/$$part: $$result in $$took\n"; \
 	done; \
