@@ -39,19 +39,36 @@ def env_file(values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# libpq tries the hosts in order and keeps the first one that takes writes (`SHOW
+# transaction_read_only` through PgBouncer), so a client lands on the writable member whichever
+# side Patroni has made primary; a dead first host costs it this long before the next.
+TARGET_SESSION_ATTRS = "read-write"
+CONNECT_TIMEOUT_SECONDS = 3
+
+
 def shard_hosts(inventory: Inventory, server: Server) -> list[tuple[int, str]]:
-    """Each shard's address as a client on `server` starts with: the shard's member on the
-    client's own site (the local primary; in Helsinki, the replica, which the standby
-    orchestrator uses only once the local site is down and every replica has been promoted)."""
-    return [(s.index, str((s.primary if server.site == LOCAL else s.replica).ip)) for s in inventory.shards]
+    """Each shard's hosts as a client on `server` tries them (a libpq multi-host list): the
+    shard's member on the client's own site first (the local primary; in Helsinki the replica,
+    which the standby orchestrator uses once the local site is down and it has been promoted),
+    then the other one. The one place that decides a client's shard host."""
+    hosts = []
+    for s in inventory.shards:
+        own, other = (s.primary, s.replica) if server.site == LOCAL else (s.replica, s.primary)
+        hosts.append((s.index, f"{own.ip},{other.ip}"))
+    return hosts
 
 
 def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, shards: list[tuple[int, str]]) -> str:
-    """The DSN parts of one application user for every shard: PgBouncer on the shard's address."""
+    """The DSN parts of one application user for every shard: PgBouncer on each of the shard's
+    hosts, the writable one chosen by libpq (`target_session_attrs`). local-redis's routing
+    entry (`endpoint:shardN`) names the current primary; a client that puts it first saves
+    itself the try of a dead host."""
     values: dict[str, str] = {}
-    for index, address in shards:
-        values[f"SHARD{index}_HOST"] = address
-        values[f"SHARD{index}_PORT"] = "6432"
+    for index, hosts in shards:
+        values[f"SHARD{index}_HOST"] = hosts
+        values[f"SHARD{index}_PORT"] = "6432"  # libpq: one port for every host
+        values[f"SHARD{index}_TARGET_SESSION_ATTRS"] = TARGET_SESSION_ATTRS
+        values[f"SHARD{index}_CONNECT_TIMEOUT"] = str(CONNECT_TIMEOUT_SECONDS)
         values[f"SHARD{index}_USER"] = user
         values[f"SHARD{index}_DATABASE"] = APP_DATABASE
         values[f"SHARD{index}_PASSWORD"] = passwords[(index, user)]
