@@ -77,7 +77,9 @@ class RoutingDrill(DurabilityDrill):
     def start_node_services(self, server: str) -> None:
         """What systemd starts beside Patroni: PgBouncer (as postgres) and the routing watcher."""
         layout = self.layouts[server]
-        self.lab.start(server, "pgbouncer", ["/usr/sbin/pgbouncer", f"{layout.pgbouncer_dir}/pgbouncer.ini"])
+        # A killed PgBouncer leaves its pidfile; on a server /run is a tmpfs that a reboot empties.
+        Path(layout.pgbouncer_run_dir, "pgbouncer.pid").unlink(missing_ok=True)
+        self.lab.start(server, "pgbouncer", [require_tool("pgbouncer"), f"{layout.pgbouncer_dir}/pgbouncer.ini"])
         script = shard_routing.script_path(layout)
         self.lab.start(server, "routing", ["python3", script, "--config", f"{script}.json"], as_postgres=False)
 
