@@ -249,6 +249,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             helsinki.require_output("witnessPublicAddress") if witness is not None else None,
             gateway_address,
             secrets,
+            settings.acme_email,
         )
         outputs["entryRecord"] = dns.fqdn
     # How `unde-infra ops` reaches the local servers without a public address (README: "Day 2").

@@ -389,7 +389,9 @@ def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dic
             "the public name of the API entry point, for its TLS certificate: "
             f"`pulumi config set entryDomain api.example.com -s {settings.stack}`"
         )
-    if not settings.acme_email and not (settings.provider == "hcloud" and needs_load_balancer(inventory)):
+    # The standby entry's certbot (DNS-01) needs it even where a load balancer holds the local one.
+    certbot_here = not (settings.provider == "hcloud" and needs_load_balancer(inventory))
+    if not settings.acme_email and (certbot_here or needs_entry_dns(settings, inventory)):
         missing["acmeEmail"] = (
             "the email of the ACME (Let's Encrypt) account that certbot registers: "
             f"`pulumi config set acmeEmail ops@example.com -s {settings.stack}`"
