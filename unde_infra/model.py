@@ -43,6 +43,9 @@ HELSINKI, LOCAL, WITNESS = "helsinki", "local", "witness"
 SHARD_REPLICA_TASK, SHARD_TASK = "shard-replica", "shard"
 # SPEC scenario 2's warm standby in Helsinki: the entry point DNS fails over to, its orchestrator.
 STANDBY_ENTRY_TASK, STANDBY_ORCHESTRATOR_TASK = "standby-api", "standby-orchestrator"
+# SPEC's monitoring server in Helsinki, and the second alert path on the local site that keeps
+# alerting while Helsinki is down (SPEC scenario 3).
+MONITORING_TASK, SECOND_MONITORING_TASK = "monitoring", "monitoring-local"
 STACKS = (HELSINKI, LOCAL)
 
 

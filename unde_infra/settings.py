@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Any, Literal
 
 from .errors import Problems
-from .model import HELSINKI, LOCAL, Inventory
+from .model import HELSINKI, LOCAL, MONITORING_TASK, SECOND_MONITORING_TASK, Inventory
 from .render.entry import needs_load_balancer
 from .render.entry_failover import EntryDns
 
@@ -400,8 +400,9 @@ def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dic
 
 
 def needs_telegram_chat(settings: StackSettings, inventory: Inventory) -> bool:
-    """The stack that builds the monitoring server renders Alertmanager's Telegram receiver."""
-    return any(s.task == "monitoring" for s in inventory.stack_servers(settings.site))
+    """A stack that builds a monitoring server (helsinki: the main path; local: the second alert
+    path) renders Alertmanager's Telegram receiver."""
+    return any(s.task in (MONITORING_TASK, SECOND_MONITORING_TASK) for s in inventory.stack_servers(settings.site))
 
 
 def missing_import_ids(settings: StackSettings, inventory: Inventory) -> list[str]:

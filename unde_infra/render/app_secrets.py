@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..files import shell_settings, source
 from ..model import LOCAL, Inventory, Server
 from .cloud_init import RUNTIME_SECRETS_DIR, SECRETS_DIR
 from .postgres import APP_DATABASE, APP_USERS
+from .systemd import timer_unit
 
 MEK_PATH = f"{RUNTIME_SECRETS_DIR}/master-encryption-key"
 SHARD_CREDENTIALS_PATH = f"{SECRETS_DIR}/shard-credentials.env"
@@ -24,6 +26,12 @@ APP_DB_USERS = APP_USERS
 # The database user each client task logs in as (the standby orchestrator is the orchestrator).
 DB_USER_OF_TASK = {"orchestrator": "orchestrator", "persona": "persona", "standby-orchestrator": "orchestrator"}
 POSTHOG_INGEST_TASK = "api"  # local-app sends `POST /capture` over the VPN
+# A reboot empties the tmpfs: this collector tells monitoring whether the key is there.
+MEK_PRESENCE_UNIT = "unde-mek-presence"
+MEK_PRESENCE_SCRIPT = "/usr/local/lib/unde/mek-presence"
+MEK_PRESENCE_METRIC = "unde_master_encryption_key_present"
+MEK_PRESENCE_TEXTFILE = "/var/lib/prometheus/node-exporter/unde_mek_presence.prom"
+MEK_PRESENCE_INTERVAL = "1min"
 
 
 def env_file(values: Mapping[str, str]) -> str:
@@ -78,3 +86,32 @@ def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, sh
 def posthog_ingest(api_key: str, host: str) -> str:
     return env_file({"POSTHOG_API_KEY": api_key, "POSTHOG_HOST": host})
 
+
+
+def mek_presence_files(key_file: str = MEK_PATH, textfile: str = MEK_PRESENCE_TEXTFILE,
+                       script: str = MEK_PRESENCE_SCRIPT) -> dict[str, str]:
+    """On a server that holds the key (MEK_TASKS): the textfile collector (files/mek_presence.sh)
+    with its parameters, its oneshot service and timer. Nothing secret: it reads only whether the
+    key file is there."""
+    service = "\n".join([
+        "[Unit]",
+        "Description=Whether the Master Encryption Key is in RAM, for node_exporter (unde-infra)",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"ExecStart={script}",
+        "",
+    ])
+    timer = timer_unit("Check the Master Encryption Key's presence (unde-infra)",
+                       ["OnBootSec=30s", f"OnUnitActiveSec={MEK_PRESENCE_INTERVAL}"])
+    return {
+        script: source("mek_presence.sh"),
+        f"{script}.env": shell_settings({"KEY_FILE": key_file, "TEXTFILE": textfile}),
+        f"/etc/systemd/system/{MEK_PRESENCE_UNIT}.service": service,
+        f"/etc/systemd/system/{MEK_PRESENCE_UNIT}.timer": timer,
+    }
+
+
+def mek_presence_setup() -> str:
+    return "\n".join(["set -e", "systemctl daemon-reload", f"systemctl enable --now {MEK_PRESENCE_UNIT}.timer",
+                      f"systemctl start {MEK_PRESENCE_UNIT}.service"])
