@@ -98,7 +98,10 @@ def test_prometheus_config_scrapes_every_job_from_file_sd(inventory: Inventory) 
     config = yaml.safe_load(m.monitoring_files(inventory, SETTINGS)["/etc/prometheus/prometheus.yml"])
     assert config["global"]["scrape_interval"] == "15s"  # SPEC
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"node", "postgres", "redis", "etcd", "patroni", "app", "prometheus", "alertmanager"}
+    # The peer jobs scrape the second alert path's Prometheus and Alertmanager (and it scrapes these).
+    assert set(jobs) == {"node", "postgres", "redis", "etcd", "patroni", "app", "prometheus", "alertmanager",
+                         "peer-prometheus", "peer-alertmanager"}
+    assert jobs["peer-prometheus"]["static_configs"][0]["targets"] == ["10.2.0.7:9090"]
     for name in ("node", "postgres", "redis", "etcd", "patroni", "app"):
         assert jobs[name]["file_sd_configs"][0]["files"] == [f"/etc/prometheus/file_sd/{name}.json"]
     assert jobs["patroni"]["metrics_path"] == "/metrics"

@@ -70,11 +70,13 @@ def test_a_real_run_of_the_monitoring_stack_needs_the_telegram_chat() -> None:
         settings = parse_settings("helsinki", raw, problems)
         check_against_inventory(settings, inventory, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
-    # The local stack renders no Alertmanager: it needs no chat.
-    problems = Problems()
-    local = parse_settings("local", {"site": "local", "sshKeys": base["sshKeys"]}, problems)
-    check_against_inventory(local, inventory, problems)
-    assert "telegramChatId" not in [p.path for p in problems.items]
+    # The local stack renders the second alert path's Alertmanager: the same chat, set there too.
+    for chat, wanted in ((None, True), (-1001234567890, False)):
+        problems = Problems()
+        raw = {"site": "local", "sshKeys": base["sshKeys"], **({"telegramChatId": chat} if chat else {})}
+        local = parse_settings("local", raw, problems)
+        check_against_inventory(local, inventory, problems)
+        assert ("telegramChatId" in [p.path for p in problems.items]) == wanted
 
 
 @pytest.mark.parametrize(
@@ -115,7 +117,9 @@ def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_accou
                             ({**zone, "entryDomain": "www.unde.example", "acmeEmail": "ops@unde.example"},
                              ["entryDomain"])):
         problems = Problems()
-        settings = parse_settings("local", {"site": "local", "sshKeys": keys, **extra}, problems)
+        # telegramChatId: the second alert path's, asked for on its own (above).
+        settings = parse_settings("local", {"site": "local", "sshKeys": keys, "telegramChatId": -100123, **extra},
+                                  problems)
         check_against_inventory(settings, inventory, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
         if "dnsZone" in extra:
@@ -125,7 +129,8 @@ def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_accou
                        {n: s for n, s in without_standby.servers.items() if not n.startswith("standby-")})
     for extra, expected in (({}, ["entryDomain", "acmeEmail"]), ({"entryDomain": "api.unde.example"}, ["acmeEmail"])):
         problems = Problems()
-        settings = parse_settings("local", {"site": "local", "sshKeys": keys, **extra}, problems)
+        settings = parse_settings("local", {"site": "local", "sshKeys": keys, "telegramChatId": -100123, **extra},
+                                  problems)
         check_against_inventory(settings, without_standby, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
     # The helsinki stack has no entry point: neither is asked for there.

@@ -111,7 +111,7 @@ def test_a_real_local_run_needs_the_dns_zone(fresh_event_loop) -> None:
         run_program("local", read_stack_config("local"))
     cause = caught.value.__cause__
     assert isinstance(cause, TopologyError)
-    assert [str(p).split(":")[0] for p in cause.problems] == ["dnsZone", "acmeEmail"]
+    assert [str(p).split(":")[0] for p in cause.problems] == ["dnsZone", "acmeEmail", "telegramChatId"]
 
 
 def test_no_standby_no_dns(run_stack, tmp_path: Path) -> None:

@@ -547,10 +547,10 @@ def _peer_alerts(view: MonitoringView) -> list[Alert]:
     if view.peer is None:
         return []
     if view.main:
-        why = ("the local site's second alert path does not answer: while Helsinki is down, nobody would be told "
-               "(its own heartbeat says the same)")
+        why = ("the local site's second alert path is blind; while Helsinki is down, nobody would be told "
+               "(its own heartbeat check says the same)")
     else:
-        why = "Helsinki's monitoring does not answer: this server is the only alert path now"
+        why = "this server is the only alert path now"
     return [
         Alert(
             "PeerMonitoringDown",
