@@ -54,7 +54,11 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append((self.path, body))
-                payload = b'{"ok": true, "result": {}}'
+                # What Telegram's sendMessage answers: the Message it sent. Alertmanager 0.25 reads
+                # its chat (message.Chat.ID) and crashes on a reply without one.
+                payload = json.dumps({"ok": True, "result": {"message_id": len(receiver.requests), "date": 0,
+                                                             "chat": {"id": -100, "type": "supergroup"},
+                                                             "text": "ok"}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
