@@ -811,3 +811,13 @@ def test_the_default_previews_monitoring_files_pass_the_real_tools(tmp_path: Pat
     assert rules
     checked = run(promtool, "check", "rules", *rules)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    # And the second alert path, from the local stack's preview.
+    local = subprocess.run([sys.executable, "-m", "unde_infra", "preview", "--stack", "local", "--out",
+                            str(tmp_path / "l")], capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr
+    assert "telegramChatId is not set in Pulumi.local.yaml" in local.stdout
+    second = tmp_path / "l" / "local" / "artifacts" / "local-monitoring" / "etc" / "prometheus"
+    checked = run(amtool, "check-config", str(second / "alertmanager.yml"))
+    assert checked.returncode == 0 and "3 receivers" in checked.stdout, checked.stdout + checked.stderr
+    checked = run(promtool, "check", "rules", *sorted(str(p) for p in (second / "rules").glob("*.yml")))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
