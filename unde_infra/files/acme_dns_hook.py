@@ -123,7 +123,8 @@ def run(action: str, config: HookConfig, env: Mapping[str, str], log: Redactor,
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    log = Redactor()
+    # certbot keeps a hook's output in its log and reports anything on stderr as an error.
+    log = Redactor(sys.stdout)
     config_path = os.path.abspath(__file__) + ".json"
     if args[:1] == ["--config"] and len(args) >= 2:
         config_path, args = args[1], args[2:]
