@@ -595,9 +595,13 @@ def _second_path_alerts(inventory: Inventory, view: MonitoringView) -> list[Aler
         ),
         Alert(
             MAIN_PATH_HEALTHY,
-            f'min(up{{job=~"{PEER_PROMETHEUS_JOB}|{PEER_ALERTMANAGER_JOB}"}}) == 1',
+            # Both answer, and the Alertmanager's notifications do not fail (Telegram and Slack
+            # unreachable from Helsinki would silence both paths otherwise).
+            f'min(up{{job=~"{PEER_PROMETHEUS_JOB}|{PEER_ALERTMANAGER_JOB}"}}) == 1'
+            f' unless on () sum(increase(alertmanager_notifications_failed_total{{job="{PEER_ALERTMANAGER_JOB}"}}[10m]))'
+            " > 0",
             "none",
-            f"{peer}'s Prometheus and Alertmanager answer: they send the local site's alerts",
+            f"{peer}'s Prometheus and Alertmanager answer and deliver: they send the local site's alerts",
             "Inhibits this server's copies of the alerts the main path sends (never notified).",
         ),
     ]
