@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-exporter \
 	etcd-server etcd-client python3-venv postgresql-15 pgbouncer pgbackrest redis-server \
 	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light shellcheck \
-	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd
+	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd certbot pebble
 PYTEST_ARGS ?=
 TEST_PARTS := unit artifacts fuzz integration
 

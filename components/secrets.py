@@ -8,7 +8,7 @@ import pulumi
 import pulumi_random as random
 
 from unde_infra.known import POSTHOG
-from unde_infra.model import LOCAL, Inventory, Server
+from unde_infra.model import LOCAL, Inventory, Server, Shard
 from unde_infra.render.app_secrets import (
     APP_DB_USERS,
     DB_USER_OF_TASK,
@@ -21,8 +21,17 @@ from unde_infra.render.app_secrets import (
     shard_credentials,
     shard_hosts,
 )
-from unde_infra.render.patroni import RenderedFile
-from unde_infra.render.redis import CLIENT_ENV, CLIENT_USERS, REDIS_TASK, USERS, client_env, redis_server_files
+from unde_infra.render.patroni import Node, RenderedFile
+from unde_infra.render.redis import (
+    CLIENT_ENV,
+    CLIENT_USERS,
+    REDIS_TASK,
+    ROUTER_USER,
+    USERS,
+    client_env,
+    redis_server_files,
+)
+from unde_infra.render.shard_routing import routing_files
 
 from .base import UndeComponent
 from .delivery import RemoteFile, rendered_files
@@ -70,6 +79,18 @@ class LocalSecrets(UndeComponent):
         )
         sample = redis_server_files(server, {user.name: "sample" for user in USERS})
         return rendered_files(rendered, sample)
+
+    def routing_files(self, shard: Shard, node: Node) -> dict[str, RemoteFile]:
+        """A shard node's routing watcher, with the `router` user's password (root-only); none
+        without a hot-path Redis to write to."""
+        redis = self.redis_server()
+        if redis is None:
+            return {}
+        password = self.redis_passwords[ROUTER_USER]
+        rendered: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(password).apply(  # type: ignore[arg-type]
+            partial(routing_files, shard, node, redis)
+        )
+        return rendered_files(rendered, routing_files(shard, node, redis, "sample"))
 
     def app_passwords_of(self, shard: int) -> dict[str, pulumi.Output[str]]:
         return {user: value for (index, user), value in self.app_passwords.items() if index == shard}

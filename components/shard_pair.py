@@ -6,6 +6,7 @@ import pulumi
 
 from unde_infra.model import Inventory, Shard
 from unde_infra.render.patroni import Node
+from unde_infra.render.shard_routing import routing_apply
 
 from .base import UndeComponent
 from .delivery import deliver
@@ -38,7 +39,11 @@ class ShardPair(UndeComponent):
         nodes: tuple[tuple[Node, Host], ...] = (("primary", self.primary), ("replica", self.replica))
         for node, host in nodes:
             files = {**shard_node_files(shard, node, inventory, database_secrets), **secrets.files_for(host.server)}
-            deliver(host, files, self, apply=SHARD_NODE_SETUP.command, depends_on=[self.tunnel])
+            written = deliver(host, files, self, apply=SHARD_NODE_SETUP.command, depends_on=[self.tunnel])
+            # The routing watcher, once Patroni runs (README "Routing follows the primary").
+            routing = secrets.routing_files(shard, node)
+            if routing:
+                deliver(host, routing, self, apply=routing_apply(), apply_label="routing", depends_on=written[-1:])
             member = etcd_files(host.server, inventory)  # the plan's etcd-2 on shard-replica-0
             if member:
                 deliver(host, member, self, apply=ETCD_MEMBER_SETUP.command, apply_label="etcd")

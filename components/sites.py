@@ -13,7 +13,17 @@ from pulumi.runtime.config import is_config_secret
 
 from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
-from unde_infra.model import HELSINKI, LOCAL, ROOT, WITNESS, Inventory, load_topology
+from unde_infra.model import (
+    HELSINKI,
+    LOCAL,
+    MONITORING_TASK,
+    ROOT,
+    SECOND_MONITORING_TASK,
+    WITNESS,
+    Inventory,
+    load_topology,
+)
+from unde_infra.render.app_secrets import MEK_PRESENCE_SCRIPT, MEK_TASKS, mek_presence_files, mek_presence_setup
 from unde_infra.render.cloud_init import base_files, base_setup_script, bootstrap_user_data
 from unde_infra.render.entry import api_instances, needs_load_balancer
 from unde_infra.render.entry_failover import EntryDns
@@ -41,7 +51,7 @@ from .firewalls import Firewalls
 from .ha_files import ETCD_MEMBER_SETUP, etcd_files
 from .helsinki_gateway import HelsinkiGateway
 from .hosts import ExistingHosts, HcloudHosts, Host, HostProvider
-from .monitoring import Monitoring
+from .monitoring import Monitoring, deliver_monitoring
 from .network import HelsinkiNetwork, LocalNetwork
 from .object_storage import ObjectStorage
 from .posthog import deliver_posthog
@@ -126,7 +136,7 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
             built[server.name] = gateway.host
             for provider in hosts.values():
                 provider.jump = gateway.public_address
-        elif server.task == "monitoring":
+        elif server.task == MONITORING_TASK:
             built[server.name] = Monitoring(server, hosts[server.site], user_data, inventory, settings).host
         else:
             batch = BatchHost(server, hosts[server.site], user_data)
@@ -206,6 +216,9 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             _deliver_etcd_member(agent, inventory)
             if server == secrets.redis_server():
                 deliver_redis(agent.host, secrets, agent)
+            if server.task == SECOND_MONITORING_TASK:
+                # The second alert path: it must not depend on Helsinki, so the local stack builds it.
+                deliver_monitoring(agent.host, agent, inventory, settings)
             if isinstance(local_hosts, HcloudHosts) and local_hosts.jump is None and server.public_ipv4:
                 local_hosts.jump = agent.host.address
     pairs = []
@@ -256,6 +269,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             helsinki.require_output("witnessPublicAddress") if witness is not None else None,
             gateway_address,
             secrets,
+            settings.acme_email,
         )
         outputs["entryRecord"] = dns.fqdn
     # How `unde-infra ops` reaches the local servers without a public address (README: "Day 2").
@@ -283,6 +297,11 @@ def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
         owner = host.owner or host.resource
         assert owner is not None
         deliver(host, files, owner, apply=base_setup_script(host.server, inventory), apply_label="base")
+        if host.server.task in MEK_TASKS:
+            # Whichever stack builds a key holder watches the key: it is in RAM only.
+            presence = {path: RemoteFile(text, mode="0755" if path == MEK_PRESENCE_SCRIPT else "0644")
+                        for path, text in mek_presence_files().items()}
+            deliver(host, presence, owner, apply=mek_presence_setup(), apply_label="mek-presence")
         deliver_exporters(host, owner)
         if needs_standalone_postgres_exporter(host.server):
             deliver_standalone_backups(host, inventory, owner)

@@ -10,6 +10,10 @@ helsinki stack never reads the local stack's outputs:
   own (`dnsApiToken`);
 * the failover watcher on the standby entry point (decider) and on the etcd witness (observer):
   its parameters hold the local entry's address and the standby's (read from helsinki);
+* the standby entry point's nginx and TLS (render/entry.py, as on the local entry, in front of
+  standby-api's own FastAPI): it serves the entry's name, so its certificate is the local
+  stack's business too, obtained by DNS-01 through the zone (the name reaches it only after a
+  failover, so HTTP-01 cannot) with the watcher's token;
 * the standby orchestrator's secrets (the Master Encryption Key, the shard credentials), which
   the local stack generates.
 """
@@ -23,13 +27,15 @@ import pulumi_hcloud as hcloud
 
 from unde_infra import timings
 from unde_infra.model import STANDBY_ORCHESTRATOR_TASK, Inventory, Server
+from unde_infra.render.entry import DnsChallenge, entry_files, entry_setup_command
 from unde_infra.render.entry_failover import (
     DECIDER,
+    EXECUTABLES,
     OBSERVER,
     RECORD_TYPE,
-    SCRIPT_PATH,
     TOKEN_PATH,
     EntryDns,
+    acme_hook_command,
     decider,
     observer,
     watcher_apply,
@@ -58,6 +64,7 @@ class WarmStandby(UndeComponent):
         witness_address: pulumi.Input[str] | None,
         gateway_address: pulumi.Input[str],
         secrets: LocalSecrets,
+        acme_email: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("warm-standby", opts)
@@ -90,14 +97,23 @@ class WarmStandby(UndeComponent):
             render = partial(_render, role=role, server=server, inventory=inventory, dns=dns)
             rendered = addresses.apply(render)
             files = {
-                path: RemoteFile(pick(rendered, path), mode="0755" if path == SCRIPT_PATH else "0644")
+                path: RemoteFile(pick(rendered, path), mode="0755" if path in EXECUTABLES else "0644")
                 for path in render([_SAMPLE_ADDRESS, _SAMPLE_ADDRESS])
             }
             if role == DECIDER:
                 files[TOKEN_PATH] = RemoteFile(token.apply(lambda value: value + "\n"), mode="0600", secret=True)
             host = Host(server, pulumi.Output.from_input(address), None)
-            deliver(host, files, self, apply=watcher_apply(role), apply_label="entry-failover",
-                    depends_on=[self.record])
+            written = deliver(host, files, self, apply=watcher_apply(role), apply_label="entry-failover",
+                              depends_on=[self.record])
+            if role == DECIDER:
+                # The entry point itself, once the DNS-01 hook and its token are there.
+                challenge = DnsChallenge(acme_hook_command("auth"), acme_hook_command("cleanup"))
+                entry = {
+                    path: RemoteFile(f.content, mode=f.mode)
+                    for path, f in entry_files(inventory, dns.fqdn, acme_email, api_servers=[server],
+                                               dns_challenge=challenge).items()
+                }
+                deliver(host, entry, self, apply=entry_setup_command(), apply_label="entry", depends_on=written)
         for server in inventory.servers.values():
             if server.task == STANDBY_ORCHESTRATOR_TASK:
                 # No public SSH needed: reached on its private address through helsinki-gw.

@@ -53,8 +53,10 @@ def category(server: Server) -> str:
         return "shards (primaries)"
     if server.task == "shard-replica":
         return "shard replicas"
-    if server.task in ("monitoring", "posthog"):
+    if server.task in ("monitoring", "monitoring-local", "posthog"):
         return "monitoring and analytics"
+    if server.task in ("standby-api", "standby-orchestrator"):
+        return "warm standby"
     if server.data:
         return "databases"
     if server.stateful:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 GATEWAY = "gateway"
 MONITORING = "monitoring"
+# The second alert path on the local site, alerting while Helsinki is down (SPEC scenario 3).
+MONITORING_LOCAL = "monitoring-local"
 POSTHOG = "posthog"
 API = "api"
 ETCD = "etcd"
@@ -26,7 +28,7 @@ STANDBY_API = "standby-api"
 STANDBY_ORCHESTRATOR = "standby-orchestrator"
 
 # Built by their own components, looked up by name.
-BUILT_BY_NAME = frozenset({GATEWAY, MONITORING, POSTHOG, API, ETCD, SHARD, SHARD_REPLICA, STANDBY_API, STANDBY_ORCHESTRATOR})
+BUILT_BY_NAME = frozenset({GATEWAY, MONITORING, MONITORING_LOCAL, POSTHOG, API, ETCD, SHARD, SHARD_REPLICA, STANDBY_API, STANDBY_ORCHESTRATOR})
 # Built as plain batch (Helsinki) or agent (local) hosts with the base files.
 GENERIC = frozenset({
     "scraper", "batch-redis", "model-generator", "tryon", "catalog-db", "apify", "collage", "recognition",
@@ -36,7 +38,7 @@ GENERIC = frozenset({
 KNOWN_TASKS = BUILT_BY_NAME | GENERIC
 
 DATA_TASKS = frozenset({"catalog-db", "staging-db", SHARD, SHARD_REPLICA})
-STATEFUL_TASKS = DATA_TASKS | frozenset({"batch-redis", ETCD, POSTHOG, MONITORING, "redis"})
+STATEFUL_TASKS = DATA_TASKS | frozenset({"batch-redis", ETCD, POSTHOG, MONITORING, MONITORING_LOCAL, "redis"})
 
 # Servers the program needs by task: (task, site, how many). "one" is exactly one, "some" at
 # least one.

@@ -51,6 +51,9 @@ KNOWN_SITES = (HELSINKI, LOCAL, WITNESS)
 SHARD_REPLICA_TASK, SHARD_TASK = known.SHARD_REPLICA, known.SHARD
 # SPEC scenario 2's warm standby in Helsinki: the entry point DNS fails over to, its orchestrator.
 STANDBY_ENTRY_TASK, STANDBY_ORCHESTRATOR_TASK = known.STANDBY_API, known.STANDBY_ORCHESTRATOR
+# SPEC's monitoring server in Helsinki, and the second alert path on the local site that keeps
+# alerting while Helsinki is down (SPEC scenario 3).
+MONITORING_TASK, SECOND_MONITORING_TASK = known.MONITORING, known.MONITORING_LOCAL
 STACKS = (HELSINKI, LOCAL)
 MIN_ETCD_MEMBERS = 3  # a quorum that survives the loss of one member
 

@@ -45,7 +45,8 @@ STACK_OUTPUTS_FILE = ROOT / "config" / "offline-stack-outputs.yaml"
 # Config secrets the program requires (`require_secret`); a real stack sets them encrypted.
 OFFLINE_REQUIRED_SECRETS = {
     "helsinki": ("objectStorageAccessKey", "objectStorageSecretKey", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl"),
-    "local": ("objectStorageAccessKey", "objectStorageSecretKey", "posthogApiKey", "dnsApiToken"),
+    "local": ("objectStorageAccessKey", "objectStorageSecretKey", "posthogApiKey", "dnsApiToken", "telegramBotToken",
+              "slackWebhookUrl", "heartbeatUrl"),
 }
 
 

@@ -37,8 +37,8 @@ from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, WITNESS, EtcdMember, Inven
 SCENARIOS = ("shard-down", "local-site-down", "helsinki-down", "link-cut", "third-site-down")
 PLACEMENTS = ("three-sites", "plan")
 JSON_KEYS = ("scenario", "shard", "durability", "writable", "primary_site", "rto_seconds", "max_loss_seconds",
-             "data_at_risk", "etcd_leader", "two_primaries", "entry_failover_seconds", "scenario_rto_seconds",
-             "by_leader")
+             "data_at_risk", "etcd_leader", "two_primaries", "entry_failover_seconds", "routing_seconds",
+             "scenario_rto_seconds", "by_leader")
 # SPEC scenario 2: the whole local site down; Helsinki takes the users' traffic.
 SITE_FAILOVER_SCENARIO = "local-site-down"
 SPEC_SITE_FAILOVER_RTO_SECONDS = (60, 300)  # SPEC: "RTO 1-5 min"
@@ -75,6 +75,9 @@ class Outcome:
     by_leader: tuple[Outcome, ...] = ()
     # Not part of --json: the reasoning, for people.
     why: str = field(default="", compare=False)
+    # Until local-redis's routing entry names the new primary, after the promotion (None: the
+    # primary did not move, or users are served from Helsinki, whose orchestrator needs no entry).
+    routing_seconds: int | None = None
 
     def as_json(self) -> dict[str, object]:
         data = {key: getattr(self, key) for key in JSON_KEYS if key != "by_leader"}
@@ -195,13 +198,20 @@ def _evaluate(inventory: Inventory, shard: Shard, failure: Failure, net: Network
     entry = entry_failover_seconds(inventory, failure)
 
     def outcome(writable: bool, site: str | None, rto: int | None, loss: float, risk: str, why: str) -> Outcome:
+        routing = None
         if failure.name == SITE_FAILOVER_SCENARIO:
-            # Users are served again once both the shard and the entry have moved to Helsinki.
+            # Users are served again once both the shard and the entry have moved to Helsinki. The
+            # standby orchestrator lands on the writable member by itself (its multi-host DSN).
             scenario_rto = None if rto is None or entry is None else max(rto, entry)
+        elif rto and _routing_reaches(inventory, net, replica):
+            # The local site serves on: its clients follow local-redis's routing entry, which the
+            # new primary writes once promoted (over its tunnel when it is the Helsinki replica).
+            routing = timings.routing_update_seconds()
+            scenario_rto = rto + routing
         else:
             scenario_rto = rto
         return Outcome(failure.name, shard.index, shard.durability, writable, site, rto, loss, risk, leader.member,
-                       election, False, entry, scenario_rto, (), why)
+                       election, False, entry, scenario_rto, (), why, routing)
 
     if net.alive(primary) and has_dcs(primary, inventory, net, etcd_leader):
         risk = "none" if net.reach(primary, replica) else catching_up
@@ -242,6 +252,13 @@ def _evaluate(inventory: Inventory, shard: Shard, failure: Failure, net: Network
     return outcome(False, None, None, 0, risk, why)
 
 
+def _routing_reaches(inventory: Inventory, net: Network, new_primary: Server) -> bool:
+    """Whether a promoted replica reaches local-redis to write the routing entry (it does not when
+    the link is cut or the local site is gone)."""
+    redis = next((s for s in inventory.site_servers(LOCAL) if s.task == "redis"), None)
+    return redis is not None and net.reach(redis, new_primary)
+
+
 def entry_failover_seconds(inventory: Inventory, failure: Failure) -> int | None:
     """When the whole local site is down, the entry record moves to the standby entry point in
     Helsinki (the failover watcher, README "Scenario 2"); without one, users are not served."""
@@ -277,8 +294,8 @@ def _text(inventory: Inventory, outcomes: list[Outcome]) -> str:
         f"Patroni ttl {timings.PATRONI_TTL} s, loop_wait {timings.PATRONI_LOOP_WAIT} s, retry_timeout "
         f"{timings.PATRONI_RETRY_TIMEOUT} s; failover RTO up to {timings.failover_rto_seconds()} s, "
         f"{timings.failover_rto_seconds(etcd_election=True)} s when the etcd leader fails too "
-        "(rto_s: the database only; scenario 2's DNS failover is below, the routing update of scenario 1 "
-        "comes on top)",
+        "(rto_s: the database only; scenario 2's DNS failover is below; where the local site serves on, "
+        f"the routing entry in local-redis follows within {timings.routing_update_seconds()} s more: scenario_rto_seconds)",
         f"async shards: a primary cut off from etcd and its replica acknowledges writes for up to "
         f"{timings.async_loss_window_seconds()} s before it demotes; sync shards lose no acknowledged write",
         "each row is the worst case over where the etcd leader is when the failure happens",

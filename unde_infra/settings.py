@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 from . import validators
 from .config_files import join_path, unsafe_values
 from .errors import Problems, shown
-from .model import HELSINKI, LOCAL, ROOT, Inventory, Server
+from .model import HELSINKI, LOCAL, MONITORING_TASK, ROOT, SECOND_MONITORING_TASK, Inventory, Server
 from .render.entry import api_instances, needs_load_balancer
 from .render.entry_failover import EntryDns
 from .sizing import HCLOUD_NETWORK_ZONES, cheapest_type
@@ -570,7 +570,9 @@ def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dic
             "the public name of the API entry point, for its TLS certificate: "
             f"`pulumi config set entryDomain api.example.com -s {settings.stack}`"
         )
-    if not settings.acme_email and not (settings.provider == "hcloud" and needs_load_balancer(inventory)):
+    # The standby entry's certbot (DNS-01) needs it even where a load balancer holds the local one.
+    certbot_here = not (settings.provider == "hcloud" and needs_load_balancer(inventory))
+    if not settings.acme_email and (certbot_here or needs_entry_dns(settings, inventory)):
         missing["acmeEmail"] = (
             "the email of the ACME (Let's Encrypt) account that certbot registers: "
             f"`pulumi config set acmeEmail ops@example.com -s {settings.stack}`"
@@ -579,8 +581,9 @@ def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dic
 
 
 def needs_telegram_chat(settings: StackSettings, inventory: Inventory) -> bool:
-    """The stack that builds the monitoring server renders Alertmanager's Telegram receiver."""
-    return any(s.task == "monitoring" for s in inventory.stack_servers(settings.site))
+    """A stack that builds a monitoring server (helsinki: the main path; local: the second alert
+    path) renders Alertmanager's Telegram receiver."""
+    return any(s.task in (MONITORING_TASK, SECOND_MONITORING_TASK) for s in inventory.stack_servers(settings.site))
 
 
 def missing_import_ids(settings: StackSettings, inventory: Inventory) -> list[str]:

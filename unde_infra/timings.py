@@ -66,6 +66,27 @@ def async_loss_window_seconds() -> int:
     return PATRONI_LOOP_WAIT + 2 * PATRONI_RETRY_TIMEOUT + PATRONI_DEMOTE_SECONDS
 
 
+# Routing follows the primary (SPEC scenario 1; README "Routing follows the primary"): a watcher on
+# every shard node asks its own Patroni REST API this often whether it is the shard's writable
+# primary, and the one that is writes the shard's endpoint into local-redis. Asking the local
+# REST API costs nothing, so the poll is short; the write crosses the 120 ms link only when the
+# entry changes, or every ROUTING_CONFIRM_SECONDS to put back an entry Redis lost.
+ROUTING_POLL_SECONDS = 1
+ROUTING_PATRONI_TIMEOUT_SECONDS = 1
+# Connect, AUTH and one script call to local-redis, from Helsinki: a few round trips.
+ROUTING_REDIS_TIMEOUT_SECONDS = 2
+ROUTING_CONFIRM_SECONDS = 30
+# A failed write is retried after 0.5 s, then twice as long each time, up to this.
+ROUTING_RETRY_FIRST_SECONDS = 0.5
+ROUTING_RETRY_MAX_SECONDS = 8
+
+
+def routing_update_seconds() -> int:
+    """Worst case from a promotion to the routing entry naming the new primary, while local-redis
+    answers: the next poll, its REST call and the write."""
+    return math.ceil(ROUTING_POLL_SECONDS + ROUTING_PATRONI_TIMEOUT_SECONDS + ROUTING_REDIS_TIMEOUT_SECONDS)
+
+
 # Entry failover (SPEC scenario 2, README "Scenario 2"): the watcher on the standby entry point
 # probes the local entry's /healthz, the witness probes it too, and the entry record moves to
 # Helsinki only when both saw it fail this many times in a row. One failed probe is a blip (a

@@ -24,7 +24,8 @@ def preview_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_user_data_is_valid_cloud_config(preview_dir: Path) -> None:
     cloud_init = require_tool("cloud-init")
     files = sorted(preview_dir.glob("*/artifacts/*/user-data.yaml"))
-    assert len(files) == 19 + 16  # helsinki stack servers but production-db; local at 4 shards (8 + 4 pairs)
+    # helsinki stack servers but production-db; local at 4 shards (8 and local-monitoring, + 4 pairs)
+    assert len(files) == 19 + 17
     for path in files:
         result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True)
         assert result.returncode == 0, f"{path}: {result.stdout}{result.stderr}"

@@ -26,7 +26,8 @@ from cryptography.x509.oid import NameOID
 
 from tests.conftest import require_tool
 from unde_infra.model import DEFAULT_TOPOLOGY, load_topology
-from unde_infra.render.entry import EntryLayout, entry_files, nginx_upstream
+from unde_infra.render.entry import DnsChallenge, EntryLayout, entry_files, nginx_upstream
+from unde_infra.render.entry_failover import acme_hook_command
 
 DOMAIN = "api.unde.invalid"
 
@@ -80,10 +81,14 @@ def free_port() -> int:
 
 
 class Tree:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, standby: bool = False) -> None:
         self.root = root
         self.layout = EntryLayout(str(root))
-        self.files = entry_files(load_topology(), DOMAIN, "ops@unde.invalid", self.layout)
+        inventory = load_topology()
+        # The standby entry (standby-api): its own FastAPI behind it, its certificate by DNS-01.
+        extra = {"api_servers": [inventory.servers["standby-api"]],
+                 "dns_challenge": DnsChallenge(acme_hook_command("auth"), acme_hook_command("cleanup"))}
+        self.files = entry_files(inventory, DOMAIN, "ops@unde.invalid", self.layout, **(extra if standby else {}))
         for path, rendered in self.files.items():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(rendered.content)
@@ -104,8 +109,9 @@ class Tree:
                               capture_output=True, text=True, timeout=30)
 
 
-def test_nginx_accepts_the_tls_entry_point_with_a_certificate(tmp_path: Path) -> None:
-    tree = Tree(tmp_path)
+@pytest.mark.parametrize("standby", [False, True], ids=["local-app", "standby-api"])
+def test_nginx_accepts_the_tls_entry_point_with_a_certificate(tmp_path: Path, standby: bool) -> None:
+    tree = Tree(tmp_path, standby=standby)
     # Before certbot's first certificate: port 80 alone (ACME and the redirect) is a valid config.
     result = tree.check()
     assert result.returncode == 0, result.stderr
@@ -119,6 +125,41 @@ def test_nginx_accepts_the_tls_entry_point_with_a_certificate(tmp_path: Path) ->
     tls = Path(tree.layout.tls_site).read_text()
     assert "listen 443 ssl http2;" in tls and f"server_name {DOMAIN};" in tls
     assert "location = /healthz {" in tls and "proxy_pass http://unde_api;" in tls
+    upstream = Path(tree.layout.upstream).read_text()
+    # The standby entry proxies to its own FastAPI (standby-api's private address), not to the local site's.
+    assert ("server 10.1.0.20:8000" in upstream) == standby and ("server 10.2.0.2:8000" in upstream) != standby
+
+
+def test_the_certificate_script_asks_for_the_rendered_challenge(tmp_path: Path) -> None:
+    """files/entry_certificate.sh with certbot, nginx and systemctl standing in (they record their
+    arguments): HTTP-01 through the webroot on the local entry, DNS-01 with the hooks on the standby."""
+    for standby in (False, True):
+        root = tmp_path / ("standby" if standby else "local")
+        tree = Tree(root, standby=standby)
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        calls = root / "calls"
+        for tool in ("certbot", "nginx", "systemctl"):
+            (bin_dir / tool).write_text(f'#!/bin/sh\nprintf "%s\\n" "{tool}" "$@" "--" >> {calls}\n')
+            (bin_dir / tool).chmod(0o755)
+        script = f"{tree.layout.tools_dir}/entry-certificate"
+        Path(script).chmod(0o755)
+        done = subprocess.run(["sh", script], capture_output=True, text=True, timeout=30,
+                              env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr
+        certbot = calls.read_text().split("--\n")[0].splitlines()
+        assert certbot[:2] == ["certbot", "certonly"] and ["--domain", DOMAIN] == certbot[-3:-1]
+        if standby:
+            assert certbot[certbot.index("--preferred-challenges") + 1] == "dns" and "--manual" in certbot
+            # Each hook reaches certbot as one argument, the whole command certbot stores and runs.
+            assert certbot[certbot.index("--manual-auth-hook") + 1] == acme_hook_command("auth")
+            assert certbot[certbot.index("--manual-cleanup-hook") + 1] == acme_hook_command("cleanup")
+            assert "--webroot" not in certbot
+        else:
+            assert certbot[certbot.index("--webroot-path") + 1] == tree.layout.webroot and "--manual" not in certbot
+        # Then the TLS site is switched on, checked and nginx reloaded.
+        assert Path(tree.layout.tls_enabled, "api-tls.conf").is_symlink()
+        assert "nginx\n-t\n" in calls.read_text() and "systemctl\nreload\nnginx\n" in calls.read_text()
 
 
 @pytest.fixture

@@ -120,6 +120,50 @@ def test_the_runtime_alertmanager_config_carries_the_secrets_and_passes_amtool(
     assert result.returncode != 0
 
 
+def test_the_second_alert_paths_files_pass_promtool_and_amtool(inventory: Inventory, tmp_path: Path) -> None:
+    """local-monitoring: Prometheus over the local site, Helsinki's gateway and Helsinki's
+    monitoring; Alertmanager with the same receivers, its own heartbeat and a silent route for
+    the inhibition source; no Grafana."""
+    promtool, amtool = require_tool("promtool"), require_tool("amtool")
+    view = m.second_view(inventory)
+    assert view is not None and view.server.name == "local-monitoring" and view.peer is not None
+    paths = m.MonitoringPaths(str(tmp_path))
+    files = m.monitoring_files(inventory, SETTINGS, paths=paths, view=view)
+    write_tree(files)
+    assert not any("grafana" in path for path in files)
+    result = run(promtool, "check", "config", paths.prometheus_config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(Path(paths.prometheus_config).read_text())
+    assert config["global"]["external_labels"] == {"monitor": "unde-local"}
+    static = {c["job_name"]: c["static_configs"][0]["targets"] for c in config["scrape_configs"] if "static_configs" in c}
+    assert static == {"prometheus": ["10.2.0.7:9090"], "alertmanager": ["10.2.0.7:9093"],
+                      "peer-prometheus": ["10.1.0.7:9090"], "peer-alertmanager": ["10.1.0.7:9093"],
+                      "helsinki": ["10.1.0.2:9100"]}
+    node = json.loads(Path(f"{paths.file_sd_dir}/node.json").read_text())
+    assert sorted(g["labels"]["server"] for g in node) == sorted(s.name for s in inventory.site_servers("local"))
+    rules = [f"{paths.rules_dir}/{name}" for name in m.RULE_FILES]
+    assert run(promtool, "check", "rules", *rules).returncode == 0
+    check = run(amtool, "check-config", paths.alertmanager_config)
+    assert check.returncode == 0 and "3 receivers" in check.stdout, check.stdout + check.stderr
+    for labels, receiver in ((["alertname=Watchdog"], "heartbeat"), (["alertname=MainAlertPathHealthy"], "silent"),
+                             (["alertname=WalAccumulation", "also_sent_by=monitoring"], "team"),
+                             (["alertname=HelsinkiUnreachable"], "team")):
+        routed = run(amtool, "config", "routes", "test", f"--config.file={paths.alertmanager_config}", *labels)
+        assert routed.returncode == 0 and routed.stdout.strip() == receiver, (labels, routed.stdout, routed.stderr)
+    inhibit = yaml.safe_load(Path(paths.alertmanager_config).read_text())["inhibit_rules"][-1]
+    assert inhibit == {"source_matchers": ['alertname = "MainAlertPathHealthy"'],
+                       "target_matchers": ['also_sent_by =~ ".+"']}
+    # The main path scrapes the second one back.
+    main = yaml.safe_load(m.prometheus_config(inventory, paths, m.Endpoints.of(inventory.servers["monitoring"])))
+    assert {c["job_name"]: c["static_configs"][0]["targets"] for c in main["scrape_configs"]
+            if c["job_name"].startswith("peer-")} == {"peer-prometheus": ["10.2.0.7:9090"],
+                                                       "peer-alertmanager": ["10.2.0.7:9093"]}
+    # Its secrets: no Grafana password.
+    second_secrets = m.MonitoringSecrets(None, "1:t", "https://hooks.slack.com/x", "https://hc.example/local")
+    assert sorted(Path(p).name for p in m.monitoring_secret_files(second_secrets, paths=paths)) == [
+        "heartbeat_url", "slack_webhook_url", "telegram_bot_token"]
+
+
 def test_amtool_rejects_a_broken_config(tmp_path: Path) -> None:
     amtool = require_tool("amtool")
     broken = tmp_path / "alertmanager.yml"
@@ -162,6 +206,10 @@ ORCH_SVC = target("app", "local-orchestrator", "local", "orchestrator")
 MON_NODE = target("node", "monitoring", "helsinki", "monitoring")
 MON_PROM = target("prometheus", "monitoring", "helsinki", "monitoring")
 MON_AM = target("alertmanager", "monitoring", "helsinki", "monitoring")
+PEER_PROM = target("peer-prometheus", "local-monitoring", "local", "monitoring-local")
+PEER_AM = target("peer-alertmanager", "local-monitoring", "local", "monitoring-local")
+STANDBY_ORCH = target("node", "standby-orchestrator", "helsinki", "standby-orchestrator")
+ORCH_NODE = target("node", "local-orchestrator", "local", "orchestrator")
 ROOT_FS = {"device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}
 GIB = 1024**3
 MIB = 1024**2
@@ -477,6 +525,100 @@ CASES: dict[str, Case] = {
         expect=[{"integration": "telegram"}],
         calm={series("alertmanager_notifications_failed_total", {**MON_AM, "integration": "telegram"}): "3x40"},
     ),
+    "PeerMonitoringDown": Case(
+        fire={series("up", PEER_PROM): "0x40"},
+        expect=[PEER_PROM],
+        # A blip shorter than 5 minutes, and the Alertmanager, are not the Prometheus.
+        calm={series("up", PEER_PROM): "1x20 0x10 1x10", series("up", PEER_AM): "0x40"},
+    ),
+    "PeerAlertmanagerDown": Case(
+        fire={series("up", PEER_AM): "0x40"},
+        expect=[PEER_AM],
+        calm={series("up", PEER_AM): "1x40", series("up", PEER_PROM): "0x40"},
+    ),
+    "ShardRoutingNotFollowing": Case(
+        # shard-replica-0 leads (a failover) but local-redis's entry does not name it.
+        fire={series("unde_shard_routing_leader", REPLICA_NODE): "1x40",
+              series("unde_shard_routing_entry_ok", REPLICA_NODE): "0x40",
+              series("unde_shard_routing_leader", SHARD_NODE): "0x40",
+              series("unde_shard_routing_entry_ok", SHARD_NODE): "0x40"},
+        expect=[REPLICA_NODE],
+        # The replica is no primary (entry_ok 0 is its normal state); the primary's entry is fine.
+        calm={series("unde_shard_routing_leader", REPLICA_NODE): "0x40",
+              series("unde_shard_routing_entry_ok", REPLICA_NODE): "0x40",
+              series("unde_shard_routing_leader", SHARD_NODE): "1x40",
+              series("unde_shard_routing_entry_ok", SHARD_NODE): "1x40"},
+    ),
+    "ShardRoutingWatcherDown": Case(
+        # The primary's watcher stopped writing at t=0; the replica never ran one.
+        fire={series("node_textfile_mtime_seconds", {**SHARD_NODE, "file": "unde_shard_routing.prom"}): "0x60",
+              series("up", SHARD_NODE): "1x60",
+              series("up", REPLICA_NODE): "1x60"},
+        expect=[{**SHARD_NODE, "file": "unde_shard_routing.prom"}, REPLICA_NODE],
+        calm={series("node_textfile_mtime_seconds", {**SHARD_NODE, "file": "unde_shard_routing.prom"}): "0+15x60",
+              series("node_textfile_mtime_seconds", {**REPLICA_NODE, "file": "/var/lib/prometheus/node-exporter/"
+                                                     "unde_shard_routing.prom"}): "0+15x60",
+              series("up", SHARD_NODE): "1x60", series("up", REPLICA_NODE): "1x60",
+              series("up", APP): "1x60"},  # not a shard node: no watcher expected
+        eval_time="12m",
+    ),
+    "MasterEncryptionKeyMissing": Case(
+        # The standby orchestrator rebooted (key gone); the orchestrator never reported at all.
+        fire={series("unde_master_encryption_key_present", STANDBY_ORCH): "0x40",
+              series("up", STANDBY_ORCH): "1x40", series("up", ORCH_NODE): "1x40"},
+        expect=[STANDBY_ORCH, ORCH_NODE],
+        calm={series("unde_master_encryption_key_present", STANDBY_ORCH): "1x40",
+              series("unde_master_encryption_key_present", ORCH_NODE): "1x40",
+              series("up", STANDBY_ORCH): "1x40", series("up", ORCH_NODE): "1x40",
+              series("up", APP): "1x40"},  # local-app holds no key
+    ),
+}
+
+# The second alert path's own alerts, on local-monitoring's rules (its view of the inventory).
+SECOND_PEER_PROM = target("peer-prometheus", "monitoring", "helsinki", "monitoring")
+SECOND_PEER_AM = target("peer-alertmanager", "monitoring", "helsinki", "monitoring")
+GATEWAY_PROBE = target("helsinki", "helsinki-gw", "helsinki", "gateway")
+SECOND_CASES: dict[str, Case] = {
+    "HelsinkiUnreachable": Case(
+        fire={series("up", SECOND_PEER_PROM): "1x4 0x40", series("up", SECOND_PEER_AM): "1x4 0x40",
+              series("up", GATEWAY_PROBE): "1x4 0x40"},
+        expect=[{}],
+        # Helsinki's monitoring is down but the gateway answers: not Helsinki (PeerMonitoringDown says it).
+        calm={series("up", SECOND_PEER_PROM): "0x44", series("up", SECOND_PEER_AM): "0x44",
+              series("up", GATEWAY_PROBE): "1x44"},
+    ),
+    "MainAlertPathHealthy": Case(
+        fire={series("up", SECOND_PEER_PROM): "1x40", series("up", SECOND_PEER_AM): "1x40",
+              series("alertmanager_notifications_failed_total", {**SECOND_PEER_AM, "integration": "slack"}): "3x40"},
+        expect=[{}],
+        # Helsinki's Alertmanager answers but cannot deliver: the second path must speak.
+        calm={series("up", SECOND_PEER_PROM): "1x40", series("up", SECOND_PEER_AM): "1x40",
+              series("alertmanager_notifications_failed_total", {**SECOND_PEER_AM, "integration": "slack"}): "0+1x40"},
+    ),
+    "MainAlertPathHealthy when the peer's Alertmanager is down": Case(
+        fire={series("up", SECOND_PEER_PROM): "1x40", series("up", SECOND_PEER_AM): "1x40"},
+        expect=[{}],
+        calm={series("up", SECOND_PEER_PROM): "1x40", series("up", SECOND_PEER_AM): "0x40"},
+    ),
+    "PeerMonitoringDown": Case(
+        # Its own alert, not a copy of one the main path sends: never inhibited.
+        fire={series("up", SECOND_PEER_PROM): "0x40"},
+        expect=[SECOND_PEER_PROM],
+        calm={series("up", SECOND_PEER_PROM): "1x40"},
+    ),
+    "WalAccumulation": Case(
+        # SPEC: WAL above 20 GB on a primary while Helsinki is down, from the local site's own view.
+        fire={series(m.WAL_RETAINED_METRIC, {**SHARD_PG, "slot_name": "shard_replica_0"}): f"{21 * GIB}x40"},
+        expect=[{**{k: SHARD_PG[k] for k in ("server", "site", "task", "shard")}, "also_sent_by": "monitoring"}],
+        calm={series(m.WAL_RETAINED_METRIC, {**SHARD_PG, "slot_name": "shard_replica_0"}): f"{2 * GIB}x40"},
+    ),
+    "ExporterDown": Case(
+        fire={series("up", SHARD_PG): "0x40"},
+        expect=[{**SHARD_PG, "also_sent_by": "monitoring"}],
+        # The peer's and the gateway's jobs have alerts of their own.
+        calm={series("up", SECOND_PEER_PROM): "0x40", series("up", SECOND_PEER_AM): "0x40",
+              series("up", GATEWAY_PROBE): "0x40"},
+    ),
 }
 
 
@@ -486,16 +628,22 @@ def expand(template: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda mt: labels.get(mt.group(1), ""), template)
 
 
-def alert_by_name(inventory: Inventory) -> dict[str, m.Alert]:
-    return {a.name: a for group in m.alerts(inventory).values() for a in group}
+def alert_by_name(inventory: Inventory, view: m.MonitoringView | None = None) -> dict[str, m.Alert]:
+    return {a.name: a for group in m.alerts(inventory, view).values() for a in group}
 
 
 def test_every_alert_has_a_case(inventory: Inventory) -> None:
     assert set(alert_by_name(inventory)) == set(CASES)
+    second = m.second_view(inventory)
+    assert second is not None
+    # The second path's alerts are the main path's (their cases above) and its own.
+    own = set(alert_by_name(inventory, second)) - set(alert_by_name(inventory))
+    assert own == {"HelsinkiUnreachable", "MainAlertPathHealthy"} and own <= set(SECOND_CASES)
 
 
-def promtool_test(name: str, case: Case, inventory: Inventory, paths: m.MonitoringPaths) -> dict[str, object]:
-    alert = alert_by_name(inventory)[name]
+def promtool_test(name: str, case: Case, inventory: Inventory, paths: m.MonitoringPaths,
+                  view: m.MonitoringView | None = None) -> dict[str, object]:
+    alert = alert_by_name(inventory, view)[name]
     expected = []
     for labels in case.expect:
         expected.append(
@@ -533,6 +681,29 @@ def promtool_test(name: str, case: Case, inventory: Inventory, paths: m.Monitori
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Inventory, m.MonitoringPaths]:
     inventory = load_topology()
     return inventory, render(inventory, tmp_path_factory.mktemp("monitoring"))
+
+
+@pytest.fixture(scope="module")
+def second_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Inventory, m.MonitoringView, m.MonitoringPaths]:
+    inventory = load_topology()
+    view = m.second_view(inventory)
+    assert view is not None
+    paths = m.MonitoringPaths(str(tmp_path_factory.mktemp("second")))
+    write_tree(m.monitoring_files(inventory, SETTINGS, paths=paths, view=view))
+    return inventory, view, paths
+
+
+@pytest.mark.parametrize("name", sorted(SECOND_CASES))
+def test_promtool_test_rules_of_the_second_path(name: str, second_rendered: tuple[Inventory, m.MonitoringView,
+                                                m.MonitoringPaths], tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    inventory, view, paths = second_rendered
+    spec = tmp_path / f"{name}.test.yml"
+    alert = name.split(" when ")[0]  # a case's key is the alert's name, with what it varies after " when "
+    spec.write_text(yaml.safe_dump(promtool_test(alert, SECOND_CASES[name], inventory, paths, view), sort_keys=False))
+    result = run(promtool, "test", "rules", str(spec))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -648,4 +819,14 @@ def test_the_default_previews_monitoring_files_pass_the_real_tools(tmp_path: Pat
     rules = sorted(str(p) for p in (root / "rules").glob("*.yml"))
     assert rules
     checked = run(promtool, "check", "rules", *rules)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # And the second alert path, from the local stack's preview.
+    local = subprocess.run([sys.executable, "-m", "unde_infra", "preview", "--stack", "local", "--out",
+                            str(tmp_path / "l")], capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr
+    assert "telegramChatId is not set in Pulumi.local.yaml" in local.stdout
+    second = tmp_path / "l" / "local" / "artifacts" / "local-monitoring" / "etc" / "prometheus"
+    checked = run(amtool, "check-config", str(second / "alertmanager.yml"))
+    assert checked.returncode == 0 and "3 receivers" in checked.stdout, checked.stdout + checked.stderr
+    checked = run(promtool, "check", "rules", *sorted(str(p) for p in (second / "rules").glob("*.yml")))
     assert checked.returncode == 0, checked.stdout + checked.stderr

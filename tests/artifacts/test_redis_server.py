@@ -28,7 +28,7 @@ from unde_infra.render import monitoring as m
 from unde_infra.render import redis as r
 
 PASSWORDS = {"app": "appTestPassw0rd", "orchestrator": "orchTestPassw0rd", "exporter": "expTestPassw0rd",
-             "admin": "adminTestPassw0rd"}
+             "admin": "adminTestPassw0rd", "router": "routerTestPassw0rd"}
 MIB = 1024**2
 
 
@@ -294,3 +294,42 @@ def test_push_gets_an_exporter_user_without_anything_else_changing(tmp_path: Pat
         assert not (tmp_path / "users.acl").exists() and conf.read_text().count("\n") == 4
     finally:
         broker.stop()
+
+
+def test_the_routing_watcher_writes_its_entry_through_the_rendered_acl(redis: Redis, inventory: Inventory) -> None:
+    """The shard nodes' `router` user and the watcher's compare-and-set script, on the real Redis:
+    only a newer timeline (or a refresh by the same member) changes the entry."""
+    from unde_infra.files import shard_routing as sr
+    from unde_infra.render.shard_routing import routing_settings
+
+    def config(node: str) -> sr.Config:
+        settings = routing_settings(inventory.shards[0], node, inventory.servers["local-redis"])  # type: ignore[arg-type]
+        settings["redis"] = {**settings["redis"], "host": "127.0.0.1", "port": redis.port}  # type: ignore[dict-item]
+        return sr.parse_config(settings)
+
+    primary, replica, password = config("primary"), config("replica"), PASSWORDS["router"]
+    assert sr.write_entry(primary, password, 1, 1000) == (sr.WRITTEN, 1, "local-shard-0")
+    assert sr.write_entry(primary, password, 1, 1001) == (sr.CURRENT, 1, "local-shard-0")
+    # The replica, promoted (timeline 2), takes over; the old primary's late write is refused.
+    assert sr.write_entry(replica, password, 2, 1002) == (sr.WRITTEN, 2, "shard-replica-0")
+    assert sr.write_entry(primary, password, 1, 1003) == (sr.OLDER, 2, "shard-replica-0")
+    assert sr.write_entry(primary, password, 2, 1004) == (sr.CONFLICT, 2, "shard-replica-0")
+    # What the application reads (its users may read the entry, never write it).
+    entry = redis.run("HGETALL", "endpoint:shard0", user="app").splitlines()
+    assert dict(zip(entry[::2], entry[1::2], strict=True)) == {
+        "host": "10.1.2.10", "port": "6432", "member": "shard-replica-0", "timeline": "2", "written_at": "1002"}
+    assert redis.run("HGET", "endpoint:shard0", "host", user="orchestrator") == "10.1.2.10"
+    for user in ("app", "orchestrator"):
+        assert "NOPERM" in redis.run("HSET", "endpoint:shard0", "host", "10.9.9.9", user=user)
+    # Home again by a switchover (timeline 3).
+    assert sr.write_entry(primary, password, 3, 1005) == (sr.WRITTEN, 3, "local-shard-0")
+    # The router can do nothing else: no other key, not even through the script, no other command.
+    other = "return redis.call('HSET', KEYS[1], 'host', ARGV[1])"
+    for denied in (["GET", "route:u1"], ["DEL", "endpoint:shard0"], ["SET", "endpoint:shard0", "x"],
+                   ["HGETALL", "endpoint:shard0"], ["EVAL", other, "1", "route:u1", "x"], ["FLUSHALL"],
+                   ["KEYS", "*"], ["CONFIG", "GET", "maxmemory"]):
+        assert "NOPERM" in redis.run(*denied, user="router"), denied
+    assert redis.run("HGET", "endpoint:shard0", "member", user="app") == "local-shard-0"
+    # A wrong password is refused before the script runs.
+    with pytest.raises(sr.RedisError, match="WRONGPASS"):
+        sr.write_entry(primary, "not-the-password", 4, 1006)

@@ -3,8 +3,11 @@
 Prometheus, Alertmanager and node_exporter start with the rendered command-line flags and files
 (under a temp dir, every target rewritten to the one loopback node_exporter). The test asserts
 every target is up, rules evaluate (the tunnel collector's RTT puts an alert in pending state),
-and the dead man's switch reaches the heartbeat receiver through Alertmanager. Every HTTP
-endpoint, notifications included, is on 127.0.0.1."""
+and the dead man's switch reaches the heartbeat receiver through Alertmanager. The second alert
+path (local-monitoring) runs the same way, with a Prometheus and an Alertmanager standing in for
+Helsinki's: its copies of the main path's alerts are held back while Helsinki's answer, and once
+Helsinki's Prometheus and Alertmanager are stopped its alert reaches the Telegram and Slack
+stand-ins. Every HTTP endpoint, notifications included, is on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -51,7 +54,11 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append((self.path, body))
-                payload = b'{"ok": true, "result": {}}'
+                # What Telegram's sendMessage answers: the Message it sent. Alertmanager 0.25 reads
+                # its chat (message.Chat.ID) and crashes on a reply without one.
+                payload = json.dumps({"ok": True, "result": {"message_id": len(receiver.requests), "date": 0,
+                                                             "chat": {"id": -100, "type": "supergroup"},
+                                                             "text": "ok"}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -75,9 +82,9 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-def wait_for(what: str, check: Callable[[], Any], logs: list[Path]) -> Any:
-    """Poll `check` until it returns something truthy, or fail after DEADLINE_SECONDS."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
+def wait_for(what: str, check: Callable[[], Any], logs: list[Path], timeout: float = DEADLINE_SECONDS) -> Any:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
@@ -88,7 +95,7 @@ def wait_for(what: str, check: Callable[[], Any], logs: list[Path]) -> Any:
             last = exc
         time.sleep(0.5)
     tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.exists())
-    pytest.fail(f"timed out after {DEADLINE_SECONDS}s waiting for {what}; last: {last!r}\n{tails}")
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n{tails}")
 
 
 def rendered_args(defaults_file: str) -> list[str]:
@@ -191,8 +198,9 @@ def test_prometheus_scrapes_every_target_and_alerts_flow(
         processes([prometheus, *prometheus_args], logs[2])
         api = f"http://{endpoints.prometheus}/api/v1"
 
-        # Every server of the inventory, under each of its jobs, plus the two self-scrapes.
-        expected = sum(len(groups) for groups in m.file_sd_targets(inventory).values()) + 2
+        # Every server of the inventory, under each of its jobs, plus the two self-scrapes and the
+        # second alert path's Prometheus and Alertmanager (the peer jobs).
+        expected = sum(len(groups) for groups in m.file_sd_targets(inventory).values()) + 2 + 2
         assert expected > len(inventory.servers)
 
         def all_up() -> list[dict[str, Any]] | None:
@@ -233,5 +241,131 @@ def test_prometheus_scrapes_every_target_and_alerts_flow(
         payload = wait_for("the heartbeat webhook", heartbeat, logs)
         assert payload["receiver"] == "heartbeat"
         assert [a["labels"]["alertname"] for a in payload["alerts"]] == ["Watchdog"]
+    finally:
+        receiver.close()
+
+
+SECOND_PATH_DEADLINE_SECONDS = 360  # HelsinkiUnreachable: 2 min `for`, evaluation, 30 s group_wait
+
+
+def _post_json(url: str, payload: object) -> int:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return int(response.status)
+
+
+def test_the_second_alert_path_alerts_while_helsinki_is_down(
+    tmp_path: Path, processes: Callable[[list[str], Path], subprocess.Popen[bytes]]
+) -> None:
+    prometheus = require_tool("prometheus")
+    alertmanager = require_tool("prometheus-alertmanager")
+    node_exporter = require_tool("prometheus-node-exporter")
+    receiver = Receiver()
+    try:
+        inventory = load_topology()
+        view = m.second_view(inventory)
+        assert view is not None and view.peer is not None
+        peer = view.peer.name
+        node_port, closed_port = free_port(), free_port()  # nothing ever listens on closed_port
+        helsinki_prometheus, helsinki_alertmanager = free_port(), free_port()
+
+        def target_address(server, port: int) -> str:  # type: ignore[no-untyped-def]
+            if server.name == peer:  # Helsinki's monitoring: the stand-ins below
+                return f"127.0.0.1:{helsinki_prometheus if port == m.PROMETHEUS_PORT else helsinki_alertmanager}"
+            if server.site != "local":  # helsinki-gw: unreachable throughout
+                return f"127.0.0.1:{closed_port}"
+            return f"127.0.0.1:{node_port}"
+
+        endpoints = m.Endpoints(f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", "127.0.0.1", free_port())
+        paths = m.MonitoringPaths(str(tmp_path / "root"))
+        sink = f"http://127.0.0.1:{receiver.port}"
+        settings = m.AlertingSettings(telegram_chat_id=-100, slack_channel="#test", telegram_api_url=f"{sink}/telegram")
+        secrets = m.MonitoringSecrets(grafana_admin_password=None, telegram_bot_token="222:second-path-token",
+                                      slack_webhook_url=f"{sink}/slack", heartbeat_url=f"{sink}/heartbeat-local")
+        files = m.monitoring_files(inventory, settings, paths=paths, endpoints=endpoints,
+                                   target_address=target_address, view=view)
+        for path, text in files.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        for directory in (paths.prometheus_storage, paths.alertmanager_storage,
+                          str(Path(paths.alertmanager_runtime_config).parent)):
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        credentials = Path(paths.credential(m.ALERTMANAGER_UNIT, "x")).parent
+        credentials.mkdir(parents=True)
+        secret_files = m.monitoring_secret_files(secrets, paths=paths)
+        for name, source in m.ALERTMANAGER_CREDENTIALS.items():
+            (credentials / name).write_text(secret_files[paths.secret(source)])
+        assembled = subprocess.run(["/usr/bin/python3", paths.alertmanager_assembler], capture_output=True, text=True,
+                                   env={**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)}, timeout=30)
+        assert assembled.returncode == 0, assembled.stderr
+
+        # Helsinki's Prometheus and Alertmanager, standing in: the peer targets the second path scrapes.
+        helsinki = tmp_path / "helsinki"
+        helsinki.mkdir()
+        (helsinki / "prometheus.yml").write_text("global: {scrape_interval: 15s}\nscrape_configs: []\n")
+        (helsinki / "alertmanager.yml").write_text("route: {receiver: none}\nreceivers: [{name: none}]\n")
+        logs = [tmp_path / n for n in ("node_exporter.log", "alertmanager.log", "prometheus.log",
+                                       "helsinki-prometheus.log", "helsinki-alertmanager.log")]
+        stand_ins = [
+            processes([prometheus, f"--config.file={helsinki / 'prometheus.yml'}",
+                       f"--storage.tsdb.path={helsinki / 'data'}", f"--web.listen-address=127.0.0.1:{helsinki_prometheus}"],
+                      logs[3]),
+            processes([alertmanager, f"--config.file={helsinki / 'alertmanager.yml'}",
+                       f"--storage.path={helsinki / 'am'}", f"--web.listen-address=127.0.0.1:{helsinki_alertmanager}",
+                       "--cluster.listen-address="], logs[4]),
+        ]
+        processes([node_exporter, f"--web.listen-address=127.0.0.1:{node_port}", "--web.max-requests=0",
+                   "--collector.disable-defaults", "--collector.textfile",
+                   f"--collector.textfile.directory={tmp_path}"], logs[0])
+        processes([alertmanager, *rendered_args(paths.alertmanager_defaults)], logs[1])
+        processes([prometheus, *rendered_args(paths.prometheus_defaults)], logs[2])
+        api, am_api = f"http://{endpoints.prometheus}/api/v1", f"http://{endpoints.alertmanager}/api/v2"
+
+        def firing(name: str) -> bool:
+            return any(a["labels"]["alertname"] == name and a["state"] == "firing"
+                       for a in get_json(f"{api}/alerts")["data"]["alerts"])
+
+        # While Helsinki's alerting answers, the second path holds back its copies of its alerts.
+        wait_for("Helsinki's alerting seen up (MainAlertPathHealthy)", lambda: firing(m.MAIN_PATH_HEALTHY), logs)
+        copy = {"labels": {"alertname": "WalAccumulation", "server": "local-shard-0", "site": "local", "shard": "0",
+                           "severity": "critical", m.ALSO_SENT_BY: "monitoring"},
+                "annotations": {"summary": "stand-in for the rule's alert"}}
+        assert _post_json(f"{am_api}/alerts", [copy]) == 200
+
+        def copy_status() -> dict[str, Any]:
+            found = get_json(f'{am_api}/alerts?filter=alertname="WalAccumulation"')
+            return found[0]["status"] if found else {}
+
+        held = wait_for("the copy to be inhibited", lambda: copy_status() if copy_status().get("inhibitedBy") else None,
+                        logs)
+        assert held["state"] == "suppressed"
+
+        # Helsinki goes down: its Prometheus and Alertmanager stop.
+        for process in stand_ins:
+            process.terminate()
+            process.wait(timeout=20)
+        stopped = time.monotonic()
+        wait_for("the copy to be released", lambda: copy_status().get("state") == "active", logs,
+                 SECOND_PATH_DEADLINE_SECONDS)
+
+        def notified() -> dict[str, bytes] | None:
+            seen = {}
+            for path, body in receiver.requests:
+                if b"HelsinkiUnreachable" in body:
+                    seen["slack" if path == "/slack" else "telegram" if path.startswith("/telegram") else path] = body
+            return seen if {"slack", "telegram"} <= set(seen) else None
+
+        seen = wait_for("HelsinkiUnreachable at the Telegram and Slack stand-ins", notified, logs,
+                        SECOND_PATH_DEADLINE_SECONDS)
+        print(f"\n[live] second path: HelsinkiUnreachable delivered {time.monotonic() - stopped:.0f} s after "
+              "Helsinki's monitoring stopped", flush=True)
+        telegram_paths = {path for path, body in receiver.requests if b"HelsinkiUnreachable" in body
+                          and path.startswith("/telegram")}
+        assert telegram_paths == {"/telegram/bot222:second-path-token/sendMessage"}
+        slack = json.loads(seen["slack"])
+        assert slack["channel"] == "#test"
+        # Its own heartbeat, apart from Helsinki's.
+        assert any(path == "/heartbeat-local" for path, _ in receiver.requests)
     finally:
         receiver.close()

@@ -26,7 +26,7 @@ def unde(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def test_validate_prints_the_inventory() -> None:
     result = unde("validate")
     assert result.returncode == 0, result.stderr
-    assert "servers: 30 (20 helsinki stack, 10 local stack; 16 existing, 14 to create)" in result.stdout
+    assert "servers: 31 (20 helsinki stack, 11 local stack; 16 existing, 15 to create)" in result.stdout
     assert "etcd placement three-sites" in result.stdout
 
 

@@ -46,6 +46,11 @@ def test_default_topology_prices_every_server_from_the_price_file() -> None:
     # Local servers: the cheapest type sold in sin that fits (16 vCPU / 32 GB for a shard).
     assert (lines["local-shard-0"].product, lines["local-shard-0"].eur) == ("cpx62", PRICES["cpx62"])
     assert lines["local-etcd-1"].product == "cpx12"
+    # Scenario 2's warm standby in Helsinki and scenario 3's second alert path on the local site.
+    assert (lines["standby-api"].product, lines["standby-api"].eur) == ("cx33", PRICES["cx33"] + IPV4)
+    assert (lines["standby-orchestrator"].product, lines["standby-orchestrator"].eur) == ("cx43", PRICES["cx43"] + IPV4)
+    assert (lines["local-monitoring"].stack, lines["local-monitoring"].product) == ("local", "cpx12")
+    assert lines["local-monitoring"].eur == PRICES["cpx12"] + IPV4
     # The replica is in the local stack but runs in Helsinki.
     replica = lines["shard-replica-0"]
     assert (replica.stack, replica.site, replica.product) == ("local", "helsinki", "ccx23")

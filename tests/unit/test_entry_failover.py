@@ -310,8 +310,8 @@ def dns_api(api: FakeApi, out: io.StringIO, attempts: int = 3) -> tuple[ef.DnsAp
 def test_set_records_sends_what_hetzners_api_expects(api: FakeApi) -> None:
     out = io.StringIO()
     client, pauses = dns_api(api, out)
-    assert client.read_records() == [LOCAL_IP]
-    client.set_records(STANDBY_IP, "unde-entry-failover on standby-api: standby")
+    assert client.entry_records() == [LOCAL_IP]
+    client.move_entry(STANDBY_IP, "unde-entry-failover on standby-api: standby")
     get, post = api.requests
     assert get["method"] == "GET" and get["path"] == "/v1/zones/unde.example/rrsets/api/A" and get["body"] is None
     assert post["method"] == "POST" and post["path"] == "/v1/zones/unde.example/rrsets/api/A/actions/set_records"
@@ -327,7 +327,7 @@ def test_temporary_errors_are_retried_with_growing_pauses(api: FakeApi) -> None:
     api.script = [(503, {"error": {"code": "unavailable"}}, {}),
                   (429, {"error": {"code": "rate_limit_exceeded"}}, {"Retry-After": "3"}),
                   (409, {"error": {"code": "conflict"}}, {})]
-    client.set_records(STANDBY_IP, "c")
+    client.move_entry(STANDBY_IP, "c")
     assert [r["method"] for r in api.requests] == ["POST"] * 4 and api.records == [STANDBY_IP]
     assert pauses == [1.0, 3.0, 4.0]  # 1 s, the server's Retry-After, then 4 s
     assert "HTTP 503 unavailable" in out.getvalue() and "rate_limit_exceeded" in out.getvalue()
@@ -339,14 +339,14 @@ def test_mistakes_are_not_retried_and_the_token_never_shows(api: FakeApi) -> Non
     client, pauses = dns_api(api, out)
     api.script = [(401, {"error": {"code": "unauthorized"}}, {})]
     with pytest.raises(ef.ApiError) as raised:
-        client.set_records(STANDBY_IP, "c")
+        client.move_entry(STANDBY_IP, "c")
     # The fake server echoed "Bearer <token>" into its error message; it comes out redacted.
     assert len(api.requests) == 1 and pauses == []
     assert "HTTP 401 unauthorized" in str(raised.value) and "[redacted]" in str(raised.value)
     assert TOKEN not in str(raised.value) and TOKEN not in out.getvalue()
     api.script = [(422, {"error": {"code": "invalid_input"}}, {})]
     with pytest.raises(ef.ApiError, match="HTTP 422 invalid_input"):
-        client.set_records("not-an-address", "c")
+        client.move_entry("not-an-address", "c")
 
 
 def test_an_unreachable_api_is_retried_then_reported() -> None:
@@ -358,7 +358,7 @@ def test_an_unreachable_api_is_retried_then_reported() -> None:
     pauses: list[float] = []
     client = ef.DnsApi(config, TOKEN, ef.Redactor(out), sleep=pauses.append)
     with pytest.raises(ef.ApiError, match="Connection refused|URLError"):
-        client.read_records()
+        client.entry_records()
     assert pauses == [1.0, 2.0] and TOKEN not in out.getvalue()
 
 
@@ -368,12 +368,12 @@ def test_running_actions_are_followed_and_failed_ones_reported(api: FakeApi) -> 
     api.script = [(201, {"action": {"id": 7, "status": "running"}}, {}),
                   (200, {"action": {"id": 7, "status": "running"}}, {}),
                   (200, {"action": {"id": 7, "status": "success"}}, {})]
-    client.set_records(STANDBY_IP, "c")
+    client.move_entry(STANDBY_IP, "c")
     assert [(r["method"], r["path"]) for r in api.requests[1:]] == [("GET", "/v1/actions/7")] * 2
     assert pauses == [1.0, 1.0]
     api.script = [(201, {"action": {"id": 8, "status": "error", "error": {"code": "action_failed", "message": "x"}}}, {})]
     with pytest.raises(ef.ApiError, match="action_failed"):
-        client.set_records(STANDBY_IP, "c")
+        client.move_entry(STANDBY_IP, "c")
 
 
 def test_a_redirect_is_not_followed_with_the_token(api: FakeApi) -> None:
@@ -382,7 +382,7 @@ def test_a_redirect_is_not_followed_with_the_token(api: FakeApi) -> None:
         api.script = [(302, {"error": {"code": "moved"}}, {"Location": elsewhere.endpoint + "/steal"})]
         client, _ = dns_api(api, io.StringIO(), attempts=1)
         with pytest.raises(ef.ApiError, match="HTTP 302"):
-            client.read_records()
+            client.entry_records()
         assert elsewhere.requests == []
     finally:
         elsewhere.close()

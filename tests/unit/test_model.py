@@ -73,7 +73,10 @@ def test_every_local_server_of_the_plan_with_its_tunnel(inventory: Inventory) ->
             local_ip,
             helsinki_ip,
         ), name
-    assert {s.name for s, _ in inventory.tunnels()} == set(SPEC_LOCAL)
+    # Beyond SPEC's table: the second alert path, with a tunnel of its own like every local server.
+    assert {s.name for s, _ in inventory.tunnels()} == set(SPEC_LOCAL) | {"local-monitoring"}
+    second = inventory.server("local-monitoring").tunnel
+    assert second is not None and (second.interface, str(second.local_ip)) == ("wg-mon", "10.3.7.1")
 
 
 def test_one_task_per_server_and_labels(inventory: Inventory) -> None:
@@ -131,7 +134,8 @@ def test_adding_shards_never_moves_an_existing_one() -> None:
 
 def test_stack_split(inventory: Inventory) -> None:
     local = {s.name for s in inventory.stack_servers("local")}
-    assert local == set(SPEC_LOCAL) | {"shard-replica-0"}
+    # Beyond SPEC's tables: the second alert path (scenario 3 must not lose alerting).
+    assert local == set(SPEC_LOCAL) | {"shard-replica-0", "local-monitoring"}
     helsinki = {s.name for s in inventory.stack_servers("helsinki")}
     # Beyond SPEC's tables: the etcd witness (contradiction 3) and scenario 2's warm standby.
     assert helsinki == (set(SPEC_HELSINKI) - {"shard-replica-0"}) | {"etcd-witness", "standby-api", "standby-orchestrator"}

@@ -98,7 +98,10 @@ def test_prometheus_config_scrapes_every_job_from_file_sd(inventory: Inventory) 
     config = yaml.safe_load(m.monitoring_files(inventory, SETTINGS)["/etc/prometheus/prometheus.yml"])
     assert config["global"]["scrape_interval"] == "15s"  # SPEC
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"node", "postgres", "redis", "etcd", "patroni", "app", "prometheus", "alertmanager"}
+    # The peer jobs scrape the second alert path's Prometheus and Alertmanager (and it scrapes these).
+    assert set(jobs) == {"node", "postgres", "redis", "etcd", "patroni", "app", "prometheus", "alertmanager",
+                         "peer-prometheus", "peer-alertmanager"}
+    assert jobs["peer-prometheus"]["static_configs"][0]["targets"] == ["10.2.0.7:9090"]
     for name in ("node", "postgres", "redis", "etcd", "patroni", "app"):
         assert jobs[name]["file_sd_configs"][0]["files"] == [f"/etc/prometheus/file_sd/{name}.json"]
     assert jobs["patroni"]["metrics_path"] == "/metrics"
@@ -302,3 +305,76 @@ def test_the_package_re_exports_every_public_name_of_its_modules() -> None:
                 defined.add(node.target.id)
         missing = sorted(n for n in defined if not n.startswith("_") and n not in m.__all__)
         assert not missing, f"{module.name}: not re-exported by unde_infra.render.monitoring: {missing}"
+
+
+# --------------------------------------------------------------------------------------------
+# The second alert path (local-monitoring) and what both paths have in common
+
+
+def test_two_monitoring_servers_each_watching_the_other(inventory: Inventory) -> None:
+    main, second = m.main_view(inventory), m.second_view(inventory)
+    assert second is not None
+    assert (main.server.name, main.peer and main.peer.name) == ("monitoring", "local-monitoring")
+    assert (second.server.name, second.peer and second.peer.name, second.sites) == (
+        "local-monitoring", "monitoring", frozenset({"local"}))
+    assert m.view_of(inventory, inventory.servers["local-monitoring"]) == second
+    with pytest.raises(ValueError):
+        m.view_of(inventory, inventory.servers["local-app"])
+    # The second path scrapes the local site only; the main path every server, the second one included.
+    for job, groups in m.file_sd_targets(inventory, view=second).items():
+        assert {g["labels"]["site"] for g in groups} <= {"local"}, job  # type: ignore[index]
+    assert {g["labels"]["server"] for g in m.file_sd_targets(inventory, view=second)["postgres"]} == {  # type: ignore[index]
+        "local-shard-0"}
+    assert "local-monitoring" in targets(inventory, "node")
+
+
+def test_the_second_path_evaluates_what_local_series_decide_marked_as_copies(inventory: Inventory) -> None:
+    second = m.second_view(inventory)
+    assert second is not None
+    main_alerts = {a.name: a for g in m.alerts(inventory).values() for a in g}
+    second_alerts = {a.name: a for g in m.alerts(inventory, second).values() for a in g}
+    # What needs both sites' series stays on the main path (a local view alone would misjudge it).
+    for name in ("ShardNoPrimary", "EtcdQuorumLost", "EtcdQuorumAtRisk", "ReplicationLagAboveFailoverLimit",
+                 "PosthogDiskUsageHigh", "PosthogEventsIngestedAbsent"):
+        assert name in main_alerts and name not in second_alerts, name
+    # SPEC scenario 3's WAL alert, the tunnels, Redis, the shards' own health: evaluated locally,
+    # as copies of the main path's (the inhibition keeps them quiet while Helsinki answers).
+    for name in ("WalAccumulation", "VpnTunnelDown", "RedisDown", "ServerDown", "EtcdNoLeader",
+                 "ShardRoutingNotFollowing", "MasterEncryptionKeyMissing"):
+        assert dict(second_alerts[name].labels) == {m.ALSO_SENT_BY: "monitoring"}, name
+        assert second_alerts[name].expr == main_alerts[name].expr
+    # Its own: the dead man's switch, the peer and Helsinki's reachability; never copies.
+    for name in ("Watchdog", "PeerMonitoringDown", "PeerAlertmanagerDown", "HelsinkiUnreachable", m.MAIN_PATH_HEALTHY):
+        assert second_alerts[name].labels == (), name
+    assert second_alerts[m.MAIN_PATH_HEALTHY].severity == "none"
+    rules = yaml.safe_load(m.rule_files(inventory, second)["unde-alerts.yml"])
+    wal = next(r for g in rules["groups"] for r in g["rules"] if r["alert"] == "WalAccumulation")
+    assert wal["labels"] == {"severity": "critical", "also_sent_by": "monitoring"}
+    assert "20 GiB" in wal["annotations"]["summary"]  # SPEC: above 20 GB while Helsinki is down
+
+
+def test_the_second_path_has_no_grafana_and_its_own_heartbeat(inventory: Inventory) -> None:
+    second = m.second_view(inventory)
+    assert second is not None
+    files = m.monitoring_files(inventory, SETTINGS, view=second)
+    assert not any("grafana" in path for path in files)
+    prometheus = yaml.safe_load(files["/etc/prometheus/prometheus.yml"])
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.2.0.7:9093"]
+    assert "--web.listen-address=10.2.0.7:9090" in files["/etc/default/prometheus"]
+    setup = m.monitoring_setup(grafana=False)
+    assert setup.settings["SERVICES"] == "prometheus prometheus-alertmanager" and setup.settings["GRAFANA_SOURCE"] == ""
+    assert "grafana-server" in m.monitoring_setup().settings["SERVICES"]
+    local = m.MonitoringSecrets(None, "1:t", "https://hooks.slack.com/x", "https://hc.example/local")
+    assert sorted(local.values()) == ["heartbeat_url", "slack_webhook_url", "telegram_bot_token"]
+
+
+def test_helsinki_gw_lets_the_second_path_read_its_node_exporter_through_its_tunnel(inventory: Inventory) -> None:
+    from ipaddress import ip_network
+
+    from unde_infra.render.wireguard import gateway_nftables
+
+    rules = gateway_nftables(inventory, [ip_network("198.51.100.0/24")])
+    assert ('iifname "wg-mon" ip saddr 10.2.0.7 tcp dport 9100 accept '
+            'comment "node_exporter for the second alert path (local-monitoring)"') in rules
+    # No other local server reaches it.
+    assert rules.count("tcp dport 9100") == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -178,9 +179,11 @@ def test_scenario_2_rto_adds_the_dns_failover_to_the_promotion(inventory: Invent
     assert site.entry_failover_seconds == dns and site.scenario_rto_seconds == max(site.rto_seconds or 0, dns)
     low, high = scenarios.SPEC_SITE_FAILOVER_RTO_SECONDS
     assert low <= site.scenario_rto_seconds <= high  # SPEC: RTO 1-5 min
+    assert site.routing_seconds is None  # the standby orchestrator needs no routing entry
     for (name, _), row in rows.items():
         if name != "local-site-down":
-            assert row.entry_failover_seconds is None and row.scenario_rto_seconds == row.rto_seconds
+            assert row.entry_failover_seconds is None
+            assert row.scenario_rto_seconds == (row.rto_seconds or 0) + (row.routing_seconds or 0)
     text = unde("scenarios").stdout
     assert f"users reach standby-api after at most {dns} s" in text and "standby-api and etcd-witness" in text
     assert f"RTO {site.scenario_rto_seconds} s" in text and "SPEC: 1-5 min" in text
@@ -199,3 +202,20 @@ def test_without_a_standby_entry_scenario_2_serves_nobody(tmp_path: Path) -> Non
     site = next(r for r in rows if r["scenario"] == "local-site-down")
     assert site["writable"] is True and site["entry_failover_seconds"] is None and site["scenario_rto_seconds"] is None
     assert "no standby entry point in the topology" in unde("scenarios", "--topology", str(path)).stdout
+
+
+def test_scenario_1_rto_adds_the_routing_update_where_the_local_site_serves_on(inventory: Inventory) -> None:
+    rows = by_key(scenarios.analyse(inventory))
+    routing = timings.routing_update_seconds()
+    # The next poll of the node's own Patroni, its timeout, then one write to local-redis.
+    assert routing == math.ceil(timings.ROUTING_POLL_SECONDS + timings.ROUTING_PATRONI_TIMEOUT_SECONDS
+                                + timings.ROUTING_REDIS_TIMEOUT_SECONDS)
+    shard_down = rows[("shard-down", 0)]
+    assert shard_down.primary_site == "helsinki" and shard_down.routing_seconds == routing
+    assert shard_down.scenario_rto_seconds == shard_down.rto_seconds + routing <= 30  # SPEC: RTO ~15-30 s
+    # Cut off from Helsinki, local-redis cannot be told, and its clients could not reach the
+    # replica anyway; where nothing moved there is nothing to route.
+    assert rows[("link-cut", 0)].routing_seconds is None
+    assert rows[("helsinki-down", 0)].routing_seconds is None and rows[("helsinki-down", 0)].scenario_rto_seconds == 0
+    row = next(r for r in json.loads(unde("scenarios", "--json").stdout) if r["scenario"] == "shard-down")
+    assert row["routing_seconds"] == routing and row["scenario_rto_seconds"] == shard_down.scenario_rto_seconds

@@ -58,6 +58,11 @@ def test_the_run_has_secrets_to_look_for(known_run) -> None:
     assert "helsinki-gw:/etc/wireguard/wg-app.conf" in secret_files["local"]
     assert "monitoring:/etc/unde/secrets/monitoring/telegram_bot_token" in secret_files["helsinki"]
     assert "posthog:/etc/unde/secrets/posthog.env" in secret_files["helsinki"]
+    # The routing watcher's Redis password on both nodes of a shard; the second alert path's receivers.
+    for node in ("local-shard-0", "shard-replica-0", "local-shard-1", "shard-replica-1"):
+        assert f"{node}:/etc/unde/secrets/shard-routing-redis-password" in secret_files["local"], node
+    for name in ("telegram_bot_token", "slack_webhook_url", "heartbeat_url"):
+        assert f"local-monitoring:/etc/unde/secrets/monitoring/{name}" in secret_files["local"]
     assert "shard-replica-1:/etc/unde/secrets/pgbackrest.env" in secret_files["local"]
     # ...and the secret files do carry them, so the search below is not vacuous.
     mek = (out / "local/artifacts/local-shard-0/run/unde/secrets/master-encryption-key").read_text().strip()

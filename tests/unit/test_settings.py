@@ -70,11 +70,14 @@ def test_a_real_run_of_the_monitoring_stack_needs_the_telegram_chat() -> None:
         settings = parse_settings("helsinki", raw, problems)
         check_against_inventory(settings, inventory, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
-    # The local stack renders no Alertmanager: it needs no chat.
-    problems = Problems()
-    local = parse_settings("local", {"site": "local", "sshKeys": base["sshKeys"], "adminCidrs": base["adminCidrs"]}, problems)
-    check_against_inventory(local, inventory, problems)
-    assert "telegramChatId" not in [p.path for p in problems.items]
+    # The local stack renders the second alert path's Alertmanager: the same chat, set there too.
+    for chat, wanted in ((None, True), (-1001234567890, False)):
+        problems = Problems()
+        raw = {"site": "local", "sshKeys": base["sshKeys"], "adminCidrs": base["adminCidrs"],
+               **({"telegramChatId": chat} if chat else {})}
+        local = parse_settings("local", raw, problems)
+        check_against_inventory(local, inventory, problems)
+        assert ("telegramChatId" in [p.path for p in problems.items]) == wanted
 
 
 @pytest.mark.parametrize(
@@ -115,8 +118,9 @@ def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_accou
                             ({**zone, "entryDomain": "www.unde.example", "acmeEmail": "ops@unde.example"},
                              ["entryDomain"])):
         problems = Problems()
+        # telegramChatId: the second alert path's, asked for on its own (above).
         settings = parse_settings("local", {"site": "local", "sshKeys": keys, "adminCidrs": ["198.51.100.0/24"],
-                                            **extra}, problems)
+                                            "telegramChatId": -100123, **extra}, problems)
         check_against_inventory(settings, inventory, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
         if "dnsZone" in extra:
@@ -127,7 +131,7 @@ def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_accou
     for extra, expected in (({}, ["entryDomain", "acmeEmail"]), ({"entryDomain": "api.unde.example"}, ["acmeEmail"])):
         problems = Problems()
         settings = parse_settings("local", {"site": "local", "sshKeys": keys, "adminCidrs": ["198.51.100.0/24"],
-                                            **extra}, problems)
+                                            "telegramChatId": -100123, **extra}, problems)
         check_against_inventory(settings, without_standby, problems)
         assert [p.path for p in problems.items] == expected, [str(p) for p in problems.items]
     # The helsinki stack has no entry point: neither is asked for there.

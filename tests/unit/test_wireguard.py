@@ -133,7 +133,7 @@ def test_gateway_peers_cover_each_local_server_once(shards: int) -> None:
     keys = _keys(inventory)
     files = wg.gateway_files(inventory, keys, ADMIN, "linux")
     tunnels = inventory.tunnels()
-    assert len(tunnels) == 8 + shards
+    assert len(tunnels) == 9 + shards  # SPEC's eight agents and the second alert path, then the shards
     allowed: dict[str, list[IPv4Network]] = {}
     ports = set()
     for server, tunnel in tunnels:

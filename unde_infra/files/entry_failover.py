@@ -21,7 +21,8 @@ when the observer's site is down as well as the local one, two of the three etcd
 and no replica can be promoted, so there is nothing in Helsinki to move users to.
 
 The API token is read from systemd's credential directory and never written anywhere: every
-line this program logs passes through `Redactor`.
+line this program logs passes through `Redactor`. The Cloud API client is hcloud_dns.py,
+delivered beside this script and shared with the certbot DNS-01 hook.
 """
 
 from __future__ import annotations
@@ -43,13 +44,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# The Cloud API client and the logging that cannot leak its token, shared with the DNS-01 hook.
+try:  # a module of unde_infra.files: the tests and the linters
+    from . import hcloud_dns
+    from .hcloud_dns import ApiError, Redactor
+except ImportError:  # the script on a server: hcloud_dns.py is delivered beside it (sys.path[0])
+    import hcloud_dns  # type: ignore[import-not-found,no-redef]
+    from hcloud_dns import ApiError, Redactor  # type: ignore[import-not-found,no-redef]
 LOCAL, STANDBY, OTHER, UNKNOWN = "local", "standby", "other", "unknown"
 DECIDER, OBSERVER = "decider", "observer"
 TOKEN_CREDENTIAL = "dns-api-token"
 USER_AGENT = "unde-entry-failover/1"
-# Hetzner answers these with a temporary error: retry them (rate_limit_exceeded, conflict,
-# locked, and the 5xx family); every other 4xx is a mistake a retry does not mend.
-RETRY_STATUSES = frozenset({409, 423, 429, 500, 502, 503, 504})
 EXIT_BAD_CONFIG = 2
 
 
@@ -298,28 +303,6 @@ def read_token(config: Config) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Logging that cannot leak the token
-
-
-class Redactor:
-    def __init__(self, stream: Any = None) -> None:
-        self.secrets: list[str] = []
-        self.stream = stream
-
-    def add(self, secret: str) -> None:
-        if secret:
-            self.secrets.append(secret)
-
-    def clean(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-    def __call__(self, message: str) -> None:
-        print(self.clean(message), file=self.stream or sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Probes
 
 
@@ -372,89 +355,21 @@ def read_peer(config: Config) -> PeerView | None:
 # Hetzner Cloud API (DNS zones): read and set the records of the entry's RRSet
 
 
-class ApiError(Exception):
-    pass
+class DnsApi(hcloud_dns.ZoneApi):
+    """The entry record's RRSet, through the shared client (hcloud_dns.py)."""
 
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """The API never redirects; following one would send the token to wherever it points."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_API_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-class DnsApi:
     def __init__(self, config: Config, token: str, log: Redactor,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.config, self.token, self.log, self.sleep = config, token, log, sleep
-        log.add(token)
-        quote = urllib.parse.quote
-        self.rrset_path = (f"/zones/{quote(config.zone, safe='')}/rrsets/"
-                           f"{quote(config.record_name, safe='@')}/{config.record_type}")
+        settings = hcloud_dns.ApiSettings(config.api_endpoint, config.api_timeout_seconds, config.api_attempts,
+                                          config.action_timeout_seconds)
+        super().__init__(settings, config.zone, token, log, USER_AGENT, sleep)
+        self.record_name, self.record_type = config.record_name, config.record_type
 
-    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any], str | None]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.config.api_endpoint + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Accept": "application/json", "User-Agent": USER_AGENT,
-            **({"Content-Type": "application/json"} if data is not None else {}),
-        })
-        try:
-            with _API_OPENER.open(request, timeout=self.config.api_timeout_seconds) as response:
-                return response.status, json.loads(response.read() or b"{}"), None
-        except urllib.error.HTTPError as error:
-            raw = error.read()[:2048]
-            try:
-                content = json.loads(raw or b"{}")
-            except ValueError:
-                content = {"error": {"code": "unparsable", "message": raw.decode(errors="replace")}}
-            return error.code, content if isinstance(content, dict) else {}, error.headers.get("Retry-After")
+    def entry_records(self) -> list[str]:
+        return self.read_records(self.record_name, self.record_type)
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One API call, retried on temporary errors with a growing pause; raises ApiError."""
-        problem = ""
-        for attempt in range(1, self.config.api_attempts + 1):
-            retry_after: str | None = None
-            try:
-                status, content, retry_after = self._once(method, path, body)
-            except (OSError, ValueError) as exc:  # refused, reset, timed out, unreadable body
-                status, content, problem = 0, {}, f"{type(exc).__name__}: {exc}"
-            if 200 <= status < 300:
-                return content
-            if status:
-                found = content.get("error")
-                error: dict[str, Any] = found if isinstance(found, dict) else {}
-                problem = f"HTTP {status} {error.get('code', '')}: {str(error.get('message', ''))[:200]}".strip()
-            if status and status not in RETRY_STATUSES:
-                break
-            if attempt < self.config.api_attempts:
-                pause = min(2.0 ** (attempt - 1), 8.0)
-                if retry_after and retry_after.isdigit():
-                    pause = min(float(retry_after), 30.0)
-                self.log(f"API {method} {path}: {problem}; retrying in {pause:g} s (attempt {attempt})")
-                self.sleep(pause)
-        raise ApiError(self.log.clean(f"API {method} {path} failed: {problem}"))
-
-    def read_records(self) -> list[str]:
-        content = self.request("GET", self.rrset_path)
-        return [str(r.get("value")) for r in content.get("rrset", {}).get("records", [])]
-
-    def set_records(self, value: str, comment: str) -> None:
-        content = self.request("POST", f"{self.rrset_path}/actions/set_records",
-                               {"records": [{"value": value, "comment": comment}]})
-        action = content.get("action") or {}
-        deadline = time.monotonic() + self.config.action_timeout_seconds
-        while action.get("status") == "running" and time.monotonic() < deadline:
-            self.sleep(1.0)
-            action = self.request("GET", f"/actions/{int(action['id'])}").get("action") or {}
-        if action.get("status") == "error":
-            error = action.get("error") or {}
-            raise ApiError(self.log.clean(f"set_records action failed: {error.get('code')}: {error.get('message')}"))
-        if action.get("status") == "running":
-            self.log(f"set_records accepted; action {action.get('id')} still running after "
-                     f"{self.config.action_timeout_seconds:g} s")
+    def move_entry(self, value: str, comment: str) -> None:
+        self.set_records(self.record_name, self.record_type, value, comment)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,7 +415,7 @@ class Watcher:
         peer = self.peer_reader(self.config) if self.config.peer_status_url is not None else None
         if self.record == UNKNOWN or self.ticks % max(self.config.resync_ticks, 1) == 0:
             try:
-                self.record = self.classify(self.api.read_records())
+                self.record = self.classify(self.api.entry_records())
             except ApiError as error:
                 self.log(str(error))
         decision = decide(self.state, Observation(local_ok, standby_ok, peer, self.record, now), self.config.thresholds)
@@ -509,7 +424,7 @@ class Watcher:
             self.log(f"moving {self.config.record_name}.{self.config.zone} to the {decision.target} entry "
                      f"({target.record}): {decision.reason}; standby: {standby_detail}")
             try:
-                self.api.set_records(target.record, f"unde-entry-failover on {self.config.vantage}: {decision.target}")
+                self.api.move_entry(target.record, f"unde-entry-failover on {self.config.vantage}: {decision.target}")
                 self.record = decision.target
             except ApiError as error:
                 self.log(f"{error}; the record stays as it was, trying again next probe")

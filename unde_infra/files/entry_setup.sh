@@ -1,7 +1,7 @@
 #!/bin/sh
 # nginx on the API entry host and its TLS certificate. Delivered by unde-infra and run after any
 # entry-point file changed. Its parameters are in "$0.env" beside it: DOMAIN, EMAIL,
-# WEBROOT, CERT_DIR, TLS_SITE, TLS_ENABLED, CERTIFICATE_SCRIPT and CERTIFICATE_TIMER.
+# WEBROOT, CERT_DIR, TLS_SITE, TLS_ENABLED, CERTIFICATE_SCRIPT, CERTIFICATE_TIMER and CHALLENGE.
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
@@ -22,6 +22,10 @@ systemctl daemon-reload
 # Renewal: Debian's certbot.timer (twice a day); the first certificate: ours, until it exists.
 systemctl enable --now certbot.timer "$CERTIFICATE_TIMER"
 if ! "$CERTIFICATE_SCRIPT"; then
-    echo "no certificate for $DOMAIN yet (does its DNS point at this host, is port 80 open?);" \
-        "$CERTIFICATE_TIMER tries again" >&2
+    if [ "$CHALLENGE" = dns-01 ]; then
+        hint="can the DNS-01 hook set the zone's TXT record (its token, the Cloud API)?"
+    else
+        hint="does its DNS point at this host, is port 80 open?"
+    fi
+    echo "no certificate for $DOMAIN yet ($hint); $CERTIFICATE_TIMER tries again" >&2
 fi

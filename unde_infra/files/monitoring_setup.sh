@@ -8,7 +8,8 @@ set -eu
 . "$0.env"
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q prometheus prometheus-alertmanager
-if ! test -x /usr/sbin/grafana-server; then
+# Grafana on the main path only (GRAFANA_SOURCE empty: the second alert path has none).
+if [ -n "$GRAFANA_SOURCE" ] && ! test -x /usr/sbin/grafana-server; then
     install -d -m 0755 "$(dirname "$GRAFANA_KEYRING")"
     curl -fsSL "$GRAFANA_KEY_URL" | gpg --dearmor -o "$GRAFANA_KEYRING"
     echo "$GRAFANA_SOURCE" > /etc/apt/sources.list.d/grafana.list

@@ -29,9 +29,10 @@ def needs_load_balancer(inventory: Inventory) -> bool:
     return len(api_instances(inventory)) >= 2
 
 
-def nginx_upstream(inventory: Inventory) -> str:
-    """An nginx `upstream` over every API instance; the entry host's server block proxies to it.
-    A failed backend is skipped for 10 s after 3 failures."""
+def nginx_upstream(inventory: Inventory, servers: list[Server] | None = None) -> str:
+    """An nginx `upstream` over every API instance (or `servers`: the standby entry's own
+    FastAPI); the entry host's server block proxies to it. A failed backend is skipped for 10 s
+    after 3 failures."""
     lines = [
         "# Rendered by unde-infra from config/topology.yaml; changes are overwritten.",
         "upstream unde_api {",
@@ -39,7 +40,7 @@ def nginx_upstream(inventory: Inventory) -> str:
     ]
     lines += [
         f"    server {s.ip}:{API_BACKEND_PORT} max_fails=3 fail_timeout=10s;  # {s.name}"
-        for s in api_instances(inventory)
+        for s in (api_instances(inventory) if servers is None else servers)
     ]
     lines += ["    keepalive 32;", "}", ""]
     return "\n".join(lines)
@@ -190,23 +191,39 @@ def nginx_tls_site(domain: str, layout: EntryLayout = DEFAULT_ENTRY_LAYOUT) -> s
     ])
 
 
-def entry_settings(domain: str, email: str, layout: EntryLayout = DEFAULT_ENTRY_LAYOUT) -> str:
-    """The parameters of files/entry_setup.sh and files/entry_certificate.sh."""
+@dataclass(frozen=True)
+class DnsChallenge:
+    """certbot's manual DNS-01 hooks (the commands it runs before and after Let's Encrypt looks)."""
+
+    auth_hook: str
+    cleanup_hook: str
+
+
+def entry_settings(domain: str, email: str, layout: EntryLayout = DEFAULT_ENTRY_LAYOUT,
+                   dns_challenge: DnsChallenge | None = None) -> str:
+    """The parameters of files/entry_setup.sh and files/entry_certificate.sh. The certificate
+    comes by HTTP-01 through the webroot, or, with `dns_challenge`, by DNS-01 (the standby
+    entry, which the entry's name reaches only after a failover)."""
     _check_domain(domain)
     return shell_settings({
         "DOMAIN": domain, "EMAIL": email, "WEBROOT": layout.webroot, "CERT_DIR": layout.certificate_dir(domain),
         "TLS_SITE": layout.tls_site, "TLS_ENABLED": layout.tls_enabled,
         "CERTIFICATE_SCRIPT": f"{layout.tools_dir}/entry-certificate",
         "CERTIFICATE_TIMER": f"{CERTIFICATE_UNIT}.timer",
+        "CHALLENGE": "dns-01" if dns_challenge else "http-01",
+        "DNS_AUTH_HOOK": dns_challenge.auth_hook if dns_challenge else "",
+        "DNS_CLEANUP_HOOK": dns_challenge.cleanup_hook if dns_challenge else "",
     })
 
 
-def entry_files(inventory: Inventory, domain: str, email: str,
-                layout: EntryLayout = DEFAULT_ENTRY_LAYOUT) -> dict[str, RenderedFile]:
+def entry_files(inventory: Inventory, domain: str, email: str, layout: EntryLayout = DEFAULT_ENTRY_LAYOUT, *,
+                api_servers: list[Server] | None = None,
+                dns_challenge: DnsChallenge | None = None) -> dict[str, RenderedFile]:
     """Everything the entry host receives for nginx and its certificate (none of it secret:
-    certbot makes the private key on the server itself)."""
+    certbot makes the private key on the server itself). `api_servers`: the FastAPI instances
+    behind it (default: the local site's); `dns_challenge`: DNS-01 instead of HTTP-01."""
     tools = layout.tools_dir
-    settings = entry_settings(domain, email, layout)
+    settings = entry_settings(domain, email, layout, dns_challenge)
     service = "\n".join([
         "[Unit]",
         f"Description=Obtain the TLS certificate of {domain} until it exists (unde-infra)",
@@ -221,7 +238,7 @@ def entry_files(inventory: Inventory, domain: str, email: str,
     timer = timer_unit(f"Obtain the TLS certificate of {domain} (unde-infra)",
                        ["OnBootSec=2min", f"OnUnitActiveSec={CERTIFICATE_RETRY}"])
     files = {
-        layout.upstream: nginx_upstream(inventory),
+        layout.upstream: nginx_upstream(inventory, api_servers),
         layout.http_site: nginx_http_site(domain, layout),
         layout.tls_site: nginx_tls_site(domain, layout),
         f"{tools}/entry-setup.env": settings,

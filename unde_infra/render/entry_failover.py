@@ -22,7 +22,15 @@ from ..model import WITNESS, Inventory, Server
 from .cloud_init import CONFIG_DIR, SECRETS_DIR
 
 DECIDER, OBSERVER = "decider", "observer"
-SCRIPT_PATH = "/usr/local/lib/unde/entry-failover"
+TOOLS_DIR = "/usr/local/lib/unde"
+SCRIPT_PATH = f"{TOOLS_DIR}/entry-failover"
+# The Cloud API client the watcher and the DNS-01 hook share (files/hcloud_dns.py), beside them.
+DNS_CLIENT_PATH = f"{TOOLS_DIR}/hcloud_dns.py"
+# certbot's manual DNS-01 hooks for the entry's certificate on the standby entry (the decider's
+# server): they use the decider's token, which is why they are delivered with it.
+ACME_HOOK_PATH = f"{TOOLS_DIR}/acme-dns-hook"
+ACME_TXT_TTL_SECONDS = 60
+EXECUTABLES = frozenset({SCRIPT_PATH, ACME_HOOK_PATH})
 CONFIG_PATH = f"{CONFIG_DIR}/entry-failover.json"
 TOKEN_PATH = f"{SECRETS_DIR}/dns-api-token"
 UNIT = "unde-entry-failover"
@@ -132,15 +140,38 @@ def watcher_unit(role: str) -> str:
     return "\n".join(lines)
 
 
+def acme_hook_settings(dns: EntryDns) -> dict[str, object]:
+    """The parameters of files/acme_dns_hook.py: the zone, the same API settings as the watcher's,
+    the decider's token file, and how long Hetzner's nameservers take to publish the record."""
+    return {
+        "zone": dns.zone,
+        "api": {"endpoint": HCLOUD_API, "timeout_seconds": timings.DNS_API_TIMEOUT_SECONDS, "attempts": API_ATTEMPTS,
+                "action_timeout_seconds": ACTION_TIMEOUT_SECONDS},
+        "token_file": TOKEN_PATH,
+        "ttl": ACME_TXT_TTL_SECONDS,
+        "publish_wait_seconds": timings.DNS_PUBLISH_SECONDS,
+    }
+
+
+def acme_hook_command(action: str) -> str:
+    """What certbot runs (`--manual-auth-hook`, `--manual-cleanup-hook`)."""
+    return f"/usr/bin/python3 {ACME_HOOK_PATH} {action}"
+
+
 def watcher_files(role: str, server: Server, inventory: Inventory, dns: EntryDns, local_address: str,
                   standby_address: str) -> dict[str, str]:
-    """Path -> content of everything but the token (which the decider gets as a secret file)."""
+    """Path -> content of everything but the token (which the decider gets as a secret file).
+    The decider's server also gets certbot's DNS-01 hook, which shares the API client and token."""
     config = watcher_config(role, server, inventory, dns, local_address, standby_address)
-    return {
+    rendered = {
         SCRIPT_PATH: files.source("entry_failover.py"),
+        DNS_CLIENT_PATH: files.source("hcloud_dns.py"),
         CONFIG_PATH: json.dumps(config, indent=2) + "\n",
         UNIT_PATH: watcher_unit(role),
     }
+    if role == DECIDER:
+        rendered.update(files.python_script(ACME_HOOK_PATH, "acme_dns_hook.py", acme_hook_settings(dns)))
+    return rendered
 
 
 def watcher_apply(role: str) -> str:

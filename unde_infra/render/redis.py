@@ -88,10 +88,21 @@ class KeyPrefix:
     ttl: str  # the contract: whether the application sets a TTL, so whether the key can be evicted
 
 
+ENDPOINT_PREFIX = "endpoint:"
+
+
+def endpoint_key(scope: str) -> str:
+    """The routing entry of one shard (its Patroni scope, shardN): where its writable primary is."""
+    return f"{ENDPOINT_PREFIX}{scope}"
+
+
 # The key prefixes the application uses: ACLs grant access by prefix, and eviction depends on
 # whether a key has a TTL. README ("Redis on local-redis") lists them as the contract.
 KEY_PREFIXES = (
-    KeyPrefix("route:", "shard routing cache, user_id -> shard address", "none: never evicted"),
+    KeyPrefix("route:", "shard routing cache, user_id -> shard index", "none: never evicted"),
+    # Written only by the shard's writable primary (files/shard_routing.py), never by the application.
+    KeyPrefix(ENDPOINT_PREFIX, "each shard's writable endpoint (endpoint:shardN, a hash: host, port, member, "
+              "timeline), written by the shard's primary", "none: never evicted"),
     KeyPrefix("catalog:", "catalog cache", "yes (hours): evicted first when cold"),
     KeyPrefix("frame:", "mood and context frames", "5 min"),
     KeyPrefix("persona:", "persona LRU, 100 profiles", "yes"),
@@ -127,13 +138,25 @@ def _keys(rw: tuple[str, ...], ro: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(f"~{p}*" for p in rw) + tuple(f"%R~{p}*" for p in ro)
 
 
+# What the shard nodes' routing watcher sends: one script (files/shard_routing.py,
+# ROUTING_SCRIPT) that reads and sets its shard's endpoint hash. Redis checks every command a
+# script calls against the caller's ACL, keys included, so HMGET and HSET on `endpoint:*` are
+# all it can ever do.
+ROUTER_COMMANDS = ("-@all", "+eval", "+hmget", "+hset")
+ROUTER_USER = "router"
+
 USERS = (
     # local-app (FastAPI): rate limits, debounce and sessions; it reads routing, never writes it.
-    RedisUser("app", _keys(("ratelimit:", "debounce:", "session:"), ("route:",)), CLIENT_COMMANDS,
-              "local-app: rate limit, debounce, session metadata; reads the routing cache"),
+    RedisUser("app", _keys(("ratelimit:", "debounce:", "session:"), ("route:", ENDPOINT_PREFIX)), CLIENT_COMMANDS,
+              "local-app: rate limit, debounce, session metadata; reads the routing cache and shard endpoints"),
     # local-orchestrator: fills the routing cache on a miss, the catalog cache, frames, personas.
-    RedisUser("orchestrator", _keys(("route:", "catalog:", "frame:", "persona:"), ("session:",)), CLIENT_COMMANDS,
-              "local-orchestrator: routing and catalog caches, frames, persona LRU; reads sessions"),
+    RedisUser("orchestrator", _keys(("route:", "catalog:", "frame:", "persona:"), ("session:", ENDPOINT_PREFIX)),
+              CLIENT_COMMANDS,
+              "local-orchestrator: routing and catalog caches, frames, persona LRU; reads sessions and shard endpoints"),
+    # Every shard node (primary and replica): the one that is its shard's writable primary writes
+    # the shard's endpoint; nothing else.
+    RedisUser(ROUTER_USER, _keys((ENDPOINT_PREFIX,)), ROUTER_COMMANDS,
+              "the shard nodes' routing watcher: writes endpoint:<shard>, through one compare-and-set script"),
     RedisUser("exporter", (), EXPORTER_COMMANDS, "redis_exporter: server statistics, no key"),
     # The setup step's ACL LOAD, and people in a maintenance window.
     RedisUser("admin", ("~*",), ("+@all",), "operations: ACL LOAD, CONFIG; its password stays on the server"),

@@ -96,7 +96,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, collapse_addresses, ip_address, ip_network
 from typing import Literal
 
-from ..model import LOCAL, Inventory, Server, Tunnel
+from ..model import LOCAL, SECOND_MONITORING_TASK, Inventory, Server, Tunnel
 from ..wgkeys import decode_key, generate_preshared_key, generate_private_key, public_key
 from . import escape
 
@@ -433,6 +433,14 @@ def gateway_nftables(inventory: Inventory, admin_cidrs: Sequence[IPv4Network | I
     if admin6:
         defines.append(f"define ADMIN6 = {_nft_set(admin6)}")
     indent = "\t\t"
+    # The local site's second alert path probes Helsinki's reachability at the gateway's
+    # node_exporter, through its own tunnel only.
+    second_path = "".join(
+        f'{indent}iifname "{s.tunnel.interface}" ip saddr {s.ip} tcp dport {NODE_EXPORTER_PORT} accept '
+        f'comment "node_exporter for the second alert path ({s.name})"\n'
+        for s in sorted(inventory.servers.values(), key=lambda s: s.name)
+        if s.task == SECOND_MONITORING_TASK and s.tunnel is not None
+    )
     body = f"""#!/usr/sbin/nft -f
 # {HEADER}
 # helsinki-gw's whole firewall (mode linux): tunnels <-> Helsinki network, NAT for Helsinki's
@@ -464,7 +472,7 @@ table inet {NFT_TABLE} {{
 		udp dport $WG_PORTS accept comment "WireGuard: one port per local server"
 {indent}{f"{chr(10)}{indent}".join(ssh)}
 		tcp dport {NODE_EXPORTER_PORT} ip saddr $HELSINKI accept comment "node_exporter for monitoring"
-	}}
+{second_path}	}}
 
 	chain forward {{
 		type filter hook forward priority filter; policy drop;

@@ -54,7 +54,12 @@ from .common import (
     Endpoints,
     MonitoringPaths,
     MonitoringSecrets,
+    MonitoringView,
+    main_view,
     monitoring_server,
+    second_monitoring_server,
+    second_view,
+    view_of,
 )
 from .grafana import (
     DASHBOARD_PANELS,
@@ -116,6 +121,9 @@ from .metrics import (
     WAL_RETAINED_METRIC,
 )
 from .prometheus import (
+    HELSINKI_GATEWAY_JOB,
+    PEER_ALERTMANAGER_JOB,
+    PEER_PROMETHEUS_JOB,
     RETENTION,
     SCRAPE_INTERVAL,
     SCRAPE_JOBS,
@@ -130,7 +138,12 @@ from .prometheus import (
     target_labels,
 )
 from .rules import (
+    ALSO_SENT_BY,
     APP_METRIC_CONTRACT,
+    MAIN_PATH_HEALTHY,
+    PEER_JOBS,
+    POSTHOG_SELECTOR,
+    ROUTING_WATCHER_STALE_SECONDS,
     RULE_FILES,
     Alert,
     alerts,
@@ -147,6 +160,19 @@ from .tunnels import (
 )
 
 __all__ = [
+    "ALSO_SENT_BY",
+    "HELSINKI_GATEWAY_JOB",
+    "MAIN_PATH_HEALTHY",
+    "MonitoringView",
+    "PEER_ALERTMANAGER_JOB",
+    "PEER_PROMETHEUS_JOB",
+    "PEER_JOBS",
+    "POSTHOG_SELECTOR",
+    "ROUTING_WATCHER_STALE_SECONDS",
+    "main_view",
+    "second_monitoring_server",
+    "second_view",
+    "view_of",
     "ALERTMANAGER_CREDENTIALS",
     "ALERTMANAGER_PLACEHOLDERS",
     "ALERTMANAGER_PORT",
@@ -270,34 +296,40 @@ def monitoring_files(
     paths: MonitoringPaths = DEFAULT_PATHS,
     endpoints: Endpoints | None = None,
     target_address: TargetAddress = _default_address,
+    view: MonitoringView | None = None,
 ) -> dict[str, str]:
-    """Every non-secret file of the monitoring server, keyed by absolute path.
+    """Every non-secret file of one monitoring server (`view`; default: the main path in
+    Helsinki), keyed by absolute path. The second path runs Prometheus and Alertmanager only.
 
     `paths` relocates the whole tree (tests); `endpoints` the listen addresses (default: the
     monitoring server's private address); `target_address(server, port)` the scrape addresses
     (default: the server's private address)."""
-    endpoints = endpoints or Endpoints.of(monitoring_server(inventory))
+    view = view or main_view(inventory)
+    endpoints = endpoints or Endpoints.of(view.server)
     files: dict[str, str] = {
-        paths.prometheus_config: prometheus_config(inventory, paths, endpoints),
+        paths.prometheus_config: prometheus_config(inventory, paths, endpoints, view, target_address),
         paths.prometheus_defaults: _defaults_file(
             prometheus_args(paths, endpoints), "Prometheus: 30-day retention is a command-line flag."
         ),
-        paths.alertmanager_config: alertmanager_config(settings, paths),
+        paths.alertmanager_config: alertmanager_config(settings, paths, view),
         paths.alertmanager_defaults: _defaults_file(
             alertmanager_args(paths, endpoints),
             "Alertmanager reads the runtime copy that alertmanager-config writes at start.",
         ),
         **alertmanager_assembler(paths),
         paths.alertmanager_dropin: alertmanager_dropin(paths),
-        paths.grafana_ini: grafana_ini(paths, endpoints),
-        f"{paths.grafana_provisioning}/datasources/unde.yaml": grafana_datasources(endpoints),
-        f"{paths.grafana_provisioning}/dashboards/unde.yaml": grafana_dashboard_provider(paths),
-        f"{paths.grafana_dashboards}/overview.json": grafana_dashboard(),
-        paths.grafana_dropin: grafana_dropin(paths),
     }
-    for job, groups in file_sd_targets(inventory, target_address=target_address).items():
+    if view.main:
+        files.update({
+            paths.grafana_ini: grafana_ini(paths, endpoints),
+            f"{paths.grafana_provisioning}/datasources/unde.yaml": grafana_datasources(endpoints),
+            f"{paths.grafana_provisioning}/dashboards/unde.yaml": grafana_dashboard_provider(paths),
+            f"{paths.grafana_dashboards}/overview.json": grafana_dashboard(),
+            paths.grafana_dropin: grafana_dropin(paths),
+        })
+    for job, groups in file_sd_targets(inventory, target_address=target_address, view=view).items():
         files[f"{paths.file_sd_dir}/{job}.json"] = json.dumps(groups, indent=2) + "\n"
-    for name, text in rule_files(inventory).items():
+    for name, text in rule_files(inventory, view).items():
         files[f"{paths.rules_dir}/{name}"] = text
     return files
 
@@ -306,13 +338,14 @@ GRAFANA_KEYRING = "/etc/apt/keyrings/grafana.gpg"
 MONITORING_SERVICES = ("prometheus", "prometheus-alertmanager", "grafana-server")
 
 
-def monitoring_setup(paths: MonitoringPaths = DEFAULT_PATHS) -> SetupStep:
+def monitoring_setup(paths: MonitoringPaths = DEFAULT_PATHS, grafana: bool = True) -> SetupStep:
     """files/monitoring_setup.sh: Debian's Prometheus and Alertmanager, Grafana from its own apt
-    repository, prometheus.yml checked by promtool before anything reloads."""
+    repository (the main path only), prometheus.yml checked by promtool before anything reloads."""
+    services = MONITORING_SERVICES if grafana else tuple(s for s in MONITORING_SERVICES if s != "grafana-server")
     return SetupStep("/usr/local/lib/unde/monitoring-setup", "monitoring_setup.sh", {
-        "GRAFANA_KEY_URL": "https://apt.grafana.com/gpg.key", "GRAFANA_KEYRING": GRAFANA_KEYRING,
-        "GRAFANA_SOURCE": f"deb [signed-by={GRAFANA_KEYRING}] https://apt.grafana.com stable main",
-        "PROMETHEUS_CONFIG": paths.prometheus_config, "SERVICES": " ".join(MONITORING_SERVICES),
+        "GRAFANA_KEY_URL": "https://apt.grafana.com/gpg.key" if grafana else "", "GRAFANA_KEYRING": GRAFANA_KEYRING,
+        "GRAFANA_SOURCE": f"deb [signed-by={GRAFANA_KEYRING}] https://apt.grafana.com stable main" if grafana else "",
+        "PROMETHEUS_CONFIG": paths.prometheus_config, "SERVICES": " ".join(services),
     })
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from ...files import python_script
 from ..cloud_init import dump_yaml
-from .common import ALERTMANAGER_UNIT, AlertingSettings, Endpoints, MonitoringPaths, _credential_lines
+from .common import ALERTMANAGER_UNIT, AlertingSettings, Endpoints, MonitoringPaths, MonitoringView, _credential_lines
 from .metrics import HEARTBEAT_REPEAT_INTERVAL
+from .rules import ALSO_SENT_BY, MAIN_PATH_HEALTHY
 
 # Which service gets which secret (name of the credential -> name of the secret file).
 ALERTMANAGER_CREDENTIALS = {
@@ -25,10 +26,45 @@ ALERTMANAGER_PLACEHOLDERS = {
 }
 
 
-def alertmanager_config(settings: AlertingSettings, paths: MonitoringPaths) -> str:
+def alertmanager_config(settings: AlertingSettings, paths: MonitoringPaths, view: MonitoringView | None = None) -> str:
     """alertmanager.yml without any secret: Slack's URL is a file, the Telegram token and the
-    heartbeat URL are placeholders that `alertmanager-config` replaces at service start."""
+    heartbeat URL are placeholders that `alertmanager-config` replaces at service start.
+
+    Both monitoring servers send to the same team receivers, each its Watchdog to its own
+    heartbeat URL. The second path's Alertmanager keeps its copies of the main path's alerts
+    quiet while the main path answers (MainAlertPathHealthy fires): the team hears each alert
+    once, from Helsinki, and from the local site only when Helsinki cannot tell them."""
     slack_url_file = paths.credential(ALERTMANAGER_UNIT, "slack_webhook_url")
+    routes: list[dict[str, object]] = [
+        {
+            "matchers": ['alertname = "Watchdog"'],
+            "receiver": "heartbeat",
+            "group_wait": "0s",
+            "group_interval": HEARTBEAT_REPEAT_INTERVAL,
+            "repeat_interval": HEARTBEAT_REPEAT_INTERVAL,
+        }
+    ]
+    inhibit_rules: list[dict[str, object]] = [
+        # A server that is down explains every other alert about it.
+        {
+            "source_matchers": ['alertname = "ServerDown"'],
+            "target_matchers": ['alertname != "ServerDown"'],
+            "equal": ["server"],
+        },
+        {
+            "source_matchers": ['severity = "critical"'],
+            "target_matchers": ['severity = "warning"'],
+            "equal": ["alertname", "server"],
+        },
+    ]
+    receivers: list[dict[str, object]] = []
+    if view is not None and not view.main:
+        routes.append({"matchers": [f'alertname = "{MAIN_PATH_HEALTHY}"'], "receiver": "silent"})
+        inhibit_rules.append({
+            "source_matchers": [f'alertname = "{MAIN_PATH_HEALTHY}"'],
+            "target_matchers": [f'{ALSO_SENT_BY} =~ ".+"'],
+        })
+        receivers.append({"name": "silent"})  # no integration: an inhibition source only
     config = {
         "route": {
             "receiver": "team",
@@ -36,29 +72,9 @@ def alertmanager_config(settings: AlertingSettings, paths: MonitoringPaths) -> s
             "group_wait": "30s",
             "group_interval": "5m",
             "repeat_interval": "4h",
-            "routes": [
-                {
-                    "matchers": ['alertname = "Watchdog"'],
-                    "receiver": "heartbeat",
-                    "group_wait": "0s",
-                    "group_interval": HEARTBEAT_REPEAT_INTERVAL,
-                    "repeat_interval": HEARTBEAT_REPEAT_INTERVAL,
-                }
-            ],
+            "routes": routes,
         },
-        "inhibit_rules": [
-            # A server that is down explains every other alert about it.
-            {
-                "source_matchers": ['alertname = "ServerDown"'],
-                "target_matchers": ['alertname != "ServerDown"'],
-                "equal": ["server"],
-            },
-            {
-                "source_matchers": ['severity = "critical"'],
-                "target_matchers": ['severity = "warning"'],
-                "equal": ["alertname", "server"],
-            },
-        ],
+        "inhibit_rules": inhibit_rules,
         "receivers": [
             {
                 "name": "team",
@@ -78,6 +94,7 @@ def alertmanager_config(settings: AlertingSettings, paths: MonitoringPaths) -> s
                 "name": "heartbeat",
                 "webhook_configs": [{"url": ALERTMANAGER_PLACEHOLDERS["heartbeat_url"], "send_resolved": False}],
             },
+            *receivers,
         ],
     }
     return dump_yaml(config)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from ...model import Inventory, Server
+from ...model import MONITORING_TASK, SECOND_MONITORING_TASK, Inventory, Server
 from ..cloud_init import SECRETS_DIR
 
 # --------------------------------------------------------------------------------------------
@@ -45,19 +45,23 @@ class AlertingSettings:
 class MonitoringSecrets:
     """Secret values; `repr` hides them so that they never reach a log or a test report."""
 
-    grafana_admin_password: str = field(repr=False)
+    # None on the second alert path, which runs no Grafana.
+    grafana_admin_password: str | None = field(repr=False)
     telegram_bot_token: str = field(repr=False)
     slack_webhook_url: str = field(repr=False)
     # A dead man's switch service (e.g. a healthchecks.io ping URL): capability URLs are secrets.
+    # Each monitoring server has its own, so the service tells which one went quiet.
     heartbeat_url: str = field(repr=False)
 
     def values(self) -> dict[str, str]:
-        return {
-            "grafana_admin_password": self.grafana_admin_password,
+        values = {
             "telegram_bot_token": self.telegram_bot_token,
             "slack_webhook_url": self.slack_webhook_url,
             "heartbeat_url": self.heartbeat_url,
         }
+        if self.grafana_admin_password is not None:
+            values = {"grafana_admin_password": self.grafana_admin_password, **values}
+        return values
 
 
 ALERTMANAGER_UNIT = "prometheus-alertmanager.service"
@@ -177,7 +181,51 @@ class Endpoints:
 
 
 def monitoring_server(inventory: Inventory) -> Server:
-    return next(s for s in inventory.servers.values() if s.task == "monitoring")
+    return next(s for s in inventory.servers.values() if s.task == MONITORING_TASK)
+
+
+def second_monitoring_server(inventory: Inventory) -> Server | None:
+    return next((s for s in inventory.servers.values() if s.task == SECOND_MONITORING_TASK), None)
+
+
+@dataclass(frozen=True)
+class MonitoringView:
+    """What one monitoring server watches and what it alerts on.
+
+    The main path (SPEC's monitoring server in Helsinki) scrapes every server of both sites and
+    evaluates every alert. The second path (the local site's small monitoring server) scrapes
+    the local site and, over the tunnels, Helsinki's gateway and the main path's Prometheus and
+    Alertmanager: it evaluates the alerts that the local site's own series decide, and sends
+    them only while the main path cannot (an inhibition, see alertmanager.py). Each scrapes the
+    other and alerts when the other is down; each has its own Watchdog for its own heartbeat."""
+
+    server: Server
+    sites: frozenset[str]  # whose servers it scrapes
+    peer: Server | None  # the other monitoring server
+    main: bool
+
+    @property
+    def external_label(self) -> str:
+        return "unde" if self.main else "unde-local"
+
+
+def main_view(inventory: Inventory) -> MonitoringView:
+    return MonitoringView(monitoring_server(inventory), frozenset(inventory.sites),
+                          second_monitoring_server(inventory), main=True)
+
+
+def second_view(inventory: Inventory) -> MonitoringView | None:
+    server = second_monitoring_server(inventory)
+    if server is None:
+        return None
+    return MonitoringView(server, frozenset({server.site}), monitoring_server(inventory), main=False)
+
+
+def view_of(inventory: Inventory, server: Server) -> MonitoringView:
+    view = main_view(inventory) if server.task == MONITORING_TASK else second_view(inventory)
+    if view is None or view.server.name != server.name:
+        raise ValueError(f"{server.name} is no monitoring server")
+    return view
 
 
 def _credential_lines(credentials: Mapping[str, str], paths: MonitoringPaths) -> list[str]:

@@ -9,17 +9,23 @@ from dataclasses import dataclass
 from ...model import Inventory, Server
 from ..cloud_init import NODE_EXPORTER_PORT, dump_yaml
 from .common import (
+    ALERTMANAGER_PORT,
     APP_METRICS_PORT,
     APP_METRICS_TASKS,
     ETCD_METRICS_PORT,
     PATRONI_REST_PORT,
     POSTGRES_EXPORTER_PORT,
+    PROMETHEUS_PORT,
     REDIS_EXPORTER_PORT,
     Endpoints,
     MonitoringPaths,
-    monitoring_server,
+    MonitoringView,
+    main_view,
 )
-from .rules import RULE_FILES
+
+# The jobs each Prometheus has for the other monitoring server (and the second path for
+# Helsinki's reachability) are static targets, not file_sd: they change only with the topology.
+from .rules import HELSINKI_GATEWAY_JOB, PEER_ALERTMANAGER_JOB, PEER_PROMETHEUS_JOB, RULE_FILES
 
 SCRAPE_INTERVAL = "15s"  # SPEC
 RETENTION = "30d"  # SPEC: Prometheus 30-day retention
@@ -65,15 +71,19 @@ def target_labels(server: Server) -> dict[str, str]:
     return {"server": server.name, "site": server.site, "task": server.task, "shard": server.labels.get("shard", "")}
 
 
+
+
 def file_sd_targets(
-    inventory: Inventory, *, target_address: TargetAddress = _default_address
+    inventory: Inventory, *, target_address: TargetAddress = _default_address, view: MonitoringView | None = None
 ) -> dict[str, list[dict[str, object]]]:
-    """Job name -> file_sd target groups (one group per server, so each carries its labels)."""
+    """Job name -> file_sd target groups (one group per server, so each carries its labels): the
+    servers of the sites `view` watches (default: the main path, every site)."""
+    view = view or main_view(inventory)
     jobs: dict[str, list[dict[str, object]]] = {}
     for job in SCRAPE_JOBS:
         groups: list[dict[str, object]] = []
         for server in sorted(inventory.servers.values(), key=lambda s: s.name):
-            if job.selects(server, inventory):
+            if server.site in view.sites and job.selects(server, inventory):
                 labels = {k: v for k, v in target_labels(server).items() if v}
                 groups.append({"targets": [target_address(server, job.port)], "labels": labels})
         jobs[job.name] = groups
@@ -84,8 +94,17 @@ def file_sd_targets(
 # Prometheus
 
 
-def prometheus_config(inventory: Inventory, paths: MonitoringPaths, endpoints: Endpoints) -> str:
-    monitoring = {k: v for k, v in target_labels(monitoring_server(inventory)).items() if v}
+def _labels(server: Server) -> dict[str, str]:
+    return {k: v for k, v in target_labels(server).items() if v}
+
+
+def prometheus_config(inventory: Inventory, paths: MonitoringPaths, endpoints: Endpoints,
+                      view: MonitoringView | None = None, target_address: TargetAddress = _default_address) -> str:
+    """prometheus.yml of the monitoring server `view` names (default: the main path). The jobs
+    of the other monitoring server, and on the second path of helsinki-gw, are static targets
+    at `target_address`."""
+    view = view or main_view(inventory)
+    monitoring = _labels(view.server)
     # Instance = server name: alerts and dashboards read "local-shard-0", not "10.2.0.10:9187".
     instance_from_server = [{"source_labels": ["server"], "target_label": "instance"}]
     scrape_configs: list[dict[str, object]] = [
@@ -107,11 +126,26 @@ def prometheus_config(inventory: Inventory, paths: MonitoringPaths, endpoints: E
                 "relabel_configs": instance_from_server,
             }
         )
+    static: list[tuple[str, Server, int]] = []
+    if view.peer is not None:
+        static += [(PEER_PROMETHEUS_JOB, view.peer, PROMETHEUS_PORT), (PEER_ALERTMANAGER_JOB, view.peer, ALERTMANAGER_PORT)]
+    if not view.main:
+        # Helsinki's reachability from the local site: its gateway, through the tunnels.
+        static.append((HELSINKI_GATEWAY_JOB, inventory.gateway, NODE_EXPORTER_PORT))
+    for name, server, port in static:
+        scrape_configs.append(
+            {
+                "job_name": name,
+                "static_configs": [{"targets": [target_address(server, port)], "labels": _labels(server)}],
+                "relabel_configs": instance_from_server,
+            }
+        )
     config = {
         "global": {
             "scrape_interval": SCRAPE_INTERVAL,
             "evaluation_interval": SCRAPE_INTERVAL,
-            "external_labels": {"monitor": "unde"},
+            # On every alert it sends: which monitoring server saw it.
+            "external_labels": {"monitor": view.external_label},
         },
         "rule_files": [f"{paths.rules_dir}/{name}" for name in RULE_FILES],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [endpoints.alertmanager]}]}]},

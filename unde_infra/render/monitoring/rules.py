@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ...model import LOCAL, Inventory
+from ...model import LOCAL, SHARD_REPLICA_TASK, SHARD_TASK, Inventory
+from ..app_secrets import MEK_PRESENCE_METRIC, MEK_TASKS
 from ..cloud_init import dump_yaml
 from ..pgbackrest import INFO_SUCCESS_METRIC, LAST_BACKUP_METRIC, REPO_SIZE_METRIC
-from .common import APP_METRICS_PORT
+from ..shard_routing import TEXTFILE_NAME as ROUTING_TEXTFILE
+from .common import APP_METRICS_PORT, MonitoringView, main_view
 from .metrics import (
     APP_METRIC_ABSENT_FOR,
     BACKUP_REPO_SIZE_ALERT_BYTES,
@@ -64,14 +66,26 @@ class Alert:
     summary: str
     description: str
     for_: str = "0s"
+    # Needs series from both sites (the replicas, every etcd member, Helsinki's servers): only the
+    # main path, which scrapes everything, can decide it.
+    main_only: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
 
     def rule(self) -> dict[str, object]:
         rule: dict[str, object] = {"alert": self.name, "expr": self.expr}
         if self.for_ != "0s":
             rule["for"] = self.for_
-        rule["labels"] = {"severity": self.severity}
+        rule["labels"] = {"severity": self.severity, **dict(self.labels)}
         rule["annotations"] = {"summary": self.summary, "description": self.description}
         return rule
+
+
+# The other monitoring server's jobs (prometheus.py) and the second path's probe of helsinki-gw:
+# their own alerts speak for them, not ExporterDown.
+PEER_PROMETHEUS_JOB, PEER_ALERTMANAGER_JOB, HELSINKI_GATEWAY_JOB = "peer-prometheus", "peer-alertmanager", "helsinki"
+PEER_JOBS = (PEER_PROMETHEUS_JOB, PEER_ALERTMANAGER_JOB, HELSINKI_GATEWAY_JOB)
+# The routing watcher writes its file every poll (1 s); a minute without it is a stopped watcher.
+ROUTING_WATCHER_STALE_SECONDS = 60
 
 
 def _fmt(value: float) -> str:
@@ -137,8 +151,8 @@ def _tunnel_collector_hosts_selector(inventory: Inventory) -> str:
     return " or ".join(selectors)
 
 
-def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
-    """Rule group name -> alerts. Thresholds come from the constants above."""
+def _site_alerts(inventory: Inventory) -> dict[str, list[Alert]]:
+    """Rule group name -> the alerts on what the sites' servers report."""
     lag_warn = REPLICATION_LAG_WARNING_BYTES
     collector_file = 'file=~"(.*/)?unde_vpn_tunnel.prom"'
     return {
@@ -160,7 +174,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
             ),
             Alert(
                 "ExporterDown",
-                'up{job!="node"} == 0',
+                f'up{{job!~"node|{"|".join(PEER_JOBS)}"}} == 0',
                 "warning",
                 "Exporter unreachable",
                 "{{ $labels.job }} on {{ $labels.server }} has not answered for 5 minutes.",
@@ -247,6 +261,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "{{ $labels.server }} (shard {{ $labels.shard }}) is close to the lag at which Patroni "
                 "refuses to promote it.",
                 "2m",
+                main_only=True,
             ),
             Alert(
                 "ReplicationLagAboveFailoverLimit",
@@ -255,6 +270,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "Replica lag above maximum_lag_on_failover: no automatic failover",
                 "Patroni would not promote {{ $labels.server }} (shard {{ $labels.shard }}) now.",
                 "2m",
+                main_only=True,
             ),
             Alert(
                 "WalArchiveFailing",
@@ -272,6 +288,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "Shard has no primary",
                 "No Patroni member of shard {{ $labels.shard }} holds the leader lock: writes fail.",
                 "1m",
+                main_only=True,
             ),
         ],
         "unde-backups": [
@@ -326,6 +343,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "etcd quorum lost",
                 "Fewer than a majority of etcd members answer: Patroni demotes every primary.",
                 "1m",
+                main_only=True,
             ),
             Alert(
                 "EtcdQuorumAtRisk",
@@ -335,6 +353,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "etcd one failure away from losing quorum",
                 "Only a bare majority of etcd members answers.",
                 "5m",
+                main_only=True,
             ),
             Alert(
                 "EtcdPeerRttHigh",
@@ -429,6 +448,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                     f"{metric} has not been scraped for {APP_METRIC_ABSENT_FOR}: {exporter}; the alerts on it are "
                     "blind.",
                     APP_METRIC_ABSENT_FOR,
+                    main_only=selector == POSTHOG_SELECTOR,
                 )
                 for name, metric, selector, exporter in APP_METRIC_CONTRACT
             ),
@@ -463,6 +483,7 @@ def alerts(inventory: Inventory) -> dict[str, list[Alert]]:
     }
 
 
+POSTHOG_SELECTOR = 'task="posthog"'
 # Each metric of the application contract (README, "Monitoring"): alert name stem, metric, the
 # selector that says where it must come from, and who exports it.
 APP_METRIC_CONTRACT = (
@@ -470,18 +491,145 @@ APP_METRIC_CONTRACT = (
      f"local-app and local-orchestrator export it on :{APP_METRICS_PORT}/metrics"),
     ("CatalogCacheHitRatio", CATALOG_CACHE_HIT_RATIO_METRIC, 'job="app"',
      f"local-orchestrator exports it on :{APP_METRICS_PORT}/metrics"),
-    ("PosthogEventsIngested", POSTHOG_EVENTS_INGESTED_METRIC, 'task="posthog"',
+    ("PosthogEventsIngested", POSTHOG_EVENTS_INGESTED_METRIC, POSTHOG_SELECTOR,
      f"the PostHog server's textfile collector ({POSTHOG_METRICS_UNIT}.timer) writes it"),
-    ("PosthogQueryLatencyP95", POSTHOG_QUERY_LATENCY_P95_METRIC, 'task="posthog"',
+    ("PosthogQueryLatencyP95", POSTHOG_QUERY_LATENCY_P95_METRIC, POSTHOG_SELECTOR,
      f"the PostHog server's textfile collector ({POSTHOG_METRICS_UNIT}.timer) writes it"),
 )
+
+def _own_alerts(inventory: Inventory) -> dict[str, list[Alert]]:
+    """What the shard nodes' own collectors report: the routing entry (files/shard_routing.py)
+    and the Master Encryption Key on every server that holds it."""
+    routing_file = f'file=~"(.*/)?{ROUTING_TEXTFILE}"'
+    routing_hosts = "|".join(sorted({SHARD_TASK, SHARD_REPLICA_TASK}))
+    key_holders = "|".join(sorted(MEK_TASKS))
+    return {
+        "unde-routing": [
+            Alert(
+                "ShardRoutingNotFollowing",
+                "unde_shard_routing_leader == 1 and on (server) unde_shard_routing_entry_ok == 0",
+                "warning",
+                "The shard's primary cannot point local-redis's routing entry at itself",
+                "{{ $labels.server }} is the primary of shard {{ $labels.shard }} but endpoint:shard{{ $labels.shard }} "
+                "in local-redis does not name it (local-redis unreachable, or a newer timeline holds the entry): "
+                "local clients try the other member first (README: Routing follows the primary).",
+                "2m",
+            ),
+            Alert(
+                "ShardRoutingWatcherDown",
+                f"time() - node_textfile_mtime_seconds{{{routing_file}}} > {ROUTING_WATCHER_STALE_SECONDS}"
+                f' or on (server) (up{{job="node", task=~"{routing_hosts}"}} == 1'
+                f" unless on (server) node_textfile_mtime_seconds{{{routing_file}}})",
+                "warning",
+                "The routing watcher does not run",
+                "unde-shard-routing on {{ $labels.server }} has not reported for a while: should this node become "
+                "the primary, local-redis's routing entry would not follow.",
+                "5m",
+            ),
+        ],
+        "unde-keys": [
+            Alert(
+                "MasterEncryptionKeyMissing",
+                f"{MEK_PRESENCE_METRIC} == 0"
+                f' or on (server) (up{{job="node", task=~"{key_holders}"}} == 1 unless on (server) {MEK_PRESENCE_METRIC})',
+                "critical",
+                "The Master Encryption Key is not in RAM",
+                "{{ $labels.server }} holds no Master Encryption Key (it lives on a tmpfs: after a reboot it must be "
+                "delivered again, `unde-infra ops redeliver-mek --server {{ $labels.server }}`), or does not report "
+                "it. On the standby orchestrator, a failover would find it unable to read user knowledge.",
+                "5m",
+            ),
+        ],
+    }
+
+
+def _peer_alerts(view: MonitoringView) -> list[Alert]:
+    if view.peer is None:
+        return []
+    if view.main:
+        why = ("the local site's second alert path is blind; while Helsinki is down, nobody would be told "
+               "(its own heartbeat check says the same)")
+    else:
+        why = "this server is the only alert path now"
+    return [
+        Alert(
+            "PeerMonitoringDown",
+            f'up{{job="{PEER_PROMETHEUS_JOB}"}} == 0',
+            "critical",
+            "The other monitoring server's Prometheus is down",
+            "Prometheus on {{ $labels.server }} has not answered for 5 minutes: " + why + ".",
+            "5m",
+        ),
+        Alert(
+            "PeerAlertmanagerDown",
+            f'up{{job="{PEER_ALERTMANAGER_JOB}"}} == 0',
+            "warning",
+            "The other monitoring server's Alertmanager is down",
+            "Alertmanager on {{ $labels.server }} has not answered for 5 minutes: " + why + ".",
+            "5m",
+        ),
+    ]
+
+
+# The second path's own alert that, while it fires, keeps its duplicates of the main path's
+# alerts quiet (alertmanager.py: the inhibition). Never notified.
+MAIN_PATH_HEALTHY = "MainAlertPathHealthy"
+# Put on every alert the second path evaluates that the main path evaluates too.
+ALSO_SENT_BY = "also_sent_by"
+
+
+def _second_path_alerts(inventory: Inventory, view: MonitoringView) -> list[Alert]:
+    peer = view.peer.name if view.peer else "Helsinki"
+    return [
+        Alert(
+            "HelsinkiUnreachable",
+            'max(up{site="helsinki"}) == 0',
+            "critical",
+            "Helsinki is unreachable from the local site",
+            f"Neither {inventory.gateway.name} nor Prometheus and Alertmanager on {peer} have answered over the "
+            "tunnels for 2 minutes: Helsinki is down or the link between the sites is cut (SPEC scenario 3). "
+            "The local site keeps serving; replicas and backups pause and WAL accumulates on every primary "
+            f"(WalAccumulation above {_gib(WAL_ACCUMULATION_ALERT_BYTES)}); this server now sends every alert "
+            "about the local site.",
+            "2m",
+        ),
+        Alert(
+            MAIN_PATH_HEALTHY,
+            # Both answer, and the Alertmanager's notifications do not fail (Telegram and Slack
+            # unreachable from Helsinki would silence both paths otherwise).
+            f'min(up{{job=~"{PEER_PROMETHEUS_JOB}|{PEER_ALERTMANAGER_JOB}"}}) == 1'
+            f' unless on () sum(increase(alertmanager_notifications_failed_total{{job="{PEER_ALERTMANAGER_JOB}"}}[10m]))'
+            " > 0",
+            "none",
+            f"{peer}'s Prometheus and Alertmanager answer and deliver: they send the local site's alerts",
+            "Inhibits this server's copies of the alerts the main path sends (never notified).",
+        ),
+    ]
+
+
+def alerts(inventory: Inventory, view: MonitoringView | None = None) -> dict[str, list[Alert]]:
+    """Rule group name -> alerts of one monitoring server (default: the main path). Thresholds
+    come from the constants above. The second path keeps the alerts the local site's own series
+    decide, each marked as one the main path sends too, plus its own."""
+    view = view or main_view(inventory)
+    groups = {**_site_alerts(inventory), **_own_alerts(inventory)}
+    if view.main:
+        return {**groups, **({"unde-peer": _peer_alerts(view)} if view.peer else {})}
+    also = ((ALSO_SENT_BY, view.peer.name if view.peer else ""),)
+    shared: dict[str, list[Alert]] = {}
+    for name, group in groups.items():
+        kept = [a if a.name == "Watchdog" else replace(a, labels=a.labels + also) for a in group if not a.main_only]
+        if kept and name != "unde-posthog":
+            shared[name] = kept
+    return {**shared, "unde-peer": _peer_alerts(view), "unde-second-path": _second_path_alerts(inventory, view)}
+
 
 RULE_FILES = ("unde-recording.yml", "unde-alerts.yml")
 
 
-def rule_files(inventory: Inventory) -> dict[str, str]:
-    """Rule file name -> content (Prometheus rule-file YAML)."""
-    groups = [{"name": name, "rules": [a.rule() for a in group]} for name, group in alerts(inventory).items()]
+def rule_files(inventory: Inventory, view: MonitoringView | None = None) -> dict[str, str]:
+    """Rule file name -> content (Prometheus rule-file YAML) of one monitoring server."""
+    groups = [{"name": name, "rules": [a.rule() for a in group]} for name, group in alerts(inventory, view).items()]
     return {
         RULE_FILES[0]: dump_yaml({"groups": recording_rules()}),
         RULE_FILES[1]: dump_yaml({"groups": groups}),
