@@ -92,11 +92,11 @@ def test_the_standby_orchestrator_gets_the_key_and_the_replicas(run_stack) -> No
     credentials = files["/etc/unde/secrets/shard-credentials.env"]
     # Its own site's member first (the replica, the primary once the local site is down), the
     # writable one chosen by libpq; the local orchestrator's list is the other way round.
-    assert "SHARD0_HOST='10.1.2.10,10.2.0.10'" in credentials and "SHARD1_HOST='10.1.2.11,10.2.0.129'" in credentials
-    assert "SHARD0_TARGET_SESSION_ATTRS='read-write'" in credentials
+    assert "SHARD0_HOST=10.1.2.10,10.2.0.10\n" in credentials and "SHARD1_HOST=10.1.2.11,10.2.0.129\n" in credentials
+    assert "SHARD0_TARGET_SESSION_ATTRS=read-write\n" in credentials
     local = result.artifacts["local-orchestrator"]["/etc/unde/secrets/shard-credentials.env"]
-    assert "SHARD0_HOST='10.2.0.10,10.1.2.10'" in local and "SHARD1_HOST='10.2.0.129,10.1.2.11'" in local
-    assert "SHARD0_USER='orchestrator'" in credentials
+    assert "SHARD0_HOST=10.2.0.10,10.1.2.10\n" in local and "SHARD1_HOST=10.2.0.129,10.1.2.11\n" in local
+    assert "SHARD0_USER=orchestrator\n" in credentials
     assert files["/run/unde/secrets/master-encryption-key"] == result.artifacts["local-orchestrator"][
         "/run/unde/secrets/master-encryption-key"]
     mek = records_of(result, COMMAND)["standby-orchestrator:/run/unde/secrets/master-encryption-key"]
