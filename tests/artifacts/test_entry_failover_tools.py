@@ -50,8 +50,9 @@ def test_rendered_parameters_pass_the_scripts_own_check(placement: str, tmp_path
     files = rendered(DECIDER, placement)
     script = tmp_path / "entry-failover"
     script.write_text(files[entry_failover.SCRIPT_PATH])
-    # The Cloud API client it imports, delivered beside it.
+    # The Cloud API client and the support module it imports, delivered beside it.
     (tmp_path / "hcloud_dns.py").write_text(files[entry_failover.DNS_CLIENT_PATH])
+    (tmp_path / "script_support.py").write_text(files[entry_failover.SUPPORT_PATH])
     assert files[entry_failover.SCRIPT_PATH] == (
         Path(entry_failover.__file__).parent.parent / "files" / "entry_failover.py").read_text()
     config = tmp_path / "entry-failover.json"
@@ -79,6 +80,7 @@ def test_observer_runs_from_its_rendered_files_and_serves_its_verdict(tmp_path: 
     (tmp_path / "entry-failover.json").write_text(json.dumps(config))
     (tmp_path / "entry-failover").write_text(files[entry_failover.SCRIPT_PATH])
     (tmp_path / "hcloud_dns.py").write_text(files[entry_failover.DNS_CLIENT_PATH])
+    (tmp_path / "script_support.py").write_text(files[entry_failover.SUPPORT_PATH])
     host, port = config["listen"].rsplit(":", 1)
     assert host == str(load_topology().server("etcd-witness").ip)
     with namespace([host]) as netns:

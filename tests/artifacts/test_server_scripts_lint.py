@@ -17,7 +17,7 @@ FILES = Path(__file__).resolve().parents[2] / "unde_infra" / "files"
 SHELL = sorted(FILES.glob("*.sh"))
 PYTHON = sorted(p for p in FILES.glob("*.py") if p.name != "__init__.py")
 # Modules that scripts share: delivered beside the scripts that import them, never run themselves.
-SHARED = {"hcloud_dns.py"}
+SHARED = {"hcloud_dns.py", "script_support.py"}
 
 
 def test_there_are_scripts_to_check() -> None:

@@ -170,7 +170,7 @@ def test_certbot_gets_the_standby_certificate_by_dns_01_through_the_rendered_hoo
         tools.mkdir()
         rendered = entry_failover.watcher_files(entry_failover.DECIDER, standby, inventory, DNS, "198.51.100.10",
                                                 "203.0.113.20")
-        for path in (entry_failover.ACME_HOOK_PATH, entry_failover.DNS_CLIENT_PATH):
+        for path in (entry_failover.ACME_HOOK_PATH, entry_failover.DNS_CLIENT_PATH, entry_failover.SUPPORT_PATH):
             (tools / Path(path).name).write_text(rendered[path])
         settings = json.loads(rendered[f"{entry_failover.ACME_HOOK_PATH}.json"])
         token = tmp_path / "dns-api-token"

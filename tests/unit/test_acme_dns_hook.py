@@ -142,7 +142,7 @@ def test_certbot_runs_it_from_its_rendered_files(zone: FakeZone, inventory: Inve
     assert settings["api"]["endpoint"] == "https://api.hetzner.cloud/v1"
     tools = tmp_path / "tools"
     tools.mkdir()
-    for path in (entry_failover.ACME_HOOK_PATH, entry_failover.DNS_CLIENT_PATH):
+    for path in (entry_failover.ACME_HOOK_PATH, entry_failover.DNS_CLIENT_PATH, entry_failover.SUPPORT_PATH):
         (tools / Path(path).name).write_text(files[path])
     token = tmp_path / "dns-api-token"
     token.write_text(TOKEN + "\n")

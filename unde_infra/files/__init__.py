@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 _SHELL_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# What the Python programs on servers share (parameters, secrets, redacted logs): delivered
+# beside each program that imports it.
+SUPPORT_MODULE = "script_support.py"
 
 
 def source(name: str) -> str:

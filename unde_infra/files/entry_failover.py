@@ -47,10 +47,18 @@ from typing import Any
 # The Cloud API client and the logging that cannot leak its token, shared with the DNS-01 hook.
 try:  # a module of unde_infra.files: the tests and the linters
     from . import hcloud_dns
-    from .hcloud_dns import ApiError, Redactor
-except ImportError:  # the script on a server: hcloud_dns.py is delivered beside it (sys.path[0])
+    from .hcloud_dns import ApiError
+    from .script_support import ConfigError, Redactor, Settings, load_json, read_secret
+except ImportError:  # the script on a server: hcloud_dns.py and script_support.py lie beside it (sys.path[0])
     import hcloud_dns  # type: ignore[import-not-found,no-redef]
-    from hcloud_dns import ApiError, Redactor  # type: ignore[import-not-found,no-redef]
+    from hcloud_dns import ApiError  # type: ignore[import-not-found,no-redef]
+    from script_support import (  # type: ignore[import-not-found,no-redef]
+        ConfigError,
+        Redactor,
+        Settings,
+        load_json,
+        read_secret,
+    )
 LOCAL, STANDBY, OTHER, UNKNOWN = "local", "standby", "other", "unknown"
 DECIDER, OBSERVER = "decider", "observer"
 TOKEN_CREDENTIAL = "dns-api-token"
@@ -187,30 +195,10 @@ class Config:
     textfile: str | None
 
 
-class ConfigError(Exception):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 def parse_config(data: Any, source: str = "config") -> Config:
     """Every problem at once, one per line as `path: message`."""
-    problems: list[str] = []
-
-    def get(path: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
-        node: Any = data
-        for part in path.split("."):
-            if not isinstance(node, dict) or part not in node:
-                if required:
-                    problems.append(f"{source}: {path}: required")
-                return None
-            node = node[part]
-        if node is None and not required:
-            return None
-        if isinstance(node, bool) and kind is not bool or not isinstance(node, kind):
-            problems.append(f"{source}: {path}: expected {getattr(kind, '__name__', kind)}, got {node!r}")
-            return None
-        return node
+    settings = Settings(data, source)
+    get, problems = settings.get, settings.problems
 
     role = get("role", str)
     if role not in (DECIDER, OBSERVER, None):
@@ -276,30 +264,12 @@ def parse_config(data: Any, source: str = "config") -> Config:
 
 
 def load_config(path: str) -> Config:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError([f"{path}: line {exc.lineno}: not JSON: {exc.msg}"]) from exc
-    return parse_config(data, path)
+    return parse_config(load_json(path), path)
 
 
 def read_token(config: Config) -> str:
     """systemd's LoadCredential= copy when the unit runs us, else the configured root-only file."""
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    path = os.path.join(directory, TOKEN_CREDENTIAL) if directory else config.token_file
-    if not path:
-        raise ConfigError(["api.token_file: no token file and no systemd credential"])
-    try:
-        with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the API token: {exc.strerror or exc}"]) from exc
-    if not token:
-        raise ConfigError([f"{path}: the API token file is empty"])
-    return token
+    return read_secret(TOKEN_CREDENTIAL, config.token_file, "api.token_file", "API token")
 
 
 # ---------------------------------------------------------------------------------------------

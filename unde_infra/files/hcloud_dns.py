@@ -13,7 +13,6 @@ retried with growing pauses while mistakes (401, 404, 422) are not.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -22,29 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+try:  # the package in the tests; on a server the files lie beside each other (sys.path[0])
+    from .script_support import Redactor
+except ImportError:
+    from script_support import Redactor  # type: ignore[import-not-found,no-redef]
+
+__all__ = ["ApiError", "ApiSettings", "Redactor", "ZoneApi"]
+
 # Hetzner answers these with a temporary error: retry them (rate_limit_exceeded, conflict,
 # locked, and the 5xx family); every other 4xx is a mistake a retry does not mend.
 RETRY_STATUSES = frozenset({409, 423, 429, 500, 502, 503, 504})
-
-
-class Redactor:
-    """Logging that cannot leak a secret: every line passes through `clean`."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.secrets: list[str] = []
-        self.stream = stream
-
-    def add(self, secret: str) -> None:
-        if secret:
-            self.secrets.append(secret)
-
-    def clean(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-    def __call__(self, message: str) -> None:
-        print(self.clean(message), file=self.stream or sys.stderr, flush=True)
 
 
 class ApiError(Exception):

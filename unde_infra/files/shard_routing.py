@@ -38,6 +38,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+try:  # the package in the tests; on a server script_support.py lies beside this file (sys.path[0])
+    from .script_support import ConfigError, Redactor, Settings, load_json, read_secret
+except ImportError:
+    from script_support import (  # type: ignore[import-not-found,no-redef]
+        ConfigError,
+        Redactor,
+        Settings,
+        load_json,
+        read_secret,
+    )
+
 PASSWORD_CREDENTIAL = "redis-password"
 EXIT_BAD_CONFIG = 2
 USER_AGENT = "unde-shard-routing/1"
@@ -89,30 +100,10 @@ class Config:
     textfile: str | None
 
 
-class ConfigError(Exception):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 def parse_config(data: Any, source: str = "config") -> Config:
     """Every problem at once, one per line as `path: message`."""
-    problems: list[str] = []
-
-    def get(path: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
-        node: Any = data
-        for part in path.split("."):
-            if not isinstance(node, dict) or part not in node:
-                if required:
-                    problems.append(f"{source}: {path}: required")
-                return None
-            node = node[part]
-        if node is None and not required:
-            return None
-        if isinstance(node, bool) or not isinstance(node, kind):
-            problems.append(f"{source}: {path}: expected {getattr(kind, '__name__', 'a number')}, got {node!r}")
-            return None
-        return node
+    settings = Settings(data, source)
+    get, problems = settings.get, settings.problems
 
     number = (int, float)
     text = {key: get(key, str) for key in ("scope", "member", "key", "endpoint.host", "patroni.url", "redis.host",
@@ -147,30 +138,13 @@ def parse_config(data: Any, source: str = "config") -> Config:
 
 
 def load_config(path: str) -> Config:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError([f"{path}: line {exc.lineno}: not JSON: {exc.msg}"]) from exc
-    return parse_config(data, path)
+    return parse_config(load_json(path), path)
 
 
 def read_password(config: Config) -> str:
     """systemd's LoadCredential= copy when the unit runs us, else the configured root-only file."""
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    path = os.path.join(directory, PASSWORD_CREDENTIAL) if directory else config.password_file
-    if not path:
-        raise ConfigError(["redis.password_file: no password file and no systemd credential"])
-    try:
-        with open(path, encoding="utf-8") as handle:
-            password = handle.read().strip()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the Redis password: {exc.strerror or exc}"]) from exc
-    if not password or any(c.isspace() for c in password):
-        raise ConfigError([f"{path}: the Redis password must be one word"])
-    return password
+    return read_secret(PASSWORD_CREDENTIAL, config.password_file, "redis.password_file", "Redis password",
+                       one_word=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,24 +229,6 @@ def write_entry(config: Config, password: str, timeline: int, now: float) -> tup
 
 # ---------------------------------------------------------------------------------------------
 # The watcher
-
-
-class Redactor:
-    def __init__(self, stream: Any = None) -> None:
-        self.secrets: list[str] = []
-        self.stream = stream
-
-    def add(self, secret: str) -> None:
-        if secret:
-            self.secrets.append(secret)
-
-    def clean(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-    def __call__(self, message: str) -> None:
-        print(self.clean(message), file=self.stream or sys.stderr, flush=True)
 
 
 class Watcher:

@@ -26,6 +26,8 @@ TOOLS_DIR = "/usr/local/lib/unde"
 SCRIPT_PATH = f"{TOOLS_DIR}/entry-failover"
 # The Cloud API client the watcher and the DNS-01 hook share (files/hcloud_dns.py), beside them.
 DNS_CLIENT_PATH = f"{TOOLS_DIR}/hcloud_dns.py"
+# What both share with the other Python programs on servers (files/script_support.py), beside them.
+SUPPORT_PATH = f"{TOOLS_DIR}/{files.SUPPORT_MODULE}"
 # certbot's manual DNS-01 hooks for the entry's certificate on the standby entry (the decider's
 # server): they use the decider's token, which is why they are delivered with it.
 ACME_HOOK_PATH = f"{TOOLS_DIR}/acme-dns-hook"
@@ -166,6 +168,7 @@ def watcher_files(role: str, server: Server, inventory: Inventory, dns: EntryDns
     rendered = {
         SCRIPT_PATH: files.source("entry_failover.py"),
         DNS_CLIENT_PATH: files.source("hcloud_dns.py"),
+        SUPPORT_PATH: files.source(files.SUPPORT_MODULE),
         CONFIG_PATH: json.dumps(config, indent=2) + "\n",
         UNIT_PATH: watcher_unit(role),
     }

@@ -17,7 +17,7 @@ nothing and covers all of it in one loop.
 from __future__ import annotations
 
 from .. import timings
-from ..files import json_settings, source
+from ..files import SUPPORT_MODULE, json_settings, source
 from ..model import Server, Shard
 from .patroni import Node, RenderedFile, node_server
 from .postgres import DEFAULT_LAYOUT, NodeLayout
@@ -95,6 +95,7 @@ def routing_files(shard: Shard, node: Node, redis: Server, password: str,
     script = script_path(layout)
     return {
         script: RenderedFile(source(SCRIPT_SOURCE), mode="0755"),
+        f"{layout.tools_dir}/{SUPPORT_MODULE}": RenderedFile(source(SUPPORT_MODULE)),
         f"{script}.json": RenderedFile(json_settings(routing_settings(shard, node, redis, layout))),
         password_path(layout): RenderedFile(password + "\n", mode="0600", secret=True),
         f"{layout.systemd_dir}/{UNIT}.service": RenderedFile(routing_unit(layout)),
