@@ -13,6 +13,9 @@ DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-ex
 	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd certbot pebble
 PYTEST_ARGS ?=
 TEST_PARTS := unit artifacts fuzz integration
+# The unit part runs on every CPU (pytest-xdist), a test file to a worker, so that a file's
+# module-scoped runs happen once.
+UNIT_PYTEST_ARGS := -n auto --dist loadfile
 
 .PHONY: preview test lint deb-packages benchmark clean
 
@@ -41,7 +44,7 @@ test: $(STAMP) deb-packages lint
 	for part in $(TEST_PARTS); do \
 		echo "=== tests/$$part"; \
 		took=$$( { TIMEFORMAT='%R s wall, %U s user + %S s sys CPU'; \
-			time $(PY) -m pytest tests/$$part $(PYTEST_ARGS) 1>&3 2>&4; } 2>&1 ); rc=$$?; \
+			time $(PY) -m pytest tests/$$part $$( [ $$part = unit ] && echo "$(UNIT_PYTEST_ARGS)" ) $(PYTEST_ARGS) 1>&3 2>&4; } 2>&1 ); rc=$$?; \
 		case $$rc in 0) result=passed;; 5) result="FAILED: no tests ran"; status=1;; *) result="FAILED (exit $$rc)"; status=1;; esac; \
 		echo "=== tests/$$part: $$result in $$took"; \
 		summary="$$summary  tests/$$part: $$result in $$took\n"; \
