@@ -35,10 +35,9 @@ deb-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "missing Debian packages (run make test as root to install them):" $$missing; exit 1; fi
 
-# The three parts run one after the other, each timed (wall, and the user and system CPU seconds
+# The parts run one after the other, each timed (wall, and the user and system CPU seconds
 # of pytest and what it starts), with a summary at the end; any failed part fails the target.
-# Exit status 5 (nothing collected, e.g. a PYTEST_ARGS filter that matches no test of a part) is
-# no failure.
+# Exit status 5 (no test collected) fails too: a part that ran nothing checked nothing.
 test: $(STAMP) deb-packages lint
 	@exec 3>&1 4>&2; status=0; summary=""; \
 	for part in $(TEST_PARTS); do \
