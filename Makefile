@@ -36,14 +36,15 @@ deb-packages:
 	else echo "missing Debian packages (run make test as root to install them):" $$missing; exit 1; fi
 
 # The parts run one after the other, each timed (wall, and the user and system CPU seconds
-# of pytest and what it starts), with a summary at the end; any failed part fails the target.
+# of pytest and what it starts) with its ten slowest tests, and a summary at the end; any
+# failed part fails the target.
 # Exit status 5 (no test collected) fails too: a part that ran nothing checked nothing.
 test: $(STAMP) deb-packages lint
 	@exec 3>&1 4>&2; status=0; summary=""; \
 	for part in $(TEST_PARTS); do \
 		echo "=== tests/$$part"; \
 		took=$$( { TIMEFORMAT='%R s wall, %U s user + %S s sys CPU'; \
-			time $(PY) -m pytest tests/$$part $$( [ $$part = unit ] && echo "$(UNIT_PYTEST_ARGS)" ) $(PYTEST_ARGS) 1>&3 2>&4; } 2>&1 ); rc=$$?; \
+			time $(PY) -m pytest tests/$$part --durations=10 $$( [ $$part = unit ] && echo "$(UNIT_PYTEST_ARGS)" ) $(PYTEST_ARGS) 1>&3 2>&4; } 2>&1 ); rc=$$?; \
 		case $$rc in 0) result=passed;; 5) result="FAILED: no tests ran"; status=1;; *) result="FAILED (exit $$rc)"; status=1;; esac; \
 		echo "=== tests/$$part: $$result in $$took"; \
 		summary="$$summary  tests/$$part: $$result in $$took\n"; \
