@@ -1,6 +1,6 @@
 """Day-2 delivery: configuration files reach a server through remote commands, never user data.
 
-Each file is one `command.remote.Command` named `<server>:<absolute path>` that writes its
+Each file is one remote command (`RemoteCommand`) named `<server>:<absolute path>` that writes its
 stdin with `install` (mode and owner set as the file is created, so a secret is never readable
 by others, not even for a moment). A changed file changes its trigger and the command runs
 again; the server itself is untouched. The offline preview reads the files back from these
@@ -15,7 +15,6 @@ from functools import partial
 from typing import TypeVar
 
 import pulumi
-import pulumi_command as command
 
 from unde_infra.files import SetupStep
 from unde_infra.naming import delivery_name
@@ -23,6 +22,7 @@ from unde_infra.render.escape import shell_word
 from unde_infra.render.patroni import RenderedFile
 
 from .hosts import Host
+from .remote_command import RemoteCommand
 
 
 @dataclass(frozen=True)
@@ -70,15 +70,15 @@ def deliver(
     `apply_label` tells apart several deliveries to one host (each tunnel on helsinki-gw)."""
     written: list[pulumi.Resource] = []
     digests: list[pulumi.Input[str]] = []
-    connection = host.connection()
+    login = host.login()
     needs = [r for r in (host.resource, *(depends_on or [])) if r is not None]
     for path, spec in sorted(files.items()):
         content, digest = _stdin_and_trigger(spec)
         digests.append(digest)
         written.append(
-            command.remote.Command(
+            RemoteCommand(
                 delivery_name(host.server.name, path),
-                connection=connection,
+                login=login,
                 create=host.as_root(
                     f"install -D -m {shell_word(spec.mode)} -o {shell_word(spec.owner)} -g {shell_word(spec.group)} "
                     f"/dev/stdin {shell_word(path)}"
@@ -90,9 +90,9 @@ def deliver(
         )
     if apply:
         written.append(
-            command.remote.Command(
+            RemoteCommand(
                 f"{host.server.name}:apply" + (f":{apply_label}" if apply_label else ""),
-                connection=connection,
+                login=login,
                 create=host.as_root(apply),
                 triggers=digests,
                 opts=pulumi.ResourceOptions(parent=parent, depends_on=list(written)),

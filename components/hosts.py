@@ -21,6 +21,8 @@ from unde_infra.naming import REPLACE_FORCING_FIELDS, bootstrap_name
 from unde_infra.render.escape import shell_word
 from unde_infra.settings import StackSettings
 
+from .remote_command import RemoteCommand
+
 IMAGE = "debian-12"
 # An adopted server keeps its public network as it is: detaching a primary IP needs the server
 # powered off, a step for a maintenance window, not for `pulumi up`. It keeps its type too: a
@@ -93,6 +95,9 @@ class Host:
     _connection: tuple[tuple[object, ...], command.remote.ConnectionArgs] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    _login: tuple[command.remote.ConnectionArgs, pulumi.Output[command.remote.ConnectionArgs]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def connection(self) -> command.remote.ConnectionArgs:
         """How remote commands log in: built once per host (the key read once) and shared by
@@ -114,6 +119,14 @@ class Host:
             )
             self._connection = (login, connection)
         return self._connection[1]
+
+    def login(self) -> pulumi.Output[command.remote.ConnectionArgs]:
+        """The connection as one secret Output, unwrapped once and shared by the host's
+        `RemoteCommand`s (the generated class would unwrap it anew for each)."""
+        connection = self.connection()
+        if self._login is None or self._login[0] is not connection:
+            self._login = (connection, pulumi.Output.secret(connection))
+        return self._login[1]
 
     @classmethod
     def at(cls, server: Server, address: str, resource: pulumi.Resource | None, **options: Any) -> Host:
@@ -214,9 +227,9 @@ class ExistingHosts:
         # printf's own format (\n), one shell word: the command stays what it was before, so an
         # existing host is not bootstrapped again for nothing.
         meta_data = shell_word(f"instance-id: {server.name}\\nlocal-hostname: {server.name}\\n")
-        seed = command.remote.Command(
+        seed = RemoteCommand(
             bootstrap_name(server.name),
-            connection=host.connection(),
+            login=host.login(),
             create=host.as_root(
                 "set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud; "
                 "cat > /var/lib/cloud/seed/nocloud/user-data; "

@@ -34,6 +34,7 @@ from unde_infra.wgkeys import private_key_from_bytes
 from .base import UndeComponent
 from .delivery import RemoteFile, deliver, secret_files
 from .hosts import Host
+from .remote_command import RemoteCommand
 
 SAMPLE_KEYS = TunnelKeys.generate()  # only to learn the rendered paths; never delivered
 COLLECTOR_TIMER = "unde-vpn-tunnel-collector.timer"
@@ -161,9 +162,9 @@ class RouterOsTunnels(UndeComponent):
             triggers=[script],
             opts=self.child(),
         )
-        command.remote.Command(
+        RemoteCommand(
             f"{router.server.name}:apply:routeros",
-            connection=router.connection(),
+            login=router.login(),
             create=gateway_apply_command(inventory, "routeros"),
             triggers=[script],
             opts=self.child(depends_on=[upload]),

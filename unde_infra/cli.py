@@ -51,7 +51,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
     try:
-        results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir)
+        results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir, process_ends=args.process_ends)
     except pulumi.RunError as error:
         if isinstance(error.__cause__, TopologyError):
             raise error.__cause__ from None
@@ -92,11 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, process_ends: bool = False) -> int:
+    """Run the command `argv` (default: the process's arguments). `process_ends`: the process
+    exits with the command, so the preview leaves its heap to the exit (gc_settings.quiet_gc)."""
     from .errors import PreviewInputError
     from .provider_schema import ProviderSchemaError
 
     args = build_parser().parse_args(argv)
+    args.process_ends = process_ends
     try:
         return int(args.func(args))
     except TopologyError as error:
@@ -110,5 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
+def command() -> int:
+    """The `unde-infra` console script and `python -m unde_infra`: the process ends with the command."""
+    return main(process_ends=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

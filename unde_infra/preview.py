@@ -401,9 +401,16 @@ def check_out_dir(out: Path, stacks: list[str]) -> list[str]:
 
 
 def preview(
-    stacks: list[str], topology: Path | None, shards: int | None, out: Path, project_dir: Path = ROOT
+    stacks: list[str],
+    topology: Path | None,
+    shards: int | None,
+    out: Path,
+    project_dir: Path = ROOT,
+    process_ends: bool = False,
 ) -> list[StackResult]:
-    with quiet_gc():
+    """Run and write the preview of `stacks`. `process_ends`: the caller exits right after
+    (gc_settings.quiet_gc)."""
+    with quiet_gc(process_ends=process_ends):
         prepared = prepare(stacks, topology, shards, project_dir=project_dir)
         results = run_stacks(prepared)
         try:
