@@ -84,7 +84,7 @@ def default_preview_runs() -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        with quiet_gc():
+        with quiet_gc(leave_frozen=True):
             return {r.run.stack: r for r in run_stacks(prepare(["helsinki", "local"], None, None))}
     finally:
         loop.close()
@@ -94,8 +94,9 @@ def default_preview_runs() -> dict[str, Any]:
 @pytest.fixture
 def run_stack(fresh_event_loop, shared_stack_runs):
     """Run the real program (__main__.py) offline as a stack, with stack-config overrides, under
-    the offline runner's GC settings. A run without overrides or topology is shared by the
-    whole session (tests only read results); any other run is the test's own."""
+    the offline runner's GC settings, its heap left frozen (gc_settings.quiet_gc: a worker's
+    runs are freed when it exits, some 20 MB each). A run without overrides or topology is
+    shared by the whole session (tests only read results); any other run is the test's own."""
     from unde_infra.gc_settings import quiet_gc
     from unde_infra.preview import prepare, run_stacks
 
@@ -103,7 +104,7 @@ def run_stack(fresh_event_loop, shared_stack_runs):
         shared = topology is None and not overrides
         if shared and (stack, shards) in shared_stack_runs:
             return shared_stack_runs[(stack, shards)]
-        with quiet_gc():
+        with quiet_gc(leave_frozen=True):
             (result,) = run_stacks(prepare([stack], topology, shards, config_overrides=overrides))
         if shared:
             shared_stack_runs[(stack, shards)] = result
@@ -113,7 +114,8 @@ def run_stack(fresh_event_loop, shared_stack_runs):
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
-    """`unde-infra ARGS` in this process, as the console script runs it, with a fresh event loop:
+    """`unde-infra ARGS` in this process, as the console script runs it (its heap left to the
+    exit, as the other runs' of a test worker), with a fresh event loop:
     (exit code, stdout, stderr). An exception escapes, so a traceback fails the test."""
     import asyncio
     import contextlib
@@ -126,7 +128,7 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
     asyncio.set_event_loop(loop)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(args)
+            code = main(args, process_ends=True)
     finally:
         loop.close()
         asyncio.set_event_loop(None)

@@ -51,7 +51,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
     try:
-        results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir, process_ends=args.process_ends)
+        results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir, leave_frozen=args.process_ends)
     except pulumi.RunError as error:
         if isinstance(error.__cause__, TopologyError):
             raise error.__cause__ from None

@@ -27,14 +27,15 @@ _depth = 0
 
 
 @contextmanager
-def quiet_gc(*, process_ends: bool = False) -> Iterator[None]:
+def quiet_gc(*, leave_frozen: bool = False) -> Iterator[None]:
     """Run the body with the heap frozen and a high collection threshold, then put back the
     thresholds found and unfreeze (unless something had frozen objects before: the frozen then
     stay frozen, since they cannot be told apart). Nested uses keep the outermost settings.
 
-    `process_ends`: nothing but the interpreter's exit follows the body (the `unde-infra
-    preview` command), so what the body allocated is frozen too instead: a collection would
-    walk all of it (about a second at 16 shards) only for the exit to free it anyway."""
+    `leave_frozen`: what the body allocated is frozen too, never walked by a collection and
+    freed only when the process exits. For a process that exits next (the `unde-infra preview`
+    command), where the collection would walk all of it (about a second at 16 shards) only for
+    the exit to free it anyway, and for a test worker, whose runs leave some 20 MB each."""
     global _depth
     if _depth:
         _depth += 1
@@ -52,7 +53,7 @@ def quiet_gc(*, process_ends: bool = False) -> Iterator[None]:
         yield
     finally:
         _depth = 0
-        if process_ends:
+        if leave_frozen:
             gc.freeze()
         elif not frozen_before:
             gc.unfreeze()

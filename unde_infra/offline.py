@@ -9,16 +9,20 @@ the program's own inputs are recorded exactly as the program produced them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
+import contextvars
 import hashlib
 import json
 import os
 import sys
+import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
@@ -35,6 +39,7 @@ from .model import ROOT
 from .provider_schema import planned_differences
 
 PROJECT = "unde-infra"
+T = TypeVar("T")
 SECRET_MASK = "[secret]"
 OFFLINE_SECRET_PREFIX = "offline-placeholder"
 # Documentation-range addresses (RFC 5737) stand in for public IPv4s Hetzner would assign.
@@ -398,13 +403,42 @@ def run_program(
             exec(code, {"__name__": "__main__", "__file__": str(program), "__builtins__": builtins})  # noqa: S102
 
         with quiet_gc() if gc_tuning else nullcontext():
-            _sync_await(run_in_stack(program_body))
+            on_own_thread(lambda: _sync_await(run_in_stack(program_body)))
     finally:
         sys.path[:] = saved_path
         settings.set_root_resource(None)  # type: ignore[arg-type]
     if monitor.import_failures:
         raise ImportMismatch("\n".join(sorted(monitor.import_failures)))
     return StackRun(stack, monitor.records, monitor.stack_outputs, config, list(stand_ins or []))
+
+
+def on_own_thread(body: Callable[[], T]) -> T:
+    """`body()` on a thread of its own, with an event loop of its own, in a copy of the caller's
+    context (the SDK's settings are context variables); its result returned, its exception raised.
+
+    The SDK records the whole call stack of every resource (`traceback.extract_stack`: each frame
+    walked, its file checked and its line looked up). On a thread of its own that stack starts at
+    the program, not under its caller's frames: the command's nine, a test runner's fifty."""
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            outcome["result"] = context.run(body)
+        except BaseException as error:  # noqa: BLE001 raised again in the caller's thread
+            outcome["error"] = error
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    thread = threading.Thread(target=run, name="pulumi-program", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(T, outcome["result"])
 
 
 def _configure(monitor: RecordingMonitor, stack: str) -> None:

@@ -406,11 +406,10 @@ def preview(
     shards: int | None,
     out: Path,
     project_dir: Path = ROOT,
-    process_ends: bool = False,
+    leave_frozen: bool = False,
 ) -> list[StackResult]:
-    """Run and write the preview of `stacks`. `process_ends`: the caller exits right after
-    (gc_settings.quiet_gc)."""
-    with quiet_gc(process_ends=process_ends):
+    """Run and write the preview of `stacks`. `leave_frozen`: see gc_settings.quiet_gc."""
+    with quiet_gc(leave_frozen=leave_frozen):
         prepared = prepare(stacks, topology, shards, project_dir=project_dir)
         results = run_stacks(prepared)
         try:

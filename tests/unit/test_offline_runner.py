@@ -42,6 +42,7 @@ def test_a_preview_with_the_runners_gc_settings_writes_what_a_plain_run_writes(r
 
 
 def test_the_gc_settings_hold_for_the_outermost_use_and_are_undone_after_an_error(fresh_event_loop, tmp_path) -> None:
+    gc.unfreeze()  # the worker's earlier runs leave their heaps frozen (conftest.run_stack)
     before = (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count())
     run_stacks(prepare(["helsinki"], None, None))  # a whole run, with the settings
     assert (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()) == before
@@ -53,6 +54,10 @@ def test_the_gc_settings_hold_for_the_outermost_use_and_are_undone_after_an_erro
             assert gc.get_threshold()[0] == YOUNG_THRESHOLD and gc.get_freeze_count() > 0  # still the outer one's
             raise RuntimeError("the run failed")
     assert (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()) == before
+    # Left frozen (the command's last run): what the body allocated is never walked again.
+    with quiet_gc(leave_frozen=True):
+        allocated = [[] for _ in range(1000)]
+    assert gc.get_threshold() == before[0] and gc.get_freeze_count() >= before[2] + len(allocated)
 
 
 # Scalars where YAML emitters are known to disagree: quoting of look-alike values, line breaks,
