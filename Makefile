@@ -13,9 +13,9 @@ DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-ex
 	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd certbot pebble
 PYTEST_ARGS ?=
 TEST_PARTS := unit artifacts fuzz integration
-# The unit part runs on every CPU (pytest-xdist), a test file to a worker, so that a file's
-# module-scoped runs happen once.
-UNIT_PYTEST_ARGS := -n auto --dist loadfile
+# The unit part runs on every CPU (pytest-xdist), a group of tests to a worker: a test file, so that its
+# module-scoped runs happen once, or the files that share a session run (tests/conftest.py).
+UNIT_PYTEST_ARGS := -n auto --dist loadgroup
 
 .PHONY: preview test lint deb-packages benchmark clean
 

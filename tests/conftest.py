@@ -65,6 +65,54 @@ def fresh_event_loop():
     asyncio.set_event_loop(None)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test without an `xdist_group` is in its file's group: `make test` runs the unit part
+    with `--dist loadgroup`, so a file's module-scoped runs happen on one worker, and the files
+    that share session runs (a group of their own) on one worker too."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+# Set before xdist reads the groups (its own hook of the same name adds them to the test ids).
+pytest_collection_modifyitems = pytest.hookimpl(tryfirst=True)(pytest_collection_modifyitems)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup` every test id carries its group: where one does not, xdist
+    would hand the tests out one by one and run the shared runs on every worker, silently
+    (pytest-dev/pytest-xdist#1386, with pytest 9.2)."""
+    if session.config.getoption("dist", "no") != "loadgroup" or not hasattr(session.config, "workerinput"):
+        return
+    ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(f"--dist loadgroup: xdist did not group {len(ungrouped)} tests, e.g. {ungrouped[0]}"
+                                " (pytest-dev/pytest-xdist#1386)")
+
+
+@pytest.fixture(scope="session")
+def committed_previews(tmp_path_factory: pytest.TempPathFactory):
+    """`unde-infra preview --stack all [ARGS]` of the committed configuration as its own process,
+    by name: "a" and "b" (two previews of one commit), "two-shards" (`--shards 2`). Each is made
+    once per session, when a test first asks, for the tests that only read what it printed and
+    wrote (their files share the group "committed-previews")."""
+    import subprocess
+    import sys
+
+    arguments = {"a": [], "b": [], "two-shards": ["--shards", "2"]}
+    made: dict[str, tuple[subprocess.CompletedProcess[str], Path]] = {}
+
+    def preview(name: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        if name not in made:
+            out = tmp_path_factory.mktemp(f"preview-{name}") / "out"
+            result = subprocess.run([sys.executable, "-m", "unde_infra", "preview", "--stack", "all", "--out", str(out),
+                                     *arguments[name]], capture_output=True, text=True, cwd=ROOT, timeout=600)
+            made[name] = (result, out)
+        return made[name]
+
+    return preview
+
+
 @pytest.fixture(scope="session")
 def shared_stack_runs() -> dict[tuple[str, int | None], Any]:
     """Runs of a stack as committed (no override, the default topology), by stack and shard

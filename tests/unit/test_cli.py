@@ -30,12 +30,15 @@ def test_validate_prints_the_inventory() -> None:
     assert "etcd placement three-sites" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def default_preview(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+# The previews of the committed configuration are shared with test_diff.py (conftest).
+pytestmark = pytest.mark.xdist_group("committed-previews")
+
+
+@pytest.fixture
+def default_preview(committed_previews) -> tuple[subprocess.CompletedProcess[str], Path]:
     """`unde-infra preview --stack all` of the committed configuration, run once for the tests
     that only read what it printed and wrote."""
-    out = tmp_path_factory.mktemp("default-preview") / "out"
-    return unde("preview", "--stack", "all", "--out", str(out)), out
+    return committed_previews("a")
 
 
 def test_preview_writes_resources_and_artifacts(default_preview: tuple[subprocess.CompletedProcess[str], Path]) -> None:
@@ -107,15 +110,12 @@ def test_runbook_prints_the_shards_restore_and_refuses_a_target_without_time_zon
     assert replica.returncode == 0 and "reinit --force shard0 shard-replica-0" in replica.stdout
 
 
-def test_two_previews_of_one_commit_are_byte_identical(
-    default_preview: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
-) -> None:
+def test_two_previews_of_one_commit_are_byte_identical(committed_previews) -> None:
     """Resource order, stand-in ids and addresses, dependencies: nothing depends on the order in
-    which the SDK happened to register, so a diff between two previews shows only real changes."""
-    first, first_out = default_preview
-    second = unde("preview", "--stack", "all", "--out", str(tmp_path / "b"))
+    which the SDK happened to register (nor on the processes' hash seeds), so a diff between two
+    previews shows only real changes."""
     trees = []
-    for result, out in ((first, first_out), (second, tmp_path / "b")):
+    for result, out in (committed_previews("a"), committed_previews("b")):
         assert result.returncode == 0, result.stderr
         trees.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert trees[0].keys() == trees[1].keys()

@@ -165,7 +165,8 @@ def test_cli_text_markdown_json_and_stack_filter() -> None:
     assert bad.returncode == 2 and "--shards" in bad.stderr
 
 
-@pytest.mark.parametrize("shards", [1, 16])
+# 16: the session's 16-shard runs, on one worker
+@pytest.mark.parametrize("shards", [1, pytest.param(16, marks=pytest.mark.xdist_group("sixteen-shards"))])
 def test_the_preview_bills_what_the_topology_cost_says(run_stack, shards: int) -> None:
     """The two views agree: pricing what the program registered (resources.json) gives the same
     Hetzner Cloud bill as pricing the topology, stack by stack."""

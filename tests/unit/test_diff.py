@@ -26,25 +26,22 @@ def unde(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False, timeout=600)
 
 
-def preview(out: Path, *args: str) -> Path:
-    result = unde("preview", "--stack", "all", "--out", str(out), *args)
-    assert result.returncode == 0, result.stderr
-    return out
+# The previews of the committed configuration are shared with test_cli.py (conftest).
+pytestmark = pytest.mark.xdist_group("committed-previews")
 
 
 @pytest.fixture(scope="module")
-def previews(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def previews(committed_previews, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("previews")
     wide = base / "topology-wide.yaml"
     data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
     data["network"]["ip_range"] = "10.0.0.0/13"  # the protected Helsinki network's range
     wide.write_text(yaml.safe_dump(data))
-    return {
-        "a": preview(base / "a"),
-        "b": preview(base / "b"),
-        "wide": preview(base / "wide", "--topology", str(wide)),
-        "two": preview(base / "two", "--shards", "2"),
-    }
+    runs = {name: committed_previews(shared) for name, shared in (("a", "a"), ("b", "b"), ("two", "two-shards"))}
+    runs["wide"] = (unde("preview", "--stack", "all", "--out", str(base / "wide"), "--topology", str(wide)), base / "wide")
+    for name, (result, _) in runs.items():
+        assert result.returncode == 0, f"preview {name}: {result.stderr}"
+    return {name: out for name, (_, out) in runs.items()}
 
 
 def edited_copy(source: Path, target: Path, stack: str, urn: str, edit) -> Path:  # type: ignore[no-untyped-def]

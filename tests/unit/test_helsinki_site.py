@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import yaml
 
 from unde_infra.offline import unwrap_secrets
@@ -70,6 +71,7 @@ def test_data_servers_are_private_and_route_through_the_gateway(run_stack) -> No
     assert "route replace default" not in result.artifacts["scraper"]["user-data.yaml"]
 
 
+@pytest.mark.xdist_group("sixteen-shards")  # the session's 16-shard runs, on one worker
 def test_replicas_are_spread_at_most_ten_a_group(run_stack) -> None:
     result = run_stack("local", shards=16)
     groups = by_type(result, "hcloud:index/placementGroup:PlacementGroup")

@@ -48,7 +48,8 @@ def scaled_topology(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("shards", [1, 16])
+# 16: the session's 16-shard runs, on one worker
+@pytest.mark.parametrize("shards", [1, pytest.param(16, marks=pytest.mark.xdist_group("sixteen-shards"))])
 @pytest.mark.parametrize("stack", ["helsinki", "local"])
 def test_both_stacks_conform_to_the_providers_schemas(run_stack, stack, shards) -> None:
     result = run_stack(stack, shards=shards)  # run_stacks raises ProviderSchemaError on a violation

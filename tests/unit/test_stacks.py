@@ -145,6 +145,7 @@ def test_existing_hosts_need_an_address_each(fresh_event_loop) -> None:
     assert "hosts.local-app: provider existing: give this server's address" in str(caught.value)
 
 
+@pytest.mark.xdist_group("sixteen-shards")  # the session's 16-shard runs, on one worker
 def test_sixteen_shards_make_sixteen_pairs(run_stack) -> None:
     result = run_stack("local", shards=16)
     pairs = [r for r in result.run.records if r.type == "unde:local:ShardPair"]
