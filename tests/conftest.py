@@ -4,6 +4,7 @@ the test that needs it (it is never skipped as if it had passed)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,8 @@ def run_stack(fresh_event_loop, shared_stack_runs):
 def run_cli(args: list[str]) -> tuple[int, str, str]:
     """`unde-infra ARGS` in this process, as the console script runs it (its heap left to the
     exit, as the other runs' of a test worker), with a fresh event loop:
-    (exit code, stdout, stderr). An exception escapes, so a traceback fails the test."""
+    (exit code, stdout, stderr). An exception escapes, so a traceback fails the test; a usage
+    error exits with argparse's status, as the command would."""
     import asyncio
     import contextlib
     import io
@@ -176,11 +178,25 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
     asyncio.set_event_loop(loop)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(args, process_ends=True)
+            try:
+                code = main(args, process_ends=True)
+            except SystemExit as exit_:  # argparse's usage errors, as the process would exit
+                code = exit_.code if isinstance(exit_.code, int) else 1
     finally:
         loop.close()
         asyncio.set_event_loop(None)
     return code, out.getvalue(), err.getvalue()
+
+
+def unde(*args: str) -> subprocess.CompletedProcess[str]:
+    """`unde-infra ARGS` run in this process from the checkout (run_cli), its result shaped as
+    a finished process's: for the tests of what a command prints and exits with (without an
+    interpreter's start for each). tests/unit/test_cli.py runs the command as a process."""
+    import contextlib
+
+    with contextlib.chdir(ROOT):
+        code, stdout, stderr = run_cli(list(args))
+    return subprocess.CompletedProcess(["unde-infra", *args], code, stdout, stderr)
 
 
 def project_copy(tmp: Path) -> Path:

@@ -4,13 +4,12 @@ topology change, the servers added and the cost at that size."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import unde
 from unde_infra.capacity import by_stages, by_users_per_shard, load_capacity, make_plan
 from unde_infra.cost import stack_settings, topology_cost
 from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_topology
@@ -18,8 +17,6 @@ from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_topology
 CAPACITY = load_capacity()
 
 
-def unde(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "unde_infra", *args], capture_output=True, text=True, cwd=ROOT, check=False)
 
 
 @pytest.mark.parametrize(("mau", "shards"), [

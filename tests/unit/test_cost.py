@@ -4,13 +4,12 @@ existing hosts priced from their stack config; the comparison with the plan's st
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import unde
 from unde_infra.cost import compare_with_plan, resources_cost, stack_settings, topology_cost
 from unde_infra.errors import Problems, TopologyError
 from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_server_types, load_topology
@@ -22,8 +21,6 @@ PRICES = PRICING.servers.eur_month
 IPV4 = PRICING.other.primary_ipv4
 
 
-def unde(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "unde_infra", *args], capture_output=True, text=True, cwd=ROOT, check=False)
 
 
 def existing_local(hosts: dict[str, dict[str, object]]):

@@ -7,23 +7,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from unde_infra.model import DEFAULT_TOPOLOGY, ROOT
+from tests.conftest import unde
+from unde_infra.model import DEFAULT_TOPOLOGY
 from unde_infra.pricing import load_pricing
 
 NETWORK_URN = "urn:pulumi:helsinki::unde-infra::unde:network:HelsinkiNetwork$hcloud:index/network:Network::unde"
 GATEWAY_URN = "urn:pulumi:helsinki::unde-infra::unde:helsinki:HelsinkiGateway$hcloud:index/server:Server::helsinki-gw"
 
 
-def unde(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "unde_infra", *args], capture_output=True, text=True, cwd=ROOT,
-                          check=False, timeout=600)
 
 
 # The previews of the committed configuration are shared with test_cli.py (conftest).

@@ -31,7 +31,8 @@ def test_a_preview_with_the_runners_gc_settings_writes_what_a_plain_run_writes(r
     tuned = run_stack("local")
     before = (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count())
     (plain,) = run_stacks(prepare(["local"], None, None), gc_tuning=False)
-    assert (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()) == before
+    # Nothing set, nothing frozen (the earlier runs' frozen objects may be freed meanwhile).
+    assert (gc.get_threshold(), gc.isenabled()) == before[:2] and gc.get_freeze_count() <= before[2]
     trees = []
     for name, result in (("plain", plain), ("tuned", tuned)):
         write_results([result], tmp_path / name)

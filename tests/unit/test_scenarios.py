@@ -5,21 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import unde
 from unde_infra import scenarios, timings
 from unde_infra.model import HELSINKI, LOCAL, Inventory, load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def unde(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "unde_infra", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 def by_key(outcomes: list[scenarios.Outcome]) -> dict[tuple[str, int], scenarios.Outcome]:
