@@ -115,9 +115,9 @@ def committed_previews(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def shared_stack_runs() -> dict[tuple[str, int | None], Any]:
-    """Runs of a stack as committed (no override, the default topology), by stack and shard
-    count: made once per session by the first test that asks, then read by every other."""
+def shared_stack_runs() -> dict[tuple[Any, ...], Any]:
+    """Runs of a stack (run_stack), by what they were run with: made once per session by the
+    first test that asks, then read by every other."""
     return {}
 
 
@@ -141,22 +141,29 @@ def default_preview_runs() -> dict[str, Any]:
 
 
 @pytest.fixture
-def run_stack(fresh_event_loop, shared_stack_runs):
+def run_stack(fresh_event_loop, shared_stack_runs, request):
     """Run the real program (__main__.py) offline as a stack, with stack-config overrides, under
     the offline runner's GC settings, its heap left frozen (gc_settings.quiet_gc: a worker's
-    runs are freed when it exits, some 20 MB each). A run without overrides or topology is
-    shared by the whole session (tests only read results); any other run is the test's own."""
+    runs are freed when it exits, some 20 MB each). Tests only read results, so the session
+    shares each run among the tests that ask for the same one: the same stack, shard count,
+    overrides and topology text. A test that uses `monkeypatch` gets runs of its own: what it
+    patches may change what the program does."""
+    import hashlib
+    import json
+
     from unde_infra.gc_settings import quiet_gc
     from unde_infra.preview import prepare, run_stacks
 
     def run(stack: str, shards: int | None = None, topology: Path | None = None, **overrides):
-        shared = topology is None and not overrides
-        if shared and (stack, shards) in shared_stack_runs:
-            return shared_stack_runs[(stack, shards)]
+        text = hashlib.sha256(topology.read_bytes()).hexdigest() if topology is not None else None
+        key = (stack, shards, text, json.dumps(overrides, sort_keys=True, default=str))
+        shared = "monkeypatch" not in request.fixturenames
+        if shared and key in shared_stack_runs:
+            return shared_stack_runs[key]
         with quiet_gc(leave_frozen=True):
             (result,) = run_stacks(prepare([stack], topology, shards, config_overrides=overrides))
         if shared:
-            shared_stack_runs[(stack, shards)] = result
+            shared_stack_runs[key] = result
         return result
 
     return run
