@@ -97,7 +97,6 @@ def committed_previews(tmp_path_factory: pytest.TempPathFactory):
     by name: "a" and "b" (two previews of one commit), "two-shards" (`--shards 2`). Each is made
     once per session, when a test first asks, for the tests that only read what it printed and
     wrote (their files share the group "committed-previews")."""
-    import subprocess
     import sys
 
     arguments = {"a": [], "b": [], "two-shards": ["--shards", "2"]}

@@ -12,8 +12,8 @@ is regenerated). From them:
   ForceNew and RequiresReplace where the schema is silent), each with its source.
 
 The Pulumi SDK is imported only where a run's values are looked at (secrets, assets, unknown
-values): the commands that read previews and schemas (`diff`, `cost`, `validate`) start in
-two thirds of the time without it.
+values, `_sdk`): the commands that read previews and schemas (`diff`, `validate`) start without
+it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -41,6 +42,17 @@ BUILTIN_RESOURCES: dict[str, dict[str, Any]] = {
 }
 # Inputs the SDK adds to every explicit provider resource, outside the provider's schema.
 SDK_PROVIDER_INPUTS = frozenset({"version", "pluginDownloadURL"})
+
+
+@cache
+def _sdk() -> SimpleNamespace:
+    """The Pulumi SDK's value types, imported on first use (once, not on every call)."""
+    import pulumi
+    from pulumi.output import Unknown
+    from pulumi.runtime import rpc
+
+    return SimpleNamespace(Asset=pulumi.Asset, Archive=pulumi.Archive, StringAsset=pulumi.StringAsset,
+                           Unknown=Unknown, rpc=rpc)
 
 
 @dataclass(frozen=True)
@@ -134,33 +146,30 @@ def replacement_causes(
     """The changed, not-ignored input names that would force replacement, sorted. An input that
     appears or disappears counts as changed; an unknown new value counts as a change, as the
     engine plans a replacement when a replace-forcing input is not known yet."""
-    from pulumi.output import Unknown
-
+    unknown = _sdk().Unknown
     ignored = set(ignore_changes)
     causes = []
     for name in replacing_properties(resource_type):
         if name in ignored:
             continue
         old, new = _plain(old_inputs.get(name)), _plain(new_inputs.get(name))
-        if isinstance(new, Unknown) or old != new:
+        if isinstance(new, unknown) or old != new:
             causes.append(name)
     return sorted(causes)
 
 
 def _plain(value: Any) -> Any:
     """Comparable values: secrets unwrapped, whole doubles as integers, assets as their text."""
-    import pulumi
-    from pulumi.runtime import rpc
-
-    if rpc.is_rpc_secret(value):
-        return _plain(rpc.unwrap_rpc_secret(value))
+    sdk = _sdk()
+    if sdk.rpc.is_rpc_secret(value):
+        return _plain(sdk.rpc.unwrap_rpc_secret(value))
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if isinstance(value, pulumi.StringAsset):
+    if isinstance(value, sdk.StringAsset):
         return {"text": value.text}
     return value
 
@@ -287,12 +296,10 @@ class _Checker:
         self.violations.append(SchemaViolation(self.urn, path, message))
 
     def value(self, path: str, value: Any, spec: Mapping[str, Any], secret: bool = False) -> None:
-        from pulumi.output import Unknown
-        from pulumi.runtime import rpc
-
-        if rpc.is_rpc_secret(value):
-            value, secret = rpc.unwrap_rpc_secret(value), True
-        if value is None or isinstance(value, Unknown):
+        sdk = _sdk()
+        if sdk.rpc.is_rpc_secret(value):
+            value, secret = sdk.rpc.unwrap_rpc_secret(value), True
+        if value is None or isinstance(value, sdk.Unknown):
             return  # unset, or computed later: the provider checks it when it is known
         ref = spec.get("$ref")
         if ref is not None:
@@ -337,9 +344,8 @@ class _Checker:
         if ref == "pulumi.json#/Any":
             return
         if ref in ("pulumi.json#/Asset", "pulumi.json#/Archive"):
-            import pulumi
-
-            self._expect(path, value, isinstance(value, (pulumi.Asset, pulumi.Archive)), ref.rsplit("/", 1)[-1], secret)
+            sdk = _sdk()
+            self._expect(path, value, isinstance(value, (sdk.Asset, sdk.Archive)), ref.rsplit("/", 1)[-1], secret)
             return
         if ref == "pulumi.json#/Json":
             return

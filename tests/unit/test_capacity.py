@@ -17,8 +17,6 @@ from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_topology
 CAPACITY = load_capacity()
 
 
-
-
 @pytest.mark.parametrize(("mau", "shards"), [
     (0, 1), (800, 1), (801, 2), (2000, 2), (2001, 4), (4000, 4), (10000, 8), (10001, 16), (20000, 16),
     (20001, 32), (40000, 32), (40001, 64),

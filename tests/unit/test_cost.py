@@ -21,8 +21,6 @@ PRICES = PRICING.servers.eur_month
 IPV4 = PRICING.other.primary_ipv4
 
 
-
-
 def existing_local(hosts: dict[str, dict[str, object]]):
     problems = Problems()
     settings = parse_settings(LOCAL, {"provider": "existing", "hosts": hosts}, problems)

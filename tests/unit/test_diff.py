@@ -20,8 +20,6 @@ NETWORK_URN = "urn:pulumi:helsinki::unde-infra::unde:network:HelsinkiNetwork$hcl
 GATEWAY_URN = "urn:pulumi:helsinki::unde-infra::unde:helsinki:HelsinkiGateway$hcloud:index/server:Server::helsinki-gw"
 
 
-
-
 # The previews of the committed configuration are shared with test_cli.py (conftest).
 pytestmark = pytest.mark.xdist_group("committed-previews")
 

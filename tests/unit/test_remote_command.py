@@ -52,12 +52,11 @@ def register_both(fresh_event_loop, build) -> RequestMonitor:
     return monitor
 
 
-def connection_args(server: pulumi.Resource | None) -> command.remote.ConnectionArgs:
+def connection_args(server: pulumi.CustomResource) -> command.remote.ConnectionArgs:
     """A login like a host's: an address from a resource's output, a secret key, a jump host."""
     key = pulumi.Output.secret("placeholder-key")
-    address = server.id.apply(lambda _: "10.1.1.20") if isinstance(server, pulumi.CustomResource) else "10.1.1.20"
     return command.remote.ConnectionArgs(
-        host=address,
+        host=server.id.apply(lambda _: "10.1.1.20"),
         user="root",
         port=22,
         private_key=key,

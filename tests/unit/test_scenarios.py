@@ -16,8 +16,6 @@ from unde_infra.model import HELSINKI, LOCAL, Inventory, load_topology
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
 def by_key(outcomes: list[scenarios.Outcome]) -> dict[tuple[str, int], scenarios.Outcome]:
     return {(o.scenario, o.shard): o for o in outcomes}
 
