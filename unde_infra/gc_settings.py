@@ -24,6 +24,7 @@ from contextlib import contextmanager
 # a larger topology still gets one every 10 million objects.
 YOUNG_THRESHOLD = 10_000_000
 _depth = 0
+_left_frozen = False
 
 
 @contextmanager
@@ -36,7 +37,7 @@ def quiet_gc(*, leave_frozen: bool = False) -> Iterator[None]:
     freed only when the process exits. For a process that exits next (the `unde-infra preview`
     command), where the collection would walk all of it (about a second at 16 shards) only for
     the exit to free it anyway, and for a test worker, whose runs leave some 20 MB each."""
-    global _depth
+    global _depth, _left_frozen
     if _depth:
         _depth += 1
         try:
@@ -45,7 +46,10 @@ def quiet_gc(*, leave_frozen: bool = False) -> Iterator[None]:
             _depth -= 1
         return
     saved = gc.get_threshold()
-    frozen_before = gc.get_freeze_count()
+    # Counting the frozen walks them all (about 30 ms a million objects), so it is asked only
+    # where the answer is used and not yet known: after a run left its heap frozen (a test
+    # worker's dozens of runs), something is frozen.
+    frozen_before = leave_frozen or _left_frozen or bool(gc.get_freeze_count())
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, saved[1], saved[2])
     _depth = 1
@@ -55,6 +59,7 @@ def quiet_gc(*, leave_frozen: bool = False) -> Iterator[None]:
         _depth = 0
         if leave_frozen:
             gc.freeze()
+            _left_frozen = True
         elif not frozen_before:
             gc.unfreeze()
         gc.set_threshold(*saved)

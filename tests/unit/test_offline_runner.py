@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from unde_infra import gc_settings
 from unde_infra.errors import TopologyError
 from unde_infra.gc_settings import YOUNG_THRESHOLD, quiet_gc
 from unde_infra.model import DEFAULT_TOPOLOGY, load_topology
@@ -42,8 +43,11 @@ def test_a_preview_with_the_runners_gc_settings_writes_what_a_plain_run_writes(r
     assert [path for path in plain_files if plain_files[path] != tuned_files[path]] == []
 
 
-def test_the_gc_settings_hold_for_the_outermost_use_and_are_undone_after_an_error(fresh_event_loop, tmp_path) -> None:
-    gc.unfreeze()  # the worker's earlier runs leave their heaps frozen (conftest.run_stack)
+def test_the_gc_settings_hold_for_the_outermost_use_and_are_undone_after_an_error(fresh_event_loop, tmp_path,
+                                                                                   monkeypatch) -> None:
+    # As in a fresh process: the worker's earlier runs leave their heaps frozen (conftest.run_stack).
+    gc.unfreeze()
+    monkeypatch.setattr(gc_settings, "_left_frozen", False)
     before = (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count())
     run_stacks(prepare(["helsinki"], None, None))  # a whole run, with the settings
     assert (gc.get_threshold(), gc.isenabled(), gc.get_freeze_count()) == before
@@ -59,6 +63,22 @@ def test_the_gc_settings_hold_for_the_outermost_use_and_are_undone_after_an_erro
     with quiet_gc(leave_frozen=True):
         allocated = [[] for _ in range(1000)]
     assert gc.get_threshold() == before[0] and gc.get_freeze_count() >= before[2] + len(allocated)
+
+
+def test_after_a_run_left_frozen_the_next_never_counts_the_frozen(monkeypatch) -> None:
+    """Counting walks every frozen object: a test worker's dozens of runs would pay for each
+    earlier one again on every later run."""
+    with quiet_gc(leave_frozen=True):
+        pass
+
+    def walk() -> int:
+        raise AssertionError("gc.get_freeze_count walked the frozen heap")
+
+    monkeypatch.setattr(gc, "get_freeze_count", walk)
+    with quiet_gc():
+        pass
+    with quiet_gc(leave_frozen=True):
+        pass
 
 
 # Scalars where YAML emitters are known to disagree: quoting of look-alike values, line breaks,
