@@ -39,6 +39,10 @@ deb-packages:
 # of pytest and what it starts) with its ten slowest tests, and a summary at the end; any
 # failed part fails the target.
 # Exit status 5 (no test collected) fails too: a part that ran nothing checked nothing.
+# The tests start some thirty interpreters (the workers, previews as processes, the servers'
+# scripts): where the environment sets PYTHONDONTWRITEBYTECODE, each would compile the project
+# again and pytest would rewrite every test module in each worker (about 2.4 s a worker).
+test: export PYTHONDONTWRITEBYTECODE :=
 test: $(STAMP) deb-packages lint
 	@exec 3>&1 4>&2; status=0; summary=""; \
 	for part in $(TEST_PARTS); do \

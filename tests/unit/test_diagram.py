@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import require_tool, unde
 from unde_infra.diagram import build_graph, to_mermaid
-from unde_infra.model import ROOT, load_topology
+from unde_infra.model import load_topology
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 def draw(tmp_path: Path, *args: str) -> Path:
     require_tool("dot")
-    result = subprocess.run([sys.executable, "-m", "unde_infra", "diagram", "--out", str(tmp_path), *args],
-                            capture_output=True, text=True, cwd=ROOT, check=False)
+    result = unde("diagram", "--out", str(tmp_path), *args)
     assert result.returncode == 0, result.stderr
     return tmp_path
 

@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import unde
 from unde_infra import ops
 from unde_infra.model import Inventory, load_topology
 from unde_infra.render.app_secrets import MEK_PATH
 from unde_infra.settings import ExistingHost
 
-ROOT = Path(__file__).resolve().parents[2]
 PATRONICTL = "/opt/patroni/bin/patronictl -c /etc/patroni/patroni.yml"
 HELSINKI_SSH = "ssh -o ConnectTimeout=10 -J root@46.62.233.30 root@10.1.2.10"
-
-
-def unde(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "unde_infra", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=env)
 
 
 def commands(text: str) -> list[str]:
@@ -119,7 +112,7 @@ def test_expectations_read_patronictls_json() -> None:
     assert "not the output of patronictl" in (ops.expectation_problem("Error: no cluster", expect) or "")
 
 
-def test_execute_runs_what_was_printed_and_waits_for_patroni(tmp_path: Path) -> None:
+def test_execute_runs_what_was_printed_and_waits_for_patroni(tmp_path: Path, monkeypatch) -> None:
     """ssh and pulumi are stand-ins that log their arguments; `list -f json` answers a stopped
     old leader first, then the switched-over shard."""
     log = tmp_path / "calls"
@@ -138,12 +131,11 @@ def test_execute_runs_what_was_printed_and_waits_for_patroni(tmp_path: Path) -> 
         "esac\n"
         "exit 0\n")
     (bin_dir / "ssh").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     printed = unde("ops", "switchover", "--shard", "0")
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys; from unde_infra import ops; ops.WAIT_INTERVAL_SECONDS = 0.1; ops.WAIT_SECONDS = 20; "
-                               "from unde_infra.cli import main; sys.exit(main(sys.argv[1:]))",
-         "ops", "switchover", "--shard", "0", "--execute"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(ops, "WAIT_INTERVAL_SECONDS", 0.1)
+    monkeypatch.setattr(ops, "WAIT_SECONDS", 20)
+    result = unde("ops", "switchover", "--shard", "0", "--execute")
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
     expected = [line.removeprefix("ssh ").replace("'", "") for line in commands(printed.stdout)]
@@ -152,15 +144,16 @@ def test_execute_runs_what_was_printed_and_waits_for_patroni(tmp_path: Path) -> 
     assert "ops: shard-replica-0 leads, local-shard-0 streams" in result.stdout
 
 
-def test_execute_stops_at_the_first_failing_command(tmp_path: Path) -> None:
+def test_execute_stops_at_the_first_failing_command(tmp_path: Path, monkeypatch) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "pulumi").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'pulumi-args'}\nexit 255\n")
     (bin_dir / "pulumi").chmod(0o755)
     (bin_dir / "ssh").write_text(f"#!/bin/sh\ntouch {tmp_path / 'ssh-ran'}\n")
     (bin_dir / "ssh").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOCAL_JUMP": "root@198.51.100.7"}
-    result = unde("ops", "redeliver-mek", "--server", "local-orchestrator", "--execute", env=env)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("LOCAL_JUMP", "root@198.51.100.7")
+    result = unde("ops", "redeliver-mek", "--server", "local-orchestrator", "--execute")
     assert result.returncode == 1 and "a command failed (exit 255)" in result.stderr
     assert (tmp_path / "pulumi-args").read_text().split() == [
         "up", "-s", "local", "--target-replace",

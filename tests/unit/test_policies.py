@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,9 @@ from pulumi.runtime import proto
 
 from policies.rules import RULES, evaluate
 from policies.views import context_for, from_record
+from tests.conftest import unde
 from unde_infra.model import DEFAULT_TOPOLOGY, load_topology
 
-ROOT = Path(__file__).resolve().parents[2]
 RULE_NAMES = {rule.name for rule in RULES}
 
 
@@ -289,10 +287,7 @@ def test_the_pack_loads_and_applies_through_pulumi_policys_analyzer(run_stack, t
 def test_preview_writes_policy_json_and_exits_1(tmp_path: Path) -> None:
     topology = topology_with(tmp_path, lambda d: d["servers"]["staging-db"].update(public_ipv4=True))
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "unde_infra", "preview", "--stack", "helsinki", "--topology", str(topology), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    result = unde("preview", "--stack", "helsinki", "--topology", str(topology), "--out", str(out))
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads((out / "helsinki" / "policy.json").read_text())
     assert report == [
@@ -308,10 +303,7 @@ def test_preview_writes_policy_json_and_exits_1(tmp_path: Path) -> None:
 
 def test_an_advisory_violation_alone_exits_0(tmp_path: Path) -> None:
     topology = topology_with(tmp_path, lambda d: d["etcd"].update(placement="plan"))
-    result = subprocess.run(
-        [sys.executable, "-m", "unde_infra", "preview", "--stack", "local", "--topology", str(topology), "--out", str(tmp_path / "o")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    result = unde("preview", "--stack", "local", "--topology", str(topology), "--out", str(tmp_path / "o"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[advisory] etcd-quorum-survives-site-loss" in result.stdout
 
