@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unde_infra import known
-from unde_infra.config_files import join_path, read_config
+from unde_infra.config_files import add_validation_problems, join_path, read_config
 from unde_infra.errors import Problems, shown
 from unde_infra.firewall import ANYWHERE, HTTP_PORT, HTTPS_PORT, SSH_PORT, allows, as_rule, covers, wireguard_port_range
 from unde_infra.firewall import Rule as FirewallRule
@@ -120,13 +120,7 @@ def load_policy_config(path: Path | None = None) -> PolicyConfig:
     try:
         spec = PolicyFile.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            where = ""
-            for part in err["loc"]:
-                where = join_path(where, part)
-            got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {shown(err.get('input'))})"
-            message = {"missing": "required", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
-            problems.add(where, f"{message}{got}")
+        add_validation_problems(problems, "", exc)
         problems.raise_if_any(str(path))
         raise  # unreachable: raise_if_any raised
     _check_hard_rules(spec, problems)

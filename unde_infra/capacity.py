@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config_files import read_config
+from .config_files import add_validation_problems, read_config
 from .cost import render as render_cost
 from .cost import stack_settings, topology_cost
 from .errors import Problems
@@ -75,10 +75,9 @@ def load_capacity(path: Path = DEFAULT_CAPACITY) -> Capacity:
     try:
         capacity = Capacity.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            problems.add(".".join(str(p) for p in err["loc"]), err["msg"])
+        add_validation_problems(problems, "", exc)
         problems.raise_if_any(str(path))
-        raise
+        raise  # unreachable: raise_if_any raised
     rows = capacity.stages
     for before, after in zip(rows, rows[1:], strict=False):
         if after.mau_up_to <= before.mau_up_to or after.shards < before.shards:

@@ -22,12 +22,13 @@ as `path: message`, never with a traceback:
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
@@ -298,5 +299,35 @@ def _kind(value: object) -> str:
     return "true/false" if isinstance(value, bool) else f"a {type(value).__name__}"
 
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "TopologyError", "forbidden_character", "join_path", "load_config",
-           "parse_text", "read_config", "unsafe_values"]  # fmt: skip
+def add_validation_problems(
+    problems: Problems, prefix: str, exc: ValidationError, skip: Callable[[Any], bool] | None = None
+) -> None:
+    """Each of pydantic's errors as one `path: message` problem under `prefix`: `required`,
+    `unknown key`, or the check's message with the value it got; `skip` leaves errors out."""
+    seen: set[str] = set()
+    for err in exc.errors():
+        if skip is not None and skip(err):
+            continue
+        path = prefix
+        for part in err["loc"]:
+            if not _is_union_branch(part):
+                path = join_path(path, part)
+        if path in seen:  # a union reports each branch; one line per place is enough
+            continue
+        seen.add(path)
+        value = err.get("input")
+        # A kind's own message (value_error) quotes the value already.
+        got = "" if err["type"] in {"missing", "extra_forbidden", "value_error"} else f" (got {shown(value)})"
+        message = {"missing": "required", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
+        problems.add(path, f"{message.removeprefix('Value error, ')}{got}")
+
+
+def _is_union_branch(part: object) -> bool:
+    # pydantic names the union branch it tried ("str", "list[str]", "function-after[...]").
+    return isinstance(part, str) and (
+        part in {"str", "bool", "int", "list[str]", "none"} or "[" in part or part.startswith("function")
+    )
+
+
+__all__ = ["DEFAULT_LIMITS", "Limits", "TopologyError", "add_validation_problems", "forbidden_character", "join_path",
+           "load_config", "parse_text", "read_config", "unsafe_values"]  # fmt: skip

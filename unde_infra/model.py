@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from . import ipplan, known
-from .config_files import join_path, read_config
+from .config_files import add_validation_problems, join_path, read_config
 from .errors import Problems, shown
 from .limits import size_over_limit
 from .pricing import DEFAULT_PRICING, load_pricing
@@ -242,7 +242,7 @@ def load_server_types(path: Path = DEFAULT_SERVER_TYPES, pricing: Path = DEFAULT
         validated = ServerTypesFile.model_validate(data).types
     except ValidationError as exc:
         # A type without a price lacks eur_month: pricing.yaml's problem, reported below.
-        _add_validation_problems(problems, "", exc, skip=lambda err: err["type"] == "missing"
+        add_validation_problems(problems, "", exc, skip=lambda err: err["type"] == "missing"
                                  and err["loc"][-1] == "eur_month" and err["loc"][-2] in unpriced)
         validated = {}
     for name in types or {}:
@@ -359,7 +359,7 @@ def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         try:
             parsed[name] = model.model_validate(raw)
         except ValidationError as exc:
-            _add_validation_problems(problems, name, exc)
+            add_validation_problems(problems, name, exc)
     return parsed
 
 
@@ -386,7 +386,7 @@ def _parse_entries(name: str, raw: Any, model: type[BaseModel], problems: Proble
         try:
             result[key] = model.model_validate(entry)
         except ValidationError as exc:
-            _add_validation_problems(problems, path, exc)
+            add_validation_problems(problems, path, exc)
     return result
 
 
@@ -409,34 +409,6 @@ def _parse_retired(raw: Any, problems: Problems) -> dict[str, str]:
             continue
         retired[name] = reason
     return retired
-
-
-def _add_validation_problems(
-    problems: Problems, prefix: str, exc: ValidationError, skip: Callable[[Any], bool] | None = None
-) -> None:
-    seen: set[str] = set()
-    for err in exc.errors():
-        if skip is not None and skip(err):
-            continue
-        path = prefix
-        for part in err["loc"]:
-            if not _is_union_branch(part):
-                path = join_path(path, part)
-        if path in seen:  # a union reports each branch; one line per place is enough
-            continue
-        seen.add(path)
-        value = err.get("input")
-        # A kind's own message (value_error) quotes the value already.
-        got = "" if err["type"] in {"missing", "extra_forbidden", "value_error"} else f" (got {shown(value)})"
-        message = {"missing": "required", "extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
-        problems.add(path, f"{message.removeprefix('Value error, ')}{got}")
-
-
-def _is_union_branch(part: object) -> bool:
-    # pydantic names the union branch it tried ("str", "list[str]", "function-after[...]").
-    return isinstance(part, str) and (
-        part in {"str", "bool", "int", "list[str]", "none"} or "[" in part or part.startswith("function")
-    )
 
 
 # --------------------------------------------------------------------------------------------

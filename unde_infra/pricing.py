@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config_files import read_config
+from .config_files import add_validation_problems, read_config
 from .errors import Problems
 
 DEFAULT_PRICING = Path(__file__).resolve().parent.parent / "config" / "pricing.yaml"
@@ -83,10 +83,9 @@ def _load(path: Path) -> Pricing:
     try:
         pricing = Pricing.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            problems.add(".".join(str(p) for p in err["loc"]), err["msg"])
+        add_validation_problems(problems, "", exc)
         problems.raise_if_any(str(path))
-        raise  # unreachable
+        raise  # unreachable: raise_if_any raised
     for group, prices in (("servers.eur_month", pricing.servers.eur_month),
                           ("other.load_balancer_types", pricing.other.load_balancer_types),
                           ("other.dedicated", pricing.other.dedicated)):

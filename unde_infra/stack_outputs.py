@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import validators
+from .config_files import add_validation_problems
 from .errors import Problems
 
 
@@ -67,8 +68,6 @@ def check_stack_outputs(data: Any, source: str) -> dict[str, dict[str, Any]]:
     try:
         HelsinkiOutputs.model_validate(data["helsinki"])
     except ValidationError as exc:
-        for err in exc.errors():
-            path = ".".join(["helsinki", *(str(p) for p in err["loc"])])
-            problems.add(path, str(err["msg"]).removeprefix("Value error, "))
+        add_validation_problems(problems, "helsinki", exc)
     problems.raise_if_any(source)
     return data

@@ -97,3 +97,21 @@ def test_a_capacity_table_out_of_order_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TopologyError) as raised:
         load_capacity(path)
     assert [p.path for p in raised.value.problems] == ["stages.10K"]
+
+
+def test_a_capacity_file_with_bad_fields_names_each_with_what_it_got(tmp_path: Path) -> None:
+    from unde_infra.errors import TopologyError
+
+    data = yaml.safe_load((ROOT / "config" / "capacity.yaml").read_text())
+    data["stages"][1]["shards"] = "many"
+    data["users_per_shard"]["peak"] = 900
+    del data["basis"]
+    path = tmp_path / "capacity.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(TopologyError) as raised:
+        load_capacity(path)
+    assert sorted(str(p) for p in raised.value.problems) == [
+        "basis: required",
+        "stages.1.shards: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+        "users_per_shard.peak: unknown key",
+    ]
