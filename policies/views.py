@@ -10,8 +10,8 @@ from typing import Any
 
 from unde_infra.errors import Problems
 from unde_infra.model import ROOT, Inventory, load_topology
-from unde_infra.offline import Record, read_stack_config, unwrap_secrets
-from unde_infra.settings import TOPOLOGY_OVERRIDE_ENV, StackSettings, parse_settings
+from unde_infra.offline import Record, unwrap_secrets
+from unde_infra.settings import TOPOLOGY_OVERRIDE_ENV, StackSettings, parse_settings, read_stack_config
 
 from .rules import Context, PolicyConfig, ResourceView, load_policy_config
 

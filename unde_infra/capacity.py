@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config_files import add_validation_problems, read_config
 from .cost import render as render_cost
-from .cost import stack_settings, topology_cost
+from .cost import topology_cost
 from .errors import Problems
 from .model import (
     DEFAULT_TOPOLOGY,
@@ -28,6 +28,7 @@ from .model import (
     load_topology,
     replica_type_for,
 )
+from .settings import stack_settings
 
 DEFAULT_CAPACITY = ROOT / "config" / "capacity.yaml"
 Basis = Literal["stages", "users-per-shard"]

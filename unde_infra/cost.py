@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Problems
-from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, ROOT, STACKS, Inventory, Server, load_topology, stack_of
+from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, STACKS, Inventory, Server, load_topology, stack_of
 from .naming import BUCKET_RESOURCE_TYPE, LOAD_BALANCER_RESOURCE_TYPE, LOAD_BALANCER_TYPE, SERVER_TYPE
 from .pricing import PlanFigure, Pricing, load_pricing
 from .render.entry import needs_load_balancer
-from .settings import StackSettings, parse_settings
+from .settings import StackSettings, stack_settings
 from .sizing import cheapest_type
 
 FORMATS = ("text", "markdown", "json")
@@ -78,17 +78,6 @@ class CostReport:
 
 # --------------------------------------------------------------------------------------------
 # Pricing the topology
-
-
-def stack_settings(stack: str, project_dir: Path = ROOT) -> StackSettings:
-    """A stack's settings from Pulumi.<stack>.yaml, every problem at once (exit 2)."""
-    from .offline import read_stack_config
-
-    problems = Problems()
-    config = read_stack_config(stack, project_dir)
-    settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, problems)
-    problems.raise_if_any(f"Pulumi.{stack}.yaml")
-    return settings
 
 
 def topology_cost(inventory: Inventory, local: StackSettings, pricing: Pricing | None = None) -> CostReport:

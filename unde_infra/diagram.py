@@ -239,7 +239,8 @@ def render_svg(dot_text: str, svg: Path) -> None:
 
 def local_types(inventory: Inventory) -> dict[str, str]:
     """The hcloud type the local stack would choose for each local server (provider hcloud)."""
-    from .cost import stack_settings, topology_cost
+    from .cost import topology_cost
+    from .settings import stack_settings
 
     settings = stack_settings(LOCAL)
     if settings.provider != "hcloud":

@@ -32,13 +32,11 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
-from .config_files import load_config, unsafe_values
-from .errors import Problems
 from .gc_settings import quiet_gc
 from .model import ROOT
 from .provider_schema import planned_differences
+from .settings import PROJECT
 
-PROJECT = "unde-infra"
 T = TypeVar("T")
 SECRET_MASK = "[secret]"
 OFFLINE_SECRET_PREFIX = "offline-placeholder"
@@ -335,30 +333,6 @@ class StackRun:
 
     def plain_outputs(self) -> dict[str, Any]:
         return unwrap_secrets(self.outputs)
-
-
-def read_stack_config(stack: str, project_dir: Path = ROOT) -> dict[str, Any]:
-    """The `config:` mapping of Pulumi.<stack>.yaml, keys without the project prefix."""
-    path = project_dir / f"Pulumi.{stack}.yaml"
-    # Values are checked by parse_settings, under the names the messages use (sshKeys[0], not
-    # config['unde-infra:sshKeys'][0]); a real run's values never pass this loader.
-    data = load_config(path, check_values=False)
-    config = data.get("config") if isinstance(data, dict) else None
-    problems = Problems()
-    if not isinstance(config, dict):
-        problems.add("config", "the stack's settings: a mapping of `unde-infra:<key>: <value>`")
-        config = {}
-    for problem in unsafe_values({k: v for k, v in data.items() if k != "config"} if isinstance(data, dict) else {}):
-        problems.add(problem.path, problem.message)
-    result = {}
-    for key, value in config.items():
-        if not isinstance(key, str):
-            problems.add(f"config.{key}", "a setting's name is text: `unde-infra:<key>`")
-            continue
-        namespace, _, name = key.partition(":")
-        result[key if namespace != PROJECT else name] = value
-    problems.raise_if_any(path.name)
-    return result
 
 
 def run_program(

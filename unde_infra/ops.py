@@ -34,10 +34,9 @@ from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, ROOT, Inventory, Server, S
 from .naming import REMOTE_COMMAND_TYPE, delivery_name
 from .render.app_secrets import MEK_PATH, MEK_TASKS
 from .render.postgres import DEFAULT_LAYOUT, NodeLayout
-from .settings import ExistingHost
+from .settings import PROJECT, ExistingHost
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-PROJECT = "unde-infra"
 LOCAL_JUMP_VARIABLE = "LOCAL_JUMP"
 SSH_OPTIONS = ("-o", "ConnectTimeout=10")
 # The component whose delivery command writes the key, per task (components/: AgentHost,
@@ -110,12 +109,9 @@ class Reach:
 
 
 def reach_from_stack_config(inventory: Inventory, project_dir: Path = ROOT) -> Reach:
-    from .errors import Problems
-    from .offline import read_stack_config
-    from .settings import parse_settings
+    from .settings import stack_settings
 
-    raw = read_stack_config(LOCAL, project_dir)
-    settings = parse_settings(LOCAL, {k: v for k, v in raw.items() if ":" not in k}, Problems())
+    settings = stack_settings(LOCAL, project_dir)
     return Reach(inventory, settings.provider, dict(settings.hosts))
 
 

@@ -29,7 +29,6 @@ from .offline import (
     STACK_OUTPUTS_FILE,
     STAND_IN_IMPORT_ID_BASE,
     StackRun,
-    read_stack_config,
     run_program,
     unwrap_secrets,
 )
@@ -43,6 +42,7 @@ from .settings import (
     needs_entry_dns,
     needs_telegram_chat,
     parse_settings,
+    read_stack_config,
 )
 
 # A chat id of the right shape (a Telegram group's), so the offline Alertmanager config is one

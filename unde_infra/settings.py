@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
 
 from . import validators
-from .config_files import join_path, unsafe_values
+from .config_files import join_path, load_config, unsafe_values
 from .errors import Problems, shown
 from .model import HELSINKI, LOCAL, MONITORING_TASK, ROOT, SECOND_MONITORING_TASK, Inventory, Server
 from .render.entry import api_instances, needs_load_balancer
@@ -24,6 +24,8 @@ from .sizing import HCLOUD_NETWORK_ZONES, cheapest_type
 
 Provider = Literal["hcloud", "existing"]
 T = TypeVar("T")
+# The Pulumi project (Pulumi.yaml): its stack configs prefix their keys with it.
+PROJECT = "unde-infra"
 DEFAULT_TOPOLOGY_SETTING = "config/topology.yaml"
 # The operator's own choice of topology file for one run (`unde-infra preview --topology`, or
 # `UNDE_INFRA_TOPOLOGY=... pulumi preview`): any path on their machine. The stack config's
@@ -592,3 +594,36 @@ def missing_import_ids(settings: StackSettings, inventory: Inventory) -> list[st
         for s in inventory.stack_servers(settings.site)
         if s.existing and s.dedicated is None and s.name not in settings.import_ids
     ]
+
+
+def read_stack_config(stack: str, project_dir: Path = ROOT) -> dict[str, Any]:
+    """The `config:` mapping of Pulumi.<stack>.yaml, keys without the project prefix."""
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    # Values are checked by parse_settings, under the names the messages use (sshKeys[0], not
+    # config['unde-infra:sshKeys'][0]); a real run's values never pass this loader.
+    data = load_config(path, check_values=False)
+    config = data.get("config") if isinstance(data, dict) else None
+    problems = Problems()
+    if not isinstance(config, dict):
+        problems.add("config", "the stack's settings: a mapping of `unde-infra:<key>: <value>`")
+        config = {}
+    for problem in unsafe_values({k: v for k, v in data.items() if k != "config"} if isinstance(data, dict) else {}):
+        problems.add(problem.path, problem.message)
+    result = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            problems.add(f"config.{key}", "a setting's name is text: `unde-infra:<key>`")
+            continue
+        namespace, _, name = key.partition(":")
+        result[key if namespace != PROJECT else name] = value
+    problems.raise_if_any(path.name)
+    return result
+
+
+def stack_settings(stack: str, project_dir: Path = ROOT) -> StackSettings:
+    """A stack's settings from Pulumi.<stack>.yaml, every problem at once (TopologyError)."""
+    problems = Problems()
+    config = read_stack_config(stack, project_dir)
+    settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, problems)
+    problems.raise_if_any(f"Pulumi.{stack}.yaml")
+    return settings

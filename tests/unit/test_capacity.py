@@ -11,8 +11,9 @@ import yaml
 
 from tests.conftest import unde
 from unde_infra.capacity import by_stages, by_users_per_shard, load_capacity, make_plan
-from unde_infra.cost import stack_settings, topology_cost
+from unde_infra.cost import topology_cost
 from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_topology
+from unde_infra.settings import stack_settings
 
 CAPACITY = load_capacity()
 

@@ -30,6 +30,35 @@ def test_validate_prints_the_inventory() -> None:
     assert "etcd placement three-sites" in result.stdout
 
 
+# Every command but `preview` starts without the Pulumi SDK (about a second of imports).
+SDK_FREE_COMMANDS = """
+import contextlib, io, json, sys
+from unde_infra.cli import main
+commands = json.loads(sys.argv[1])
+imported = []
+for argv in commands:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(argv)
+    if code != 0:
+        sys.exit(f"{argv}: exit {code}")
+    if "pulumi" in sys.modules:
+        imported.append(argv[0])
+print(json.dumps(imported))
+"""
+
+
+def test_commands_other_than_preview_start_without_the_sdk(committed_previews, tmp_path: Path) -> None:
+    previews = [committed_previews(name)[1] for name in ("a", "b")]
+    commands = [["validate"], ["scenarios"], ["cost"], ["plan", "--mau", "5000"],
+                ["runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00"],
+                ["diagram", "--out", str(tmp_path / "diagram")], ["ops", "switchover", "--shard", "0"],
+                ["diff", *map(str, previews)]]
+    result = subprocess.run([sys.executable, "-c", SDK_FREE_COMMANDS, json.dumps(commands)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
 # The previews of the committed configuration are shared with test_diff.py (conftest).
 pytestmark = pytest.mark.xdist_group("committed-previews")
 

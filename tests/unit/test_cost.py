@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from tests.conftest import unde
-from unde_infra.cost import compare_with_plan, resources_cost, stack_settings, topology_cost
+from unde_infra.cost import compare_with_plan, resources_cost, topology_cost
 from unde_infra.errors import Problems, TopologyError
 from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_server_types, load_topology
 from unde_infra.pricing import load_pricing
-from unde_infra.settings import parse_settings
+from unde_infra.settings import parse_settings, stack_settings
 
 PRICING = load_pricing()
 PRICES = PRICING.servers.eur_month

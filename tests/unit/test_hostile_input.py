@@ -442,7 +442,8 @@ def test_plaintext_secrets_are_refused_by_the_program_itself(fresh_event_loop) -
     as plain config, and the program stops on it before registering anything."""
     import pulumi
 
-    from unde_infra.offline import read_stack_config, run_program
+    from unde_infra.offline import run_program
+    from unde_infra.settings import read_stack_config
 
     config = {**read_stack_config("local"), "posthogApiKey": "phc_plaintext"}
     with pytest.raises(pulumi.RunError) as error:
@@ -484,8 +485,8 @@ def test_the_command_line_topology_may_be_anywhere(tmp_path: Path) -> None:
 def test_every_config_file_of_the_project_loads() -> None:
     """The committed files pass the same checks (a regression guard for the loader's limits)."""
     from unde_infra.model import load_server_types
-    from unde_infra.offline import read_stack_config
     from unde_infra.preview import documented_stack_outputs
+    from unde_infra.settings import read_stack_config
 
     assert load_topology().servers
     assert load_server_types()

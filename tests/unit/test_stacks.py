@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from unde_infra.errors import TopologyError
-from unde_infra.offline import Record, read_stack_config, run_program, unwrap_secrets
+from unde_infra.offline import Record, run_program, unwrap_secrets
 from unde_infra.preview import StackResult
 from unde_infra.provider_schema import import_facts, planned_differences, replacement_causes, replacing_properties
+from unde_infra.settings import read_stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,9 +14,9 @@ import yaml
 from unde_infra import timings
 from unde_infra.errors import Problems, TopologyError
 from unde_infra.model import DEFAULT_TOPOLOGY, load_topology
-from unde_infra.offline import read_stack_config, run_program, unwrap_secrets
+from unde_infra.offline import run_program, unwrap_secrets
 from unde_infra.render.entry_failover import CONFIG_PATH, SCRIPT_PATH, TOKEN_PATH, UNIT_PATH, EntryDns
-from unde_infra.settings import parse_settings
+from unde_infra.settings import parse_settings, read_stack_config
 
 ZONE = "hcloud:index/zone:Zone"
 RRSET = "hcloud:index/zoneRrset:ZoneRrset"
