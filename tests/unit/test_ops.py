@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import unde
+from tests.conftest import project_copy, unde
 from unde_infra import ops
+from unde_infra.errors import TopologyError
 from unde_infra.model import Inventory, load_topology
 from unde_infra.render.app_secrets import MEK_PATH
 from unde_infra.settings import ExistingHost
@@ -159,3 +160,12 @@ def test_execute_stops_at_the_first_failing_command(tmp_path: Path, monkeypatch)
         "up", "-s", "local", "--target-replace",
         f"urn:pulumi:local::unde-infra::unde:local:AgentHost$command:remote:Command::local-orchestrator:{MEK_PATH}"]
     assert not (tmp_path / "ssh-ran").exists()
+
+
+def test_a_bad_local_stack_config_is_reported_not_passed_over(inventory: Inventory, tmp_path: Path) -> None:
+    project = project_copy(tmp_path)
+    config = project / "Pulumi.local.yaml"
+    config.write_text(config.read_text().replace("unde-infra:provider: hcloud", "unde-infra:provider: bare-metal"))
+    with pytest.raises(TopologyError) as raised:
+        ops.reach_from_stack_config(inventory, project)
+    assert [p.path for p in raised.value.problems] == ["provider"]
