@@ -60,6 +60,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy unde_infra components policies
 	shellcheck --shell=sh --severity=style unde_infra/files/*.sh
 
+# The previews are timed with the project's bytecode written (see test), as a user's are.
+benchmark: export PYTHONDONTWRITEBYTECODE :=
 benchmark: $(STAMP)
 	$(PY) benchmarks/preview_scale.py
 
