@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import require_tool
 from unde_infra.model import DEFAULT_TOPOLOGY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,7 @@ print(json.dumps(imported))
 
 
 def test_commands_other_than_preview_start_without_the_sdk(committed_previews, tmp_path: Path) -> None:
+    require_tool("dot")  # diagram's SVG
     previews = [committed_previews(name)[1] for name in ("a", "b")]
     commands = [["validate"], ["scenarios"], ["cost"], ["plan", "--mau", "5000"],
                 ["runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00"],
