@@ -243,7 +243,7 @@ def load_server_types(path: Path = DEFAULT_SERVER_TYPES, pricing: Path = DEFAULT
     except ValidationError as exc:
         # A type without a price lacks eur_month: pricing.yaml's problem, reported below.
         add_validation_problems(problems, "", exc, skip=lambda err: err["type"] == "missing"
-                                 and err["loc"][-1] == "eur_month" and err["loc"][-2] in unpriced)
+                                and err["loc"][-1] == "eur_month" and err["loc"][-2] in unpriced)
         validated = {}
     for name in types or {}:
         if not ipplan.matches(HCLOUD_TYPE, str(name)):

@@ -624,6 +624,7 @@ def stack_settings(stack: str, project_dir: Path = ROOT) -> StackSettings:
     """A stack's settings from Pulumi.<stack>.yaml, every problem at once (TopologyError)."""
     problems = Problems()
     config = read_stack_config(stack, project_dir)
-    settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, problems)
+    settings = parse_settings(stack, {k: v for k, v in config.items() if ":" not in k}, problems,
+                              project_dir=project_dir)
     problems.raise_if_any(f"Pulumi.{stack}.yaml")
     return settings
