@@ -12,6 +12,11 @@ DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-ex
 	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light shellcheck \
 	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd certbot pebble
 PYTEST_ARGS ?=
+# Bytecode is written even where the environment sets PYTHONDONTWRITEBYTECODE: the tests start
+# some thirty interpreters (the workers, previews as processes, the servers' scripts), each of
+# which would compile the project again, pytest would rewrite every test module in each worker
+# (about 2.4 s a worker), and the benchmark would time the compiling.
+export PYTHONDONTWRITEBYTECODE :=
 TEST_PARTS := unit artifacts fuzz integration
 # The unit part runs on every CPU (pytest-xdist), a group of tests to a worker: a test file, so that its
 # module-scoped runs happen once, or the files that share a session run (tests/conftest.py).
@@ -39,10 +44,6 @@ deb-packages:
 # of pytest and what it starts) with its ten slowest tests, and a summary at the end; any
 # failed part fails the target.
 # Exit status 5 (no test collected) fails too: a part that ran nothing checked nothing.
-# The tests start some thirty interpreters (the workers, previews as processes, the servers'
-# scripts): where the environment sets PYTHONDONTWRITEBYTECODE, each would compile the project
-# again and pytest would rewrite every test module in each worker (about 2.4 s a worker).
-test: export PYTHONDONTWRITEBYTECODE :=
 test: $(STAMP) deb-packages lint
 	@exec 3>&1 4>&2; status=0; summary=""; \
 	for part in $(TEST_PARTS); do \
@@ -60,8 +61,6 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy unde_infra components policies
 	shellcheck --shell=sh --severity=style unde_infra/files/*.sh
 
-# The previews are timed with the project's bytecode written (see test), as a user's are.
-benchmark: export PYTHONDONTWRITEBYTECODE :=
 benchmark: $(STAMP)
 	$(PY) benchmarks/preview_scale.py
 
