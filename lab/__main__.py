@@ -1,0 +1,5 @@
+import sys
+
+from .converge import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""Root filesystems of the releases the servers run, built once and kept by their inputs.
+
+What Hetzner's `debian-12` / `debian-13` images carry that matters here (systemd, OpenSSH
+with the release's default configuration, cloud-init, sudo, python3, curl, gnupg, the CA
+certificates), built with mmdebstrap from Debian's archive through the lab's proxy. Three lab
+facts are added on top, and nothing else:
+- cloud-init reads the NoCloud seed and leaves the network alone (the lab plays the cloud's
+  DHCP from outside the container);
+- apt goes through the lab's archive proxy (the only way out of the lab);
+- wireguard-go, because this kernel has no WireGuard module (wg-quick falls back to it).
+A root is kept under the cache directory under a name made of its inputs, so a change of any of
+them builds a new one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+MIRROR = "http://deb.debian.org/debian"
+SECURITY = "http://security.debian.org/debian-security"
+IMAGE_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "cloud-init", "sudo", "python3", "curl", "gnupg",
+    "ca-certificates", "iproute2", "iputils-ping", "less", "procps", "netbase", "wireguard-go",
+)
+LAB_CLOUD_CFG = "datasource_list: [NoCloud, None]\nnetwork: {config: disabled}\n"
+RELEASES = {"debian-12": "bookworm", "debian-13": "trixie"}
+
+
+@dataclass(frozen=True)
+class Root:
+    image: str  # debian-12 or debian-13, as the program names it
+    path: Path
+
+
+def _key(suite: str, proxy: str) -> str:
+    inputs = {"suite": suite, "packages": IMAGE_PACKAGES, "cloud": LAB_CLOUD_CFG, "proxy": proxy, "v": 2}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def lab_apt_config(proxy: str) -> str:
+    return f'Acquire::http::Proxy "{proxy}";\nAcquire::Retries "3";\n'
+
+
+def build(image: str, cache: Path, build_proxy: str, lab_proxy: str, proxy_hosts: str, log: Path) -> Root:
+    """The root of `image`, built through `build_proxy` (the proxy as the host reaches it) and
+    configured for `lab_proxy` (as the containers reach it: a name, which `proxy_hosts`, lines
+    of /etc/hosts, gives an IPv4 and an IPv6 address, for servers that have only one of them)."""
+    suite = RELEASES[image]
+    path = cache / f"{image}-{_key(suite, lab_proxy + proxy_hosts)}"
+    if (path / "etc/os-release").exists():
+        return Root(image, path)
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    sources = [f"deb {MIRROR} {suite} main", f"deb {MIRROR} {suite}-updates main", f"deb {SECURITY} {suite}-security main"]
+    with log.open("ab") as out:
+        subprocess.run(
+            ["mmdebstrap", "--variant=apt", "--include=" + ",".join(IMAGE_PACKAGES),
+             f'--aptopt=Acquire::http::Proxy "{build_proxy}"', suite, str(partial), *sources],
+            stdout=out, stderr=subprocess.STDOUT, check=True, timeout=900,
+        )
+    # mmdebstrap leaves its own apt options (the build's proxy) in the root.
+    (partial / "etc/apt/apt.conf.d/99mmdebstrap").unlink(missing_ok=True)
+    (partial / "etc/cloud/cloud.cfg.d/90-unde-lab.cfg").write_text(LAB_CLOUD_CFG)
+    (partial / "etc/apt/apt.conf.d/00unde-lab-proxy").write_text(lab_apt_config(lab_proxy))
+    with (partial / "etc/hosts").open("a") as hosts:
+        hosts.write(proxy_hosts)
+    # The image's machine id is made at first boot, as on a cloud image.
+    (partial / "etc/machine-id").write_text("uninitialized\n")
+    partial.rename(path)
+    return Root(image, path)

@@ -1,0 +1,105 @@
+"""What the lab builds, read from an offline preview of both stacks: each server's release,
+addresses and user data, the private networks with the routes the program registers, and the
+remote commands of every server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from unde_infra.delivery_plan import PlannedCommand, plan_from_run
+from unde_infra.model import LOCAL, Inventory
+from unde_infra.naming import REMOTE_COMMAND_TYPE
+from unde_infra.offline import unwrap_secrets
+from unde_infra.preview import StackResult, prepare, run_stacks
+
+from .network import LabHost, PrivateNetwork
+
+SERVER_TYPE = "hcloud:index/server:Server"
+ROUTE_TYPE = "hcloud:index/networkRoute:NetworkRoute"
+NETWORK_TYPE = "hcloud:index/network:Network"
+STACKS = ["helsinki", "local"]
+
+
+@dataclass
+class LabPreview:
+    results: list[StackResult]
+    hosts: list[LabHost]
+    networks: list[PrivateNetwork]
+    # Each stack's commands, in the order the deploy pipeline runs the stacks.
+    plans: list[tuple[str, list[PlannedCommand]]]
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.results[0].inventory
+
+
+def run_preview(admin_key: str, config_overrides: dict[str, Any] | None = None, shards: int | None = None) -> LabPreview:
+    """Both stacks offline, as `make preview` runs them, with the lab operator's key as the
+    stacks' admin key (hcloud's ssh_keys and the admin user's authorized keys)."""
+    overrides = {"sshKeys": [admin_key], **(config_overrides or {})}
+    results = run_stacks(prepare(STACKS, None, shards, config_overrides=overrides))
+    return LabPreview(results, _hosts(results), _networks(results), _plans(results))
+
+
+def _image(existing: bool) -> str:
+    return "debian-12" if existing else "debian-13"
+
+
+def _hosts(results: list[StackResult]) -> list[LabHost]:
+    inventory = results[0].inventory
+    records = {}
+    for result in results:
+        for record in result.run.records:
+            if record.type == SERVER_TYPE:
+                records[unwrap_secrets(record.inputs).get("name", record.name)] = record
+    targets = {c.server for result in results for c in plan_from_run(result.run).commands}
+    hosts = []
+    for name, server in inventory.servers.items():
+        if name not in targets and name not in records:
+            continue
+        record = records.get(name)
+        outputs = unwrap_secrets(record.outputs) if record else {}
+        inputs = unwrap_secrets(record.inputs) if record else {}
+        public4 = outputs.get("ipv4Address") or (str(server.public_address) if server.public_address else None)
+        public6 = outputs.get("ipv6Address") if any(n.get("ipv6Enabled") for n in inputs.get("publicNets", [])) else None
+        hosts.append(LabHost(
+            name=name,
+            image=_image(server.existing),
+            network="sin" if server.site == LOCAL else "hel",
+            private=str(server.ip),
+            public4=public4 or None,
+            public6=public6 or None,
+            # An adopted server's user data never runs again (the provider ignores it).
+            user_data=None if server.existing else inputs.get("userData"),
+        ))
+    return hosts
+
+
+def _networks(results: list[StackResult]) -> list[PrivateNetwork]:
+    networks: dict[str, PrivateNetwork] = {}
+    routes: list[tuple[str, str]] = []
+    for result in results:
+        hub = "hel" if result.run.stack == "helsinki" else "sin"
+        for record in result.run.records:
+            inputs = unwrap_secrets(record.inputs)
+            if record.type == NETWORK_TYPE and hub not in networks:
+                networks[hub] = PrivateNetwork(hub, inputs["ipRange"], _first_host(inputs["ipRange"]))
+            elif record.type == ROUTE_TYPE:
+                routes.append((inputs["destination"], inputs["gateway"]))
+    if "hel" in networks:
+        networks["hel"].routes = routes
+        # hcloud answers on the network's gateway (the topology's network.gateway).
+        networks["hel"].gateway = str(results[0].inventory.network.gateway)
+    return list(networks.values())
+
+
+def _first_host(ip_range: str) -> str:
+    import ipaddress
+
+    return str(next(ipaddress.ip_network(ip_range).hosts()))
+
+
+def _plans(results: list[StackResult]) -> list[tuple[str, list[PlannedCommand]]]:
+    return [(result.run.stack, [c for c in plan_from_run(result.run).commands if c.type == REMOTE_COMMAND_TYPE])
+            for result in results]
