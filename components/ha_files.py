@@ -8,15 +8,14 @@ import pulumi_random as random
 
 from unde_infra.model import Inventory, Server, Shard
 from unde_infra.render.etcd import etcd_member_files
-from unde_infra.render.node_setup import etcd_member_setup, patroni_install, shard_node_setup
+from unde_infra.render.node_setup import etcd_member_setup, shard_node_steps
 from unde_infra.render.patroni import Node, shard_node_config_files, shard_node_secret_files
-from unde_infra.render.postgres import APP_USERS, ShardSecrets
+from unde_infra.render.postgres import APP_USERS, ShardSecrets, layout_for
 
 from .delivery import RemoteFile, rendered_files, setup_files
 
 SHARD_PASSWORDS = ("superuser", "replication", "rewind", "pgbouncer", "exporter")
 SAMPLE_SECRETS = ShardSecrets(*(["sample-value"] * 10))
-SHARD_NODE_SETUP = shard_node_setup()
 ETCD_MEMBER_SETUP = etcd_member_setup()
 
 
@@ -47,15 +46,21 @@ def shard_secrets(
     return pulumi.Output.secret(values.apply(lambda v: ShardSecrets(*v)))
 
 
-def shard_node_files(shard: Shard, node: Node, inventory: Inventory, secrets: pulumi.Output[ShardSecrets]) -> dict[str, RemoteFile]:
-    """The node's files, rendered once: those without a secret now, the secret ones when the
-    values are known. All of them are delivered once the secrets exist, as one bundle; the setup
-    step (SHARD_NODE_SETUP) and the Patroni install it runs come with them."""
-    config = shard_node_config_files(shard, node, inventory)
-    rendered = secrets.apply(lambda s: {**config, **shard_node_secret_files(s, inventory)})
+def shard_node_files(
+    shard: Shard, node: Node, inventory: Inventory, secrets: pulumi.Output[ShardSecrets], os: str
+) -> dict[str, RemoteFile]:
+    """The node's files for a node running `os` (Host.os), rendered once: those without a secret
+    now, the secret ones when the values are known. All of them are delivered once the secrets
+    exist, as one bundle; the setup steps (shard_node_steps: the first one is run) come with them."""
+    layout = layout_for(os)
+    config = shard_node_config_files(shard, node, inventory, layout=layout)
+    rendered = secrets.apply(lambda s: {**config, **shard_node_secret_files(s, inventory, layout=layout)})
     # Only the secret files' modes and owners are needed in advance (a few lines of text each).
-    specs = {**config, **shard_node_secret_files(SAMPLE_SECRETS, inventory)}
-    return {**rendered_files(rendered, specs), **setup_files(SHARD_NODE_SETUP), **setup_files(patroni_install())}
+    specs = {**config, **shard_node_secret_files(SAMPLE_SECRETS, inventory, layout=layout)}
+    steps: dict[str, RemoteFile] = {}
+    for step in shard_node_steps(os):
+        steps |= setup_files(step)
+    return {**rendered_files(rendered, specs), **steps}
 
 
 def etcd_files(server: Server, inventory: Inventory) -> dict[str, RemoteFile]:

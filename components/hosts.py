@@ -16,14 +16,17 @@ import pulumi
 import pulumi_command as command
 import pulumi_hcloud as hcloud
 
-from unde_infra.model import Server
+from unde_infra.model import CREATED_OS, Server
 from unde_infra.naming import REPLACE_FORCING_FIELDS, bootstrap_name
 from unde_infra.render.escape import shell_word
 from unde_infra.settings import StackSettings
 
 from .remote_command import RemoteCommand
 
-IMAGE = "debian-12"
+# The image of a server the program creates (README "Operating system and where packages come
+# from"); an adopted server keeps the system it runs and is never re-imaged: `image` is in
+# REPLACE_FORCING_FIELDS, ignored after creation, and an adopted server states its own system.
+IMAGE = CREATED_OS
 # An adopted server keeps its public network as it is: detaching a primary IP needs the server
 # powered off, a step for a maintenance window, not for `pulumi up`. It keeps its type too: a
 # resize powers it off, so it happens only where the topology opts in (servers.<name>.resize).
@@ -92,6 +95,9 @@ class Host:
     # The address as text where it is known before any resource exists (a private address, an
     # existing host's): the commands' connections then carry it as a plain value.
     fixed_address: str | None = None
+    # The system it runs (model.Server.os; an existing host's from its stack's hosts.<name>.os):
+    # what its setup steps install from.
+    os: str = CREATED_OS
     _connection: tuple[tuple[object, ...], command.remote.ConnectionArgs] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -189,7 +195,9 @@ class HcloudHosts:
             server.name,
             name=server.name,
             server_type=server_type,
-            image=IMAGE,
+            # A created server gets IMAGE; an adopted one states the system it runs (the field is
+            # ignored after creation either way, so it is never re-imaged).
+            image=IMAGE if not server.existing else server.os,
             location=self.location,
             labels=server.labels,
             user_data=user_data,
@@ -207,8 +215,10 @@ class HcloudHosts:
             opts=server_options(server, self.settings, parent, provider=self.provider, depends_on=self.depends_on),
         )
         if server.public_ipv4:
-            return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address, owner=parent)
-        return Host.at(server, str(server.ip), resource, jump=self.jump, ipv6_address=resource.ipv6_address, owner=parent)
+            return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address, owner=parent,
+                        os=server.os)
+        return Host.at(server, str(server.ip), resource, jump=self.jump, ipv6_address=resource.ipv6_address, owner=parent,
+                       os=server.os)
 
 
 
@@ -221,7 +231,7 @@ class ExistingHosts:
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         entry = self.settings.hosts[server.name]
-        host = Host.at(server, entry.address, None, user=entry.user, port=entry.port, owner=parent)
+        host = Host.at(server, entry.address, None, user=entry.user, port=entry.port, owner=parent, os=entry.os)
         # cloud-init re-runs the bootstrap from a NoCloud seed on the host itself; the seed is
         # written first, and the run is triggered again only when the bootstrap changes.
         # printf's own format (\n), one shell word: the command stays what it was before, so an

@@ -22,7 +22,7 @@ def deliver_posthog(host: Host, parent: pulumi.Resource) -> None:
         random.RandomPassword("posthog-object-storage-password", length=32, special=False).result,
     )
     rendered: pulumi.Output[dict[str, RenderedFile]] = pulumi.Output.secret(values).apply(  # type: ignore[arg-type]
-        lambda v: posthog_files(host.server, PosthogSecrets(*v))
+        lambda v: posthog_files(host.server, PosthogSecrets(*v), host.os)
     )
-    files = rendered_files(rendered, posthog_files(host.server, SAMPLE_SECRETS))
+    files = rendered_files(rendered, posthog_files(host.server, SAMPLE_SECRETS, host.os))
     deliver(host, files, parent, apply=SETUP_PATH, apply_label="posthog")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pulumi
 
 from unde_infra.model import Inventory, Shard
+from unde_infra.render.node_setup import shard_node_steps
 from unde_infra.render.patroni import Node
 from unde_infra.render.shard_routing import routing_apply
 
 from .base import UndeComponent
 from .delivery import deliver
-from .ha_files import ETCD_MEMBER_SETUP, SHARD_NODE_SETUP, etcd_files, shard_node_files, shard_secrets
+from .ha_files import ETCD_MEMBER_SETUP, etcd_files, shard_node_files, shard_secrets
 from .hosts import Host, HostProvider
 from .secrets import LocalSecrets
 from .wireguard_peer import TunnelWiring, WireGuardPeer
@@ -38,8 +39,10 @@ class ShardPair(UndeComponent):
         database_secrets = shard_secrets(shard, self, secrets.app_passwords_of(shard.index))
         nodes: tuple[tuple[Node, Host], ...] = (("primary", self.primary), ("replica", self.replica))
         for node, host in nodes:
-            files = {**shard_node_files(shard, node, inventory, database_secrets), **secrets.files_for(host.server)}
-            written = deliver(host, files, self, apply=SHARD_NODE_SETUP.command, depends_on=[self.tunnel])
+            files = {**shard_node_files(shard, node, inventory, database_secrets, host.os),
+                     **secrets.files_for(host.server)}
+            setup = shard_node_steps(host.os)[0]
+            written = deliver(host, files, self, apply=setup.command, depends_on=[self.tunnel])
             # The routing watcher, once Patroni runs (README "Routing follows the primary").
             routing = secrets.routing_files(shard, node)
             if routing:

@@ -92,6 +92,14 @@ class Inbound:
         return f"{self.protocol}{where} from {', '.join(self.sources)}"
 
 
+# Operating systems, named as the hcloud images are. A server the program creates gets
+# CREATED_OS; an adopted server keeps what it runs (never re-imaged), ADOPTED_OS unless the
+# topology says otherwise; so does a host of the `existing` provider (its stack's hosts.<name>.os).
+CREATED_OS = "debian-13"
+ADOPTED_OS = "debian-12"
+OS_CODENAMES = {"debian-12": "bookworm", "debian-13": "trixie"}
+
+
 @dataclass(frozen=True)
 class Server:
     name: str
@@ -115,6 +123,10 @@ class Server:
     tunnel: Tunnel | None = None
     resize: bool = False  # an existing server may change type (servers.<name>.resize)
     inbound: tuple[Inbound, ...] = ()  # what it serves publicly today (servers.<name>.inbound)
+    # The operating system it runs, as the hcloud image name (README "Operating system and where
+    # packages come from"): a server the program creates runs CREATED_OS; an adopted one keeps
+    # its own (servers.<name>.os, ADOPTED_OS unless the topology says otherwise).
+    os: str = "debian-13"
 
     @property
     def labels(self) -> dict[str, str]:
@@ -623,6 +635,9 @@ def _server_from_spec(
 ) -> Server | None:
     path = f"servers.{name}"
     ok = True
+    if spec.os is not None and spec.os != CREATED_OS and not spec.existing:
+        problems.add(f"{path}.os", f"a server the program creates runs {CREATED_OS} (its image); "
+                                   "only an existing server may run another system")
     if spec.resize and not spec.existing:
         problems.add(f"{path}.resize", "only an existing server needs resize: a new one is created with its type")
         ok = False
@@ -692,6 +707,7 @@ def _server_from_spec(
         tunnel=tunnel,
         resize=spec.resize,
         inbound=inbound,
+        os=spec.os or (ADOPTED_OS if spec.existing else CREATED_OS),
     )
 
 

@@ -11,8 +11,8 @@ Each prints the commands; `--execute` runs exactly what was printed (one bash sc
 waits until Patroni shows the expected state. Servers without a public address are reached
 through a jump host: helsinki-gw for the Helsinki side (its address is in the topology), the
 local entry host for the local site (`sshJump`, an output of the local stack), as the remote
-commands of `pulumi up` reach them (components/hosts.py). The Patroni steps run patronictl from
-the deployed virtualenv with the deployed configuration (render/node_setup.py, render/patroni.py).
+commands of `pulumi up` reach them (components/hosts.py). The Patroni steps run the deployed patronictl
+(on PATH on both systems) with the deployed configuration (render/node_setup.py, render/patroni.py).
 
 The integration test (tests/integration/test_ops_drill.py) runs the patronictl commands these
 plans contain against the drill's real cluster, inside its namespaces instead of over ssh.
@@ -166,7 +166,7 @@ def script(steps: list[Step], reach: Reach, local_jump: str | None = None) -> st
 
 
 def patronictl(layout: NodeLayout, *args: str) -> tuple[str, ...]:
-    return (f"{layout.patroni_venv}/bin/patronictl", "-c", layout.patroni_config, *args)
+    return (layout.patronictl, "-c", layout.patroni_config, *args)
 
 
 def shard_of(inventory: Inventory, index: int) -> Shard:

@@ -45,7 +45,7 @@ def _sh(args: list[str]) -> str:
 
 def pitr_steps(shard: Shard, target: datetime, layout: NodeLayout = DEFAULT_LAYOUT) -> list[str]:
     primary, replica = shard.primary.name, shard.replica.name
-    patronictl = f"{layout.patroni_venv}/bin/patronictl -c {layout.patroni_config}"
+    patronictl = f"{layout.patronictl} -c {layout.patroni_config}"
     return [
         f"# Point-in-time restore of {shard.scope} to {target.isoformat()}: everything written after it is lost.",
         f"# 1. Stop writes: on {replica}, then on {primary}:",
@@ -67,7 +67,7 @@ def pitr_steps(shard: Shard, target: datetime, layout: NodeLayout = DEFAULT_LAYO
 
 
 def replica_steps(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> list[str]:
-    patronictl = f"{layout.patroni_venv}/bin/patronictl -c {layout.patroni_config}"
+    patronictl = f"{layout.patronictl} -c {layout.patroni_config}"
     return [
         f"# Re-create {shard.replica.name} from the backup repository (create_replica_methods: pgbackrest",
         "# first, so the copy comes from the bucket next door, not across the 120 ms link); on any member:",

@@ -129,6 +129,9 @@ class ServerSpec(Strict):
     # An existing server keeps the type it runs with, whatever `type` says, unless this opts in
     # to a resize (hcloud powers the server off for it).
     resize: bool = False
+    # The operating system an existing server runs (it is never re-imaged); a server the program
+    # creates runs CREATED_OS (model.py). Default for an existing server: debian-12.
+    os: Literal["debian-12", "debian-13"] | None = None
     # What the server serves publicly today; the firewalls keep it open unless `close` says so.
     inbound: list[InboundSpec] = []
 

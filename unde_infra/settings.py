@@ -17,7 +17,17 @@ from typing import Any, Literal, TypeVar
 from . import validators
 from .config_files import join_path, load_config, unsafe_values
 from .errors import Problems, shown
-from .model import HELSINKI, LOCAL, MONITORING_TASK, ROOT, SECOND_MONITORING_TASK, Inventory, Server
+from .model import (
+    ADOPTED_OS,
+    HELSINKI,
+    LOCAL,
+    MONITORING_TASK,
+    OS_CODENAMES,
+    ROOT,
+    SECOND_MONITORING_TASK,
+    Inventory,
+    Server,
+)
 from .render.entry import api_instances, needs_load_balancer
 from .render.entry_failover import EntryDns
 from .sizing import HCLOUD_NETWORK_ZONES, cheapest_type
@@ -46,6 +56,9 @@ class ExistingHost:
     port: int = 22
     # What the host costs per month (EUR, excl. VAT), for `unde-infra cost`; None: not given.
     eur_month: float | None = None
+    # The system it runs (README "Operating system and where packages come from"); the program
+    # never re-images it, so this says what is there, and the setup steps check it.
+    os: str = ADOPTED_OS
 
 
 AdminNetwork = IPv4Network | IPv6Network
@@ -306,15 +319,16 @@ def _chat_id(value: Any) -> int:
 def _existing_host(value: Any) -> ExistingHost:
     if not isinstance(value, dict) or "address" not in value:
         raise ValueError("needs at least an address (and optionally user, port)")
-    unknown = sorted(str(k) for k in value if k not in ("address", "user", "port", "eurMonth"))
+    unknown = sorted(str(k) for k in value if k not in ("address", "user", "port", "eurMonth", "os"))
     if unknown:
-        raise ValueError(f"unknown keys: {', '.join(unknown)} (known: address, user, port, eurMonth)")
+        raise ValueError(f"unknown keys: {', '.join(unknown)} (known: address, user, port, eurMonth, os)")
     problems: list[tuple[str, str]] = []
     checks = {
         "address": (validators.host, "address"),
         "user": (validators.user_name, "root"),
         "port": (validators.port, 22),
         "eurMonth": (_monthly_price, None),
+        "os": (_host_os, ADOPTED_OS),
     }
     parsed: dict[str, Any] = {}
     for key, (check, default) in checks.items():
@@ -324,7 +338,14 @@ def _existing_host(value: Any) -> ExistingHost:
             problems.append((key, str(exc)))
     if problems:
         raise FieldProblems(problems)
-    return ExistingHost(parsed["address"], parsed["user"], parsed["port"], parsed["eurMonth"])
+    return ExistingHost(parsed["address"], parsed["user"], parsed["port"], parsed["eurMonth"], parsed["os"])
+
+
+def _host_os(value: Any) -> str:
+    """The operating system an existing host runs (what its setup steps install from)."""
+    if value not in OS_CODENAMES:
+        raise ValueError(f"{value!r} is not a known system; use one of {', '.join(sorted(OS_CODENAMES))}")
+    return str(value)
 
 
 def _monthly_price(value: Any) -> float:

@@ -21,7 +21,8 @@ SECRETS = p.PosthogSecrets("dbPassw0rdKnown", "djangoSecretKnown", p.SAMPLE_SECR
 
 @pytest.fixture
 def rendered(inventory: Inventory, tmp_path: Path) -> dict[str, Path]:
-    files = p.posthog_files(inventory.servers["posthog"], SECRETS)
+    # Debian 12's files: the only ones with Docker's apt source and pin (an adopted posthog server).
+    files = p.posthog_files(inventory.servers["posthog"], SECRETS, "debian-12")
     paths = {}
     for name, source in (("compose", p.COMPOSE_PATH), ("env", p.ENV_PATH), ("caddy", p.CADDYFILE_PATH),
                          ("source", p.DOCKER_SOURCE_PATH), ("pin", p.DOCKER_PIN_PATH)):
@@ -136,7 +137,7 @@ def test_apt_installs_the_pinned_docker_even_when_a_newer_one_is_offered(rendere
 
 
 def test_docker_key_and_packages_are_pinned_in_the_setup_parameters(inventory: Inventory) -> None:
-    files = p.posthog_files(inventory.servers["posthog"], SECRETS)
+    files = p.posthog_files(inventory.servers["posthog"], SECRETS, "debian-12")
     settings = files[f"{p.SETUP_PATH}.env"].content
     assert re.fullmatch(r"[0-9A-F]{40}", p.DOCKER_KEY_FINGERPRINT)
     assert f"DOCKER_KEY_FINGERPRINT={p.DOCKER_KEY_FINGERPRINT}\n" in settings
@@ -144,3 +145,20 @@ def test_docker_key_and_packages_are_pinned_in_the_setup_parameters(inventory: I
         assert f"{package}={version}" in settings
     assert files[p.DOCKER_SOURCE_PATH].content == (
         "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/debian bookworm stable\n")
+
+
+def test_on_debian_13_docker_comes_from_debian_with_no_other_source(inventory: Inventory) -> None:
+    """The server the program creates runs Debian 13: Docker Engine and Compose v2 from Debian's
+    archive; no key is fetched, no repository or pin is written."""
+    server = inventory.servers["posthog"]
+    assert server.os == "debian-13"
+    files = p.posthog_files(server, SECRETS)
+    assert p.DOCKER_SOURCE_PATH not in files and p.DOCKER_PIN_PATH not in files
+    settings = dict(line.split("=", 1) for line in files[f"{p.SETUP_PATH}.env"].content.splitlines())
+    assert settings["CODENAME"] == "trixie"
+    assert settings["DOCKER_PACKAGES"] == "'docker.io docker-cli docker-compose'"
+    assert settings["DOCKER_KEY_URL"] == "''"
+    assert "download.docker.com" not in "".join(f.content for f in files.values())
+    script = files[p.SETUP_PATH].content
+    assert 'if [ -n "$DOCKER_KEY_URL" ]; then' in script
+    assert p.posthog_files(server, SECRETS, "debian-12")[f"{p.SETUP_PATH}.env"].content.count("bookworm") >= 1

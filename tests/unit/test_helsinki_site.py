@@ -173,7 +173,9 @@ def test_the_default_preview_installs_posthog_and_leaves_pushs_broker_alone(run_
     modes = delivered_modes(result, "posthog")
     assert modes["/etc/unde/secrets/posthog.env"] == ("0600", True)
     assert not any(secret for path, (_, secret) in modes.items() if path != "/etc/unde/secrets/posthog.env")
-    assert "Pin: version 5:27.5.1-1~debian.12~bookworm" in posthog["/etc/apt/preferences.d/unde-docker"]
+    # posthog is created, so it runs Debian 13: Docker from Debian, no Docker repository or pin.
+    assert "/etc/apt/preferences.d/unde-docker" not in posthog and "/etc/apt/sources.list.d/docker.list" not in posthog
+    assert "DOCKER_PACKAGES='docker.io docker-cli docker-compose'" in posthog["/usr/local/lib/unde/posthog-setup.env"]
     # push: the exporter's login and its ACL user, nothing of Redis's own configuration.
     push = result.artifacts["push"]
     assert not any(path.startswith("/etc/redis") for path in push)

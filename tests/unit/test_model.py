@@ -307,3 +307,23 @@ def test_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
 def test_resize_is_only_for_an_existing_server(tmp_path: Path) -> None:
     problems = _problems(_set("servers.local-app.resize", True), tmp_path)
     assert problems == ["servers.local-app.resize: only an existing server needs resize: a new one is created with its type"]
+
+
+def test_created_servers_run_debian_13_and_adopted_ones_keep_theirs(inventory: Inventory, tmp_path: Path) -> None:
+    """README "Operating system and where packages come from": the program's image for what it
+    creates, the topology's word (default Debian 12) for what it adopts."""
+    assert {s.os for s in inventory.servers.values() if not s.existing} == {"debian-13"}
+    assert {s.os for s in inventory.servers.values() if s.existing} == {"debian-12"}
+    assert {s.replica.os for s in inventory.shards} == {s.primary.os for s in inventory.shards} == {"debian-13"}
+    data = _topology()
+    _set("servers.monitoring.os", "debian-13")(data)
+    upgraded = _load(data, tmp_path)
+    assert upgraded.servers["monitoring"].os == "debian-13"
+
+
+def test_a_created_server_cannot_ask_for_debian_12_and_no_unknown_system(tmp_path: Path) -> None:
+    problems = _problems(_set("servers.local-app.os", "debian-12"), tmp_path)
+    assert problems == ["servers.local-app.os: a server the program creates runs debian-13 (its image); "
+                        "only an existing server may run another system"]
+    problems = _problems(_set("servers.monitoring.os", "debian-11"), tmp_path)
+    assert "servers.monitoring.os: Input should be 'debian-12' or 'debian-13' (got 'debian-11')" in problems

@@ -18,7 +18,8 @@ from unde_infra.model import Inventory, load_topology
 from unde_infra.render.app_secrets import MEK_PATH
 from unde_infra.settings import ExistingHost
 
-PATRONICTL = "/opt/patroni/bin/patronictl -c /etc/patroni/patroni.yml"
+# On PATH on both systems (Debian 13's package, Debian 12's link to the virtualenv's).
+PATRONICTL = "patronictl -c /etc/patroni/patroni.yml"
 HELSINKI_SSH = "ssh -o ConnectTimeout=10 -J root@46.62.233.30 root@10.1.2.10"
 
 

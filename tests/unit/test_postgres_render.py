@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from ipaddress import IPv4Network, ip_network
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ import yaml
 from unde_infra import timings
 from unde_infra.model import Inventory, load_topology
 from unde_infra.render import etcd, monitoring, patroni, pgbackrest, pgbouncer, postgres, postgres_exporter
-from unde_infra.render.postgres import ShardSecrets
+from unde_infra.render.postgres import ShardSecrets, layout_for
 
 # SPEC.md, "Shard PostgreSQL configuration (32 GB RAM, NVMe)", verbatim values.
 SPEC_32GB = {
@@ -180,8 +181,14 @@ def test_shard_node_files_paths(inventory: Inventory) -> None:
     unit = files["/etc/systemd/system/patroni.service"]
     assert "EnvironmentFile=/etc/unde/secrets/patroni.env" in unit
     assert "EnvironmentFile=/etc/unde/secrets/pgbackrest.env" in unit  # archive_command needs the keys
-    # The pinned Patroni from its virtualenv, never Debian's 3.0.2 (double-demote race).
+    # Debian 12's layout (the default): the pinned Patroni from its virtualenv, never Debian 12's
+    # 3.0.2 (double-demote race).
     assert "ExecStart=/opt/patroni/bin/patroni /etc/patroni/patroni.yml" in unit
+    # Debian 13's: Debian's Patroni 4.0.7 (it has the 4.0.6 fix), PostgreSQL in the same place.
+    trixie = patroni.shard_node_files(inventory.shards[0], "primary", inventory, SECRETS, layout=layout_for("debian-13"))
+    assert "ExecStart=/usr/bin/patroni /etc/patroni/patroni.yml" in trixie["/etc/systemd/system/patroni.service"]
+    assert "bin_dir: /usr/lib/postgresql/17/bin" in trixie["/etc/patroni/patroni.yml"]
+    assert set(trixie) == set(files)
     with pytest.raises(ValueError):
         patroni.shard_node_files(inventory.shards[0], "standby", inventory, SECRETS)  # type: ignore[arg-type]
 
@@ -310,3 +317,59 @@ def test_backups_run_on_a_schedule_only_where_the_primary_is(inventory: Inventor
     assert "archive-async=y" in conf and "repo1-retention-full=2" in conf and "spool-path=" in conf
     assert '"$PGBACKREST_RUNNER" stanza' in files["/etc/patroni/post_bootstrap.sh"]
     assert "PGBACKREST_RUNNER=/usr/local/lib/unde/pgbackrest-run\n" in files["/etc/patroni/post_bootstrap.sh.env"]
+
+
+def _setup_settings(os: str) -> dict[str, str]:
+    from unde_infra.render.node_setup import shard_node_setup
+
+    step = shard_node_setup(os)
+    return dict(line.split("=", 1) for line in step.files()[f"{step.path}.env"].splitlines())
+
+
+def test_on_debian_13_the_shard_node_installs_from_debian_alone() -> None:
+    from unde_infra.render.node_setup import shard_node_steps
+
+    settings = _setup_settings("debian-13")
+    assert settings["CODENAME"] == "trixie"
+    assert settings["PGDG_SOURCE"] == settings["PGDG_KEY_URL"] == settings["PATRONI_INSTALL"] == "''"
+    assert settings["PACKAGES"].strip("'").split() == [
+        "postgresql-17", "postgresql-17-pgvector", "patroni", "python3-etcd", "pgbouncer", "pgbackrest",
+        "prometheus-postgres-exporter",
+    ]
+    assert "python3-venv" not in settings["PACKAGES"] and "curl" not in settings["PACKAGES"]
+    # No Patroni install step travels with it, only the setup itself.
+    assert [step.name for step in shard_node_steps("debian-13")] == ["shard_node_setup.sh"]
+
+
+def test_on_debian_12_the_shard_node_keeps_pgdg_and_the_pinned_patroni() -> None:
+    from unde_infra.render.node_setup import PATRONI_INSTALL_PATH, shard_node_steps
+
+    settings = _setup_settings("debian-12")
+    assert settings["CODENAME"] == "bookworm"
+    assert settings["PGDG_SOURCE"] == (
+        "'deb [signed-by=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc] "
+        "https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main'")
+    assert settings["PATRONI_INSTALL"] == PATRONI_INSTALL_PATH and settings["PATRONI_VENV"] == "/opt/patroni"
+    assert "patroni" not in settings["PACKAGES"].split()
+    assert [step.name for step in shard_node_steps("debian-12")] == ["shard_node_setup.sh", "patroni_install.sh"]
+
+
+def test_the_shard_setup_refuses_a_system_it_was_not_rendered_for(tmp_path: Path) -> None:
+    """The script checks /etc/os-release before it touches anything: rendered for the other
+    Debian than the one this machine runs, it stops with the fix in its message."""
+    import subprocess
+
+    from unde_infra.files import source
+    from unde_infra.render.node_setup import shard_node_setup
+
+    running = next(line.split("=", 1)[1].strip('"') for line in Path("/etc/os-release").read_text().splitlines()
+                   if line.startswith("VERSION_CODENAME="))
+    other = "debian-13" if running == "bookworm" else "debian-12"
+    script = tmp_path / "shard-node-setup"
+    script.write_text(source("shard_node_setup.sh"))
+    step = shard_node_setup(other)
+    (tmp_path / "shard-node-setup.env").write_text(step.files()[f"{step.path}.env"])
+    result = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"this node runs Debian {running}, its files were rendered for" in result.stderr
+    assert "servers.<name>.os" in result.stderr

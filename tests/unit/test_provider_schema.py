@@ -123,7 +123,8 @@ def test_an_unknown_resource_type_is_a_violation() -> None:
 
 def test_the_preview_exits_2_naming_urn_and_property_and_writes_nothing(monkeypatch, tmp_path, capsys,
                                                                         fresh_event_loop) -> None:
-    # The real program and the real CLI, with one input the provider would refuse: an image as a number.
+    # The real program and the real CLI, with one input the provider would refuse: an image as a
+    # number (IMAGE is what created servers get; adopted ones state their own system).
     monkeypatch.setattr(components.hosts, "IMAGE", 12)
     out = tmp_path / "preview"
     code = cli.main(["preview", "--stack", "helsinki", "--out", str(out)])
@@ -132,8 +133,9 @@ def test_the_preview_exits_2_naming_urn_and_property_and_writes_nothing(monkeypa
     assert not out.exists()
     lines = err.splitlines()
     assert re.match(r"provider schemas: \d+ problems", lines[0])
-    assert ("  urn:pulumi:helsinki::unde-infra::unde:helsinki:BatchHost$hcloud:index/server:Server::scraper: "
+    assert ("  urn:pulumi:helsinki::unde-infra::unde:helsinki:BatchHost$hcloud:index/server:Server::standby-orchestrator: "
             "image: expected string, got float 12.0") in lines  # numbers travel as doubles
+    assert not any("Server::scraper: image" in line for line in lines)  # adopted: its own system
 
 
 def test_replace_facts_from_the_schema_and_the_provider_source() -> None:

@@ -1,7 +1,9 @@
 #!/bin/sh
-# Install Docker from Docker's apt repository (pinned versions) and run PostHog with Docker
-# Compose. Delivered by unde-infra and run after any PostHog file changed. Its parameters are in
-# "$0.env" beside it: DOCKER_KEY_URL, DOCKER_KEY_FINGERPRINT, DOCKER_KEYRING,
+# Install Docker (Debian 13: Docker Engine and Compose v2 from Debian's archive; Debian 12: from
+# Docker's apt repository, pinned versions) and run PostHog with Docker Compose. Delivered by
+# unde-infra and run after any PostHog file changed. Its parameters are in "$0.env" beside it:
+# CODENAME (the system it was rendered for), DOCKER_KEY_URL (empty: Docker from Debian),
+# DOCKER_KEY_FINGERPRINT, DOCKER_KEYRING,
 # DOCKER_PACKAGES (package=version ...), POSTHOG_REPOSITORY, POSTHOG_COMMIT, SOURCE_DIR,
 # SOURCE_PATHS, PROJECT_DIR, ENV_FILE, DATA_DIR, DATA_DIRS (path or path:uid ...), UNIT and
 # METRICS_TIMER.
@@ -9,20 +11,29 @@ set -eu
 # shellcheck source=/dev/null
 . "$0.env"
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -q ca-certificates curl gnupg git
-
-# Docker's key, trusted only with the fingerprint Docker publishes (checked on every run).
-key=$(mktemp)
-trap 'rm -f "$key"' EXIT
-curl -fsSL --retry 3 "$DOCKER_KEY_URL" -o "$key"
-fingerprint=$(gpg --show-keys --with-colons "$key" | awk -F: '$1 == "fpr" { print $10; exit }')
-if [ "$fingerprint" != "$DOCKER_KEY_FINGERPRINT" ]; then
-    echo "Docker's key has fingerprint '$fingerprint', expected $DOCKER_KEY_FINGERPRINT: not installed" >&2
+# shellcheck source=/dev/null
+running=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
+if [ "$running" != "$CODENAME" ]; then
+    echo "this server runs Debian $running, its files were rendered for $CODENAME: set its os in the topology" >&2
     exit 1
 fi
-install -D -m 0644 "$key" "$DOCKER_KEYRING"
-apt-get update -q
-# The versions are pinned here and in /etc/apt/preferences.d, so no upgrade moves them.
+apt-get install -y -q ca-certificates curl gnupg git
+
+if [ -n "$DOCKER_KEY_URL" ]; then
+    # Docker's key, trusted only with the fingerprint Docker publishes (checked on every run).
+    key=$(mktemp)
+    trap 'rm -f "$key"' EXIT
+    curl -fsSL --retry 3 "$DOCKER_KEY_URL" -o "$key"
+    fingerprint=$(gpg --show-keys --with-colons "$key" | awk -F: '$1 == "fpr" { print $10; exit }')
+    if [ "$fingerprint" != "$DOCKER_KEY_FINGERPRINT" ]; then
+        echo "Docker's key has fingerprint '$fingerprint', expected $DOCKER_KEY_FINGERPRINT: not installed" >&2
+        exit 1
+    fi
+    install -D -m 0644 "$key" "$DOCKER_KEYRING"
+    apt-get update -q
+fi
+# From Docker's repository the versions are pinned here and in /etc/apt/preferences.d, so no
+# upgrade moves them; from Debian, its stable updates (security fixes) apply.
 # shellcheck disable=SC2086
 apt-get install -y -q $DOCKER_PACKAGES
 systemctl enable --now docker

@@ -7,14 +7,26 @@ are files of unde_infra/files/, delivered with their parameters beside them."""
 from __future__ import annotations
 
 from ..files import SetupStep
+from ..model import CREATED_OS, OS_CODENAMES
 from .etcd import DEFAULT_ETCD_LAYOUT, LEADER_AFFINITY_UNIT
 from .pgbackrest import BACKUP_TIMERS
 from .postgres import DEFAULT_LAYOUT, PG_VERSION
 
 PGDG_KEY = "/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc"
 
-# Patroni comes from PyPI at a pinned version, not from Debian: Debian 12 ships 3.0.2, which has
-# the double-demote race (patroni issue #3649: two `demote('offline')` start PostgreSQL twice and
+# On Debian 13 (the servers the program creates) everything comes from Debian's own archive:
+# PostgreSQL 17, pgvector 0.8, Patroni 4.0.7 (it has the 4.0.6 fix below), PgBouncer, pgBackRest,
+# postgres_exporter. python3-etcd is named because Patroni's package may be satisfied by
+# python3-consul alone (its DCS dependency is a list of alternatives), and its etcd3 DCS imports
+# python-etcd.
+TRIXIE_SHARD_PACKAGES = (
+    f"postgresql-{PG_VERSION}", f"postgresql-{PG_VERSION}-pgvector", "patroni", "python3-etcd",
+    "pgbouncer", "pgbackrest", "prometheus-postgres-exporter",
+)
+BOOKWORM_SHARD_PACKAGES = ("python3-venv", "curl", "pgbouncer", "pgbackrest", "prometheus-postgres-exporter")
+# On Debian 12 (adopted hosts) PostgreSQL 17 and pgvector come from PGDG (Debian 12 ships 15 and
+# no pgvector), and Patroni from PyPI at a pinned version, not from Debian: Debian 12 ships 3.0.2,
+# which has the double-demote race (patroni issue #3649: two `demote('offline')` start PostgreSQL twice and
 # leave pg_control unusable), fixed in 4.0.6 ("Avoid running offline demotion concurrently").
 # The failover drill installs this same set with the same commands (tests/conftest.py), so the
 # tests run what the servers run.
@@ -44,15 +56,29 @@ def patroni_install(venv: str = DEFAULT_LAYOUT.patroni_venv, python: str = "/usr
     })
 
 
-def shard_node_setup(pg_version: int = PG_VERSION) -> SetupStep:
-    """files/shard_node_setup.sh, which runs patroni_install() (delivered beside it)."""
-    return SetupStep(f"{TOOLS_DIR}/shard-node-setup", "shard_node_setup.sh", {
-        "PG_VERSION": pg_version, "PGDG_KEY": PGDG_KEY, "PGDG_KEY_URL": PGDG_KEY_URL,
-        "PGDG_SOURCE": f"deb [signed-by={PGDG_KEY}] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main",
-        "PACKAGES": "python3-venv curl pgbouncer pgbackrest prometheus-postgres-exporter",
-        "PATRONI_INSTALL": PATRONI_INSTALL_PATH,
-        "RELOADED": " ".join(SHARD_NODE_SERVICES), "BACKUP_TIMERS": " ".join(BACKUP_TIMERS),
-    })
+def shard_node_setup(os: str = CREATED_OS, pg_version: int = PG_VERSION) -> SetupStep:
+    """files/shard_node_setup.sh for a node running `os`: from Debian alone on Debian 13; on
+    Debian 12 PostgreSQL from PGDG and the pinned Patroni by patroni_install() (delivered beside
+    it). The script refuses to run on another system than the one it was rendered for."""
+    codename = OS_CODENAMES[os]
+    settings: dict[str, str | int] = {"CODENAME": codename, "PG_VERSION": pg_version}
+    if codename == "trixie":
+        settings |= {"PGDG_KEY": "", "PGDG_KEY_URL": "", "PGDG_SOURCE": "", "PACKAGES": " ".join(TRIXIE_SHARD_PACKAGES),
+                     "PATRONI_INSTALL": "", "PATRONI_VENV": ""}
+    else:
+        settings |= {
+            "PGDG_KEY": PGDG_KEY, "PGDG_KEY_URL": PGDG_KEY_URL,
+            "PGDG_SOURCE": f"deb [signed-by={PGDG_KEY}] https://apt.postgresql.org/pub/repos/apt {codename}-pgdg main",
+            "PACKAGES": " ".join(BOOKWORM_SHARD_PACKAGES),
+            "PATRONI_INSTALL": PATRONI_INSTALL_PATH, "PATRONI_VENV": DEFAULT_LAYOUT.patroni_venv,
+        }
+    settings |= {"RELOADED": " ".join(SHARD_NODE_SERVICES), "BACKUP_TIMERS": " ".join(BACKUP_TIMERS)}
+    return SetupStep(f"{TOOLS_DIR}/shard-node-setup", "shard_node_setup.sh", settings)
+
+
+def shard_node_steps(os: str) -> tuple[SetupStep, ...]:
+    """The setup steps a shard node running `os` receives: the first one is run."""
+    return (shard_node_setup(os),) if os == "debian-13" else (shard_node_setup(os), patroni_install())
 
 
 def etcd_member_setup() -> SetupStep:

@@ -234,7 +234,8 @@ def post_bootstrap_sql(layout: NodeLayout = DEFAULT_LAYOUT) -> str:
 
 
 def patroni_unit(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
-    """Patroni's own unit: it runs from the pinned virtualenv, not from a Debian package."""
+    """Patroni's own unit (it replaces the one Debian's package ships): Debian's /usr/bin/patroni
+    on Debian 13, the pinned virtualenv's on Debian 12 (layout.patroni_bin)."""
     return "\n".join(
         [
             "[Unit]",

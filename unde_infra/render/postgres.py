@@ -69,6 +69,9 @@ class ShardSecrets:
         return [getattr(self, name) for name in self.__dataclass_fields__]
 
 
+PRODUCTION_VENV = "/opt/patroni"
+
+
 @dataclass(frozen=True)
 class NodeLayout:
     """Where things live on a shard node, and its ports.
@@ -81,8 +84,10 @@ class NodeLayout:
     data_dir: str = f"/var/lib/postgresql/{PG_VERSION}/main"
     socket_dir: str = "/var/run/postgresql"
     patroni_dir: str = "/etc/patroni"
-    # Patroni runs from its own virtualenv at the pinned version (render/node_setup.py).
-    patroni_venv: str = "/opt/patroni"
+    # Patroni: Debian's package (/usr/bin/patroni) on Debian 13; on Debian 12 its own virtualenv
+    # at the pinned version (render/node_setup.py), whose patronictl the setup links onto PATH.
+    patroni_packaged: bool = False
+    patroni_venv: str = PRODUCTION_VENV
     pgpass: str = "/var/lib/postgresql/.pgpass_patroni"
     patroni_log_dir: str = "/var/log/patroni"
     pgbackrest_config: str = "/etc/pgbackrest/pgbackrest.conf"
@@ -115,10 +120,31 @@ class NodeLayout:
 
     @property
     def patroni_bin(self) -> str:
-        return f"{self.patroni_venv}/bin/patroni"
+        return "/usr/bin/patroni" if self.patroni_packaged else f"{self.patroni_venv}/bin/patroni"
+
+    @property
+    def patronictl(self) -> str:
+        """The command operators run: `patronictl` on PATH on both production systems (Debian's
+        /usr/bin/patronictl; on Debian 12 files/shard_node_setup.sh links /usr/local/bin/patronictl
+        to PRODUCTION_VENV's), so the same command works whichever system a node runs; another
+        virtualenv (the tests') by its path."""
+        if self.patroni_packaged or self.patroni_venv == PRODUCTION_VENV:
+            return "patronictl"
+        return f"{self.patroni_venv}/bin/patronictl"
 
 
+# Debian 12's layout (PGDG's PostgreSQL, Patroni in its virtualenv): the adopted hosts' and the
+# tests' (they run on Debian 12).
 DEFAULT_LAYOUT = NodeLayout()
+# Debian 13's (the servers the program creates): everything from Debian, the same paths but
+# Patroni's. PostgreSQL's binaries are in /usr/lib/postgresql/<major>/bin from PGDG and from Debian.
+TRIXIE_LAYOUT = NodeLayout(patroni_packaged=True)
+LAYOUTS = {"debian-12": DEFAULT_LAYOUT, "debian-13": TRIXIE_LAYOUT}
+
+
+def layout_for(os: str) -> NodeLayout:
+    """The shard node layout of a server running `os` (model.Server.os / Host.os)."""
+    return LAYOUTS[os]
 
 
 def _size(mb: float) -> str:

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from ..files import python_script, shell_settings, source
-from ..model import Server
+from ..model import CREATED_OS, OS_CODENAMES, Server
 from .app_secrets import POSTHOG_PATH
 from .cloud_init import dump_yaml
 from .escape import env_file
@@ -69,7 +69,12 @@ IMAGES = {
     "proxy": "caddy:2.9.1",
 }
 
-# Docker's apt repository for Debian 12, one version of each package (apt-cache madison lists them).
+# Debian 13 (the server the program creates): Docker Engine 26.1 and Compose v2 (2.26, also the
+# `docker compose` plugin) from Debian's own archive, with its security support; no other source.
+DEBIAN_DOCKER_PACKAGES = ("docker.io", "docker-cli", "docker-compose")
+# Debian 12 (an adopted posthog server): Debian's docker-compose is v1 (1.29), which PostHog's
+# compose file does not suit, so Docker's apt repository, one version of each package (apt-cache
+# madison lists them).
 DOCKER_REPOSITORY = "https://download.docker.com/linux/debian"
 DOCKER_KEY_URL = f"{DOCKER_REPOSITORY}/gpg"
 # Docker's release key, as docs.docker.com publishes it ("Verify that the key fingerprint is ...").
@@ -347,6 +352,11 @@ def compose_unit() -> str:
     ])
 
 
+def docker_from_debian(os: str) -> bool:
+    """Docker from Debian's archive (Debian 13), or from Docker's repository (Debian 12)."""
+    return os != "debian-12"
+
+
 def docker_apt_source() -> str:
     return f"deb [arch=amd64 signed-by={DOCKER_KEYRING}] {DOCKER_REPOSITORY} bookworm stable\n"
 
@@ -360,11 +370,16 @@ def docker_apt_pin() -> str:
     return "# Rendered by unde-infra: Docker's packages stay at the pinned versions.\n" + "\n".join(blocks)
 
 
-def setup_settings() -> str:
+def setup_settings(os: str = CREATED_OS) -> str:
+    debian = docker_from_debian(os)
     return shell_settings({
-        "DOCKER_KEY_URL": DOCKER_KEY_URL, "DOCKER_KEY_FINGERPRINT": DOCKER_KEY_FINGERPRINT,
-        "DOCKER_KEYRING": DOCKER_KEYRING,
-        "DOCKER_PACKAGES": " ".join(f"{package}={version}" for package, version in DOCKER_PACKAGES.items()),
+        "CODENAME": OS_CODENAMES[os],
+        # Empty on Debian 13: no key, no repository.
+        "DOCKER_KEY_URL": "" if debian else DOCKER_KEY_URL,
+        "DOCKER_KEY_FINGERPRINT": "" if debian else DOCKER_KEY_FINGERPRINT,
+        "DOCKER_KEYRING": "" if debian else DOCKER_KEYRING,
+        "DOCKER_PACKAGES": " ".join(DEBIAN_DOCKER_PACKAGES) if debian else " ".join(
+            f"{package}={version}" for package, version in DOCKER_PACKAGES.items()),
         "POSTHOG_REPOSITORY": POSTHOG_REPOSITORY, "POSTHOG_COMMIT": POSTHOG_COMMIT, "SOURCE_DIR": SOURCE_DIR,
         # What the compose file mounts from PostHog's repository (a sparse checkout).
         "SOURCE_PATHS": "docker/clickhouse posthog/idl posthog/user_scripts",
@@ -405,18 +420,21 @@ def metrics_units() -> dict[str, str]:
     }
 
 
-def posthog_files(server: Server, secrets: PosthogSecrets) -> dict[str, RenderedFile]:
-    """Everything the posthog server receives; only the env file carries secrets."""
+def posthog_files(server: Server, secrets: PosthogSecrets, os: str | None = None) -> dict[str, RenderedFile]:
+    """Everything the posthog server receives (running `os`, by default server.os); only the env
+    file carries secrets. Docker's apt source and pin only where Docker comes from its repository."""
+    os = os or server.os
     files = {
         COMPOSE_PATH: RenderedFile(compose_file(server)),
         CADDYFILE_PATH: RenderedFile(caddyfile()),
         ENV_PATH: RenderedFile(compose_env(secrets), mode="0600", secret=True),
         f"/etc/systemd/system/{UNIT}": RenderedFile(compose_unit()),
-        DOCKER_SOURCE_PATH: RenderedFile(docker_apt_source()),
-        DOCKER_PIN_PATH: RenderedFile(docker_apt_pin()),
         SETUP_PATH: RenderedFile(source("posthog_setup.sh"), mode="0755"),
-        f"{SETUP_PATH}.env": RenderedFile(setup_settings()),
+        f"{SETUP_PATH}.env": RenderedFile(setup_settings(os)),
     }
+    if not docker_from_debian(os):
+        files[DOCKER_SOURCE_PATH] = RenderedFile(docker_apt_source())
+        files[DOCKER_PIN_PATH] = RenderedFile(docker_apt_pin())
     for path, text in python_script(METRICS_COLLECTOR, "posthog_metrics.py", metrics_collector_settings()).items():
         files[path] = RenderedFile(text, mode="0755" if path == METRICS_COLLECTOR else "0644")
     files.update({path: RenderedFile(text) for path, text in metrics_units().items()})
