@@ -2,8 +2,11 @@
 
 Each file is one remote command (`RemoteCommand`) named `<server>:<absolute path>` that writes its
 stdin with `install` (mode and owner set as the file is created, so a secret is never readable
-by others, not even for a moment). A changed file changes its trigger and the command runs
-again; the server itself is untouched. The offline preview reads the files back from these
+by others, not even for a moment), and only when the file on the server differs
+(render/delivery.write_file). A changed file changes its trigger and the command runs again;
+the server itself is untouched. The apply step after the files runs its script only when one
+of them was written (render/delivery.apply_when_pending). Every command waits for its host's
+turn (remote_command.DeliveryQueues). The offline preview reads the files back from these
 commands, by that name, as the server's artifacts."""
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pulumi
 
 from unde_infra.files import SetupStep
 from unde_infra.naming import delivery_name
-from unde_infra.render.escape import shell_word
+from unde_infra.render.delivery import apply_when_pending, marker_path, write_file
 from unde_infra.render.patroni import RenderedFile
 
 from .hosts import Host
@@ -70,19 +73,16 @@ def deliver(
     `apply_label` tells apart several deliveries to one host (each tunnel on helsinki-gw)."""
     written: list[pulumi.Resource] = []
     digests: list[pulumi.Input[str]] = []
-    login = host.login()
     needs = [r for r in (host.resource, *(depends_on or [])) if r is not None]
+    marker = marker_path(apply_id(parent, apply_label)) if apply and files else None
     for path, spec in sorted(files.items()):
         content, digest = _stdin_and_trigger(spec)
         digests.append(digest)
         written.append(
             RemoteCommand(
                 delivery_name(host.server.name, path),
-                login=login,
-                create=host.as_root(
-                    f"install -D -m {shell_word(spec.mode)} -o {shell_word(spec.owner)} -g {shell_word(spec.group)} "
-                    f"/dev/stdin {shell_word(path)}"
-                ),
+                host=host,
+                create=host.as_root(write_file(path, spec.mode, spec.owner, spec.group, marker)),
                 stdin=content,
                 triggers=[digest],
                 opts=pulumi.ResourceOptions(parent=parent, depends_on=needs),
@@ -92,13 +92,21 @@ def deliver(
         written.append(
             RemoteCommand(
                 f"{host.server.name}:apply" + (f":{apply_label}" if apply_label else ""),
-                login=login,
-                create=host.as_root(apply),
+                host=host,
+                create=host.as_root(apply_when_pending(apply, marker) if marker is not None else apply),
                 triggers=digests,
                 opts=pulumi.ResourceOptions(parent=parent, depends_on=list(written)),
             )
         )
     return written
+
+
+def apply_id(parent: pulumi.Resource, apply_label: str | None) -> str:
+    """The name of an apply step's marker on its server: the delivering component's type and the
+    label. The step's resource name would not do: names repeat on one server under components
+    of different types (`local-shard-0:apply` is the shard's setup and its tunnel's)."""
+    kind = getattr(parent, "TYPE", None) or type(parent).__name__
+    return f"{kind.replace(':', '.')}.{apply_label or 'apply'}"
 
 
 T = TypeVar("T")

@@ -239,7 +239,7 @@ class ExistingHosts:
         meta_data = shell_word(f"instance-id: {server.name}\\nlocal-hostname: {server.name}\\n")
         seed = RemoteCommand(
             bootstrap_name(server.name),
-            login=host.login(),
+            host=host,
             create=host.as_root(
                 "set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud; "
                 "cat > /var/lib/cloud/seed/nocloud/user-data; "

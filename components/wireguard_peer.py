@@ -34,7 +34,7 @@ from unde_infra.wgkeys import private_key_from_bytes
 from .base import UndeComponent
 from .delivery import RemoteFile, deliver, secret_files
 from .hosts import Host
-from .remote_command import RemoteCommand
+from .remote_command import RemoteCommand, in_turn
 
 SAMPLE_KEYS = TunnelKeys.generate()  # only to learn the rendered paths; never delivered
 COLLECTOR_TIMER = "unde-vpn-tunnel-collector.timer"
@@ -154,17 +154,18 @@ class RouterOsTunnels(UndeComponent):
                 lambda by_server: routeros_script(inventory, by_server, admin_cidrs, private_interface)  # type: ignore[arg-type]
             )
         )
-        upload = command.remote.CopyToRemote(
+        # An upload is an SSH connection too: it waits for the router's turn like a command.
+        upload = in_turn(router, lambda opts: command.remote.CopyToRemote(
             delivery_name(router.server.name, ROUTEROS_SCRIPT_PATH),
             connection=router.connection(),
             source=script.apply(pulumi.StringAsset),
             remote_path=ROUTEROS_SCRIPT_PATH.lstrip("/"),
             triggers=[script],
-            opts=self.child(),
-        )
+            opts=opts,
+        ), self.child())
         RemoteCommand(
             f"{router.server.name}:apply:routeros",
-            login=router.login(),
+            host=router,
             create=gateway_apply_command(inventory, "routeros"),
             triggers=[script],
             opts=self.child(depends_on=[upload]),

@@ -323,7 +323,8 @@ def render_markdown(diff: PreviewDiff) -> str:
             *[f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in _cost_lines(diff)], ""]
     if any(r.action == "replace" and r.type == REMOTE_COMMAND_TYPE for r in diff.resources):
         out += ["A `command:remote:Command` replaced because of its `triggers` runs again: the file it "
-                "delivers is written anew; the server itself is not touched.", ""]
+                "delivers is written where the server's copy differs, then its apply step runs; the server itself "
+                "is not touched.", ""]
     for stack in STACKS:
         changes = [r for r in diff.resources if r.stack == stack]
         if changes:

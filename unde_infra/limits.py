@@ -26,3 +26,17 @@ def size_over_limit(vcpu: int, ram_gb: float, limit: SizeLike) -> str | None:
     if not over:
         return None
     return f"over the local limit of {limit.vcpu} vCPU / {limit.ram_gb:g} GB per server ({', '.join(over)})"
+
+
+# SSH connections the delivery may have open to one host (a jump host included) at the same
+# time. `pulumi up` starts every resource whose dependencies are done at once, and each remote
+# command is one SSH connection (two through a jump host). OpenSSH's sshd drops new
+# unauthenticated connections beyond MaxStartups (default 10:30:100: from the 11th connection
+# still authenticating, 30 % are refused, rising to all at 100), and from OpenSSH 9.8
+# PerSourcePenalties then blocks the source address for a while: a deploy would fail half-way
+# and lock the runner out. The delivery never loosens sshd; it waits instead
+# (components/remote_command.DeliveryQueues): 8 leaves 2 of the 10 for operators and
+# monitoring. The deploy jobs of .gitlab-ci.yml run one stack at a time (resource_group
+# unde-infra-production), so the stacks never add up.
+SSHD_MAX_STARTUPS = 10
+SSH_CONNECTION_BUDGET = 8

@@ -111,13 +111,15 @@ def delivered_modes(result, server: str) -> dict[str, tuple[str, bool]]:
     modes = {}
     for record in result.run.records:
         if record.type == "command:remote:Command" and record.name.startswith(f"{server}:/"):
-            mode = re.match(r"install -D -m (\d{4}) ", record.inputs["create"])
+            mode = re.search(r"install -D -m (\d{4}) ", record.inputs["create"])
             if mode:
                 modes[record.name.split(":", 1)[1]] = (mode.group(1), "stdin" in record.secret_paths)
     return modes
 
 
 def test_the_default_preview_installs_redis_and_the_tls_entry_point(run_stack) -> None:
+    from unde_infra.render.delivery import apply_when_pending, marker_path
+
     result = run_stack("local")
     redis = result.artifacts["local-redis"]
     assert "maxmemory 2200mb\n" in redis["/etc/redis/unde-redis.conf"]
@@ -138,5 +140,7 @@ def test_the_default_preview_installs_redis_and_the_tls_entry_point(run_stack) -
     assert any(note.startswith("acmeEmail not set") for note in result.stand_in_notes)
     # The setup steps that run after delivery are the package's scripts.
     applies = {r.name: r.inputs["create"] for r in result.run.records if r.name.endswith((":apply:entry", ":apply:redis"))}
-    assert applies["local-redis:apply:redis"] == "/usr/local/lib/unde/redis-setup"
-    assert applies["local-app:apply:entry"] == "/usr/local/lib/unde/entry-setup"
+    assert applies["local-redis:apply:redis"] == apply_when_pending(
+        "/usr/local/lib/unde/redis-setup", marker_path("unde.local.AgentHost.redis"))
+    assert applies["local-app:apply:entry"] == apply_when_pending(
+        "/usr/local/lib/unde/entry-setup", marker_path("unde.local.EntryPoint.entry"))

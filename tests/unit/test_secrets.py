@@ -98,7 +98,10 @@ def test_secret_files_are_written_root_only(known_run) -> None:
                 # userlist; an existing server's archive_command reads the repository keys.
                 postgres_owned = ("/pgbouncer/userlist.txt", "/pgbackrest/conf.d/unde-secrets.conf")
                 owner = "postgres" if record.name.endswith(postgres_owned) else "root"
-                assert re.match(rf"install -D -m 0[46]00 -o {owner} -g {owner} /dev/stdin ", create), (record.name, create)
+                # The new file is made with its mode and owner before it holds the content
+                # (render/delivery.write_file), then moved over the old one.
+                assert re.match(rf"set -eu; f=\S+; new=\S+; install -D -m 0[46]00 -o {owner} -g {owner} /dev/stdin \"\$new\"; ",
+                                create), (record.name, create)
 
 
 def test_user_data_is_never_built_from_a_secret(known_run) -> None:

@@ -13,6 +13,8 @@ from unde_infra.errors import TopologyError
 from unde_infra.offline import Record, run_program, unwrap_secrets
 from unde_infra.preview import StackResult
 from unde_infra.provider_schema import import_facts, planned_differences, replacement_causes, replacing_properties
+from unde_infra.render.delivery import marker_path, write_file
+from unde_infra.render.escape import shell_word
 from unde_infra.settings import read_stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,9 +134,8 @@ def test_local_stack_on_existing_hosts(run_stack, inventory) -> None:
     assert result.artifacts["local-app"]["user-data.yaml"] == app["stdin"]
     # A login that is not root runs every step through sudo; the file keeps its mode and owner.
     (wg,) = [r for r in result.run.records if r.name == "local-app:/etc/wireguard/wg-app.conf"]
-    assert plain(wg.inputs)["create"] == (
-        "sudo -n bash -c 'install -D -m 0600 -o root -g root /dev/stdin /etc/wireguard/wg-app.conf'"
-    )
+    written = write_file("/etc/wireguard/wg-app.conf", "0600", "root", "root", marker_path("unde.network.WireGuardPeer.apply"))
+    assert plain(wg.inputs)["create"] == f"sudo -n bash -c {shell_word(written)}"
     assert app["create"].startswith("sudo -n bash -c 'set -eu; install -d -m 0755 /var/lib/cloud/seed/nocloud;")
 
 
@@ -180,7 +181,9 @@ def test_remote_commands_log_in_with_the_configured_key(run_stack) -> None:
     assert connection["host"] == "10.1.0.8" and connection["user"] == "root"
     assert connection["proxy"]["host"] == "46.62.233.30"  # private servers through helsinki-gw
     assert connection["privateKey"] == connection["proxy"]["privateKey"] == "offline-placeholder-sshPrivateKey"
-    assert plain(command.inputs)["create"] == "install -D -m 0644 -o root -g root /dev/stdin /etc/unde/server.env"
+    assert plain(command.inputs)["create"] == write_file(
+        "/etc/unde/server.env", "0644", "root", "root", marker_path("unde.helsinki.BatchHost.base")
+    )
 
 
 def test_the_adoption_run_leaves_the_existing_servers_as_they_are(run_stack) -> None:
