@@ -19,9 +19,10 @@ from typing import TypeVar
 
 import pulumi
 
-from unde_infra.files import SetupStep
+from unde_infra.files import APT_INSTALL, SetupStep
 from unde_infra.naming import delivery_name
-from unde_infra.render.delivery import apply_when_pending, marker_path, write_file
+from unde_infra.render.delivery import account_packages, apply_when_pending, marker_path, write_file
+from unde_infra.render.escape import shell_command
 from unde_infra.render.patroni import RenderedFile
 
 from .hosts import Host
@@ -75,6 +76,14 @@ def deliver(
     digests: list[pulumi.Input[str]] = []
     needs = [r for r in (host.resource, *(depends_on or [])) if r is not None]
     marker = marker_path(apply_id(parent, apply_label)) if apply and files else None
+    accounts = account_packages({name for spec in files.values() for name in (spec.owner, spec.group)})
+    if accounts:
+        needs.append(RemoteCommand(
+            f"{host.server.name}:accounts" + (f":{apply_label}" if apply_label else ""),
+            host=host,
+            create=host.as_root(shell_command([APT_INSTALL, *accounts])),
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(needs)),
+        ))
     for path, spec in sorted(files.items()):
         content, digest = _stdin_and_trigger(spec)
         digests.append(digest)

@@ -8,7 +8,7 @@ the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -167,6 +167,12 @@ class HostProvider(Protocol):
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host: ...
 
 
+# Called with every host a provider makes, before the component that asked goes on: the site
+# delivers the host's base there, so that the base (its packages, the users they create, the
+# script every install goes through) is the first thing in the host's turn.
+NewHostHook = Callable[[Host], None]
+
+
 @dataclass
 class HcloudHosts:
     """Servers on Hetzner Cloud in one location, optionally attached to a private network."""
@@ -183,6 +189,7 @@ class HcloudHosts:
     # Servers without a public IPv4 are reached through this host (helsinki-gw in Helsinki, the
     # entry host at the local site), over the private network.
     jump: pulumi.Input[str] | None = None
+    on_new_host: NewHostHook | None = None
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         server_type = server.hcloud_type or (self.type_for(server) if self.type_for else None)
@@ -215,10 +222,14 @@ class HcloudHosts:
             opts=server_options(server, self.settings, parent, provider=self.provider, depends_on=self.depends_on),
         )
         if server.public_ipv4:
-            return Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address, owner=parent,
+            host = Host(server, resource.ipv4_address, resource, ipv6_address=resource.ipv6_address, owner=parent,
                         os=server.os)
-        return Host.at(server, str(server.ip), resource, jump=self.jump, ipv6_address=resource.ipv6_address, owner=parent,
-                       os=server.os)
+        else:
+            host = Host.at(server, str(server.ip), resource, jump=self.jump, ipv6_address=resource.ipv6_address,
+                           owner=parent, os=server.os)
+        if self.on_new_host is not None:
+            self.on_new_host(host)
+        return host
 
 
 
@@ -228,6 +239,7 @@ class ExistingHosts:
     bootstrapped with the same cloud-config, run once by cloud-init's single-module mode."""
 
     settings: StackSettings
+    on_new_host: NewHostHook | None = None
 
     def host(self, server: Server, user_data: str, parent: pulumi.Resource) -> Host:
         entry = self.settings.hosts[server.name]
@@ -252,4 +264,6 @@ class ExistingHosts:
             opts=server_options(server, self.settings, parent, replace_forcing=[]),
         )
         host.resource = seed
+        if self.on_new_host is not None:
+            self.on_new_host(host)
         return host

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from unde_infra.model import (
     load_topology,
 )
 from unde_infra.render.app_secrets import MEK_PRESENCE_SCRIPT, MEK_TASKS, mek_presence_files, mek_presence_setup
-from unde_infra.render.cloud_init import base_files, base_setup_script, bootstrap_user_data
+from unde_infra.render.cloud_init import base_setup_script, bootstrap_user_data, day2_base_files
 from unde_infra.render.entry import api_instances, needs_load_balancer
 from unde_infra.render.entry_failover import EntryDns
 from unde_infra.render.exporters import needs_standalone_postgres_exporter
@@ -118,10 +119,12 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
     keys = _ssh_keys(settings)
     depends: list[pulumi.Resource] = list(network.subnets.values())
     hosts: dict[str, HcloudHosts] = {}
+    base = BaseDelivery(inventory)
     for site_name in {s.site for s in inventory.stack_servers(HELSINKI)}:
         site = inventory.sites[site_name]
         hosts[site_name] = HcloudHosts(
-            settings, site.location or "hel1", keys, network_id=network.network_id, depends_on=depends
+            settings, site.location or "hel1", keys, network_id=network.network_id, depends_on=depends,
+            on_new_host=base,
         )
     gateway: HelsinkiGateway | None = None
     built: dict[str, Host] = {}
@@ -145,7 +148,7 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
                 deliver_posthog(batch.host, batch)
             _deliver_etcd_member(batch, inventory)
     assert gateway is not None  # the model requires exactly one gateway
-    _deliver_base(built, inventory)
+    base.rest(built)
     cloud = {name: host for name, host in built.items() if host.server.dedicated is None}
     Firewalls("helsinki", firewall_plans(inventory, HELSINKI, settings.admin_cidrs), _server_ids(cloud))
     ObjectStorage("object-storage", inventory)
@@ -168,6 +171,7 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
 def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]:
     helsinki = pulumi.StackReference(settings.helsinki_stack)
     keys = helsinki.require_output("sshKeyIds")
+    base = BaseDelivery(inventory)
     local_hosts: HostProvider
     if settings.provider == "hcloud":
         network = LocalNetwork("local", inventory, settings.location)
@@ -178,9 +182,10 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             network_id=network.network_id,
             depends_on=[network.subnet],
             type_for=lambda server: local_type(server, settings, inventory) or "",
+            on_new_host=base,
         )
     else:
-        local_hosts = ExistingHosts(settings)
+        local_hosts = ExistingHosts(settings, on_new_host=base)
     # Replicas of one spread group never share a physical host; hcloud allows 10 servers a group.
     spread_groups = [
         hcloud.PlacementGroup(f"replicas-{k}", name=f"unde-replicas-{k}", type="spread", labels={"managed-by": "unde-infra"})
@@ -194,6 +199,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         network_id=helsinki.require_output("networkId").apply(int),
         placement_for=lambda server: spread_groups[(server.shard or 0) // PLACEMENT_GROUP_SIZE].id.apply(int),
         jump=gateway_address,
+        on_new_host=base,
     )
     linux_gateway = inventory.network.wireguard.mode == "linux"
     gateway_host = Host(inventory.gateway, gateway_address, helsinki)
@@ -227,7 +233,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
         pair = ShardPair(shard, local_hosts, replica_hosts, bootstraps, wiring, secrets, inventory)
         built[shard.primary.name], peers[shard.primary.name] = pair.primary, pair.tunnel
         pairs.append(pair)
-    _deliver_base({**built, **{p.replica.server.name: p.replica for p in pairs}}, inventory)
+    base.rest({**built, **{p.replica.server.name: p.replica for p in pairs}})
     if not linux_gateway:
         RouterOsTunnels(
             inventory,
@@ -289,11 +295,22 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
     }
 
 
-def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
-    """Every server's base files and packages (node_exporter, private routes), also on servers
-    that were adopted and whose user data never runs again; and the exporters its services need."""
-    for host in hosts.values():
-        files = {path: RemoteFile(text) for path, text in base_files(host.server, inventory).items()}
+@dataclass
+class BaseDelivery:
+    """Every server's base files and packages (node_exporter, private routes, the install
+    script), also on servers that were adopted and whose user data never runs again; and the
+    exporters its services need. Delivered as each host is made (`on_new_host`), so that the
+    base is first in the host's turn; `rest` delivers it to hosts no provider made."""
+
+    inventory: Inventory
+    done: set[str] = field(default_factory=set)
+
+    def __call__(self, host: Host) -> None:
+        if host.server.name in self.done:
+            return
+        self.done.add(host.server.name)
+        inventory = self.inventory
+        files = {path: RemoteFile(text, mode=mode) for path, (text, mode) in day2_base_files(host.server, inventory).items()}
         owner = host.owner or host.resource
         assert owner is not None
         deliver(host, files, owner, apply=base_setup_script(host.server, inventory), apply_label="base")
@@ -305,6 +322,10 @@ def _deliver_base(hosts: dict[str, Host], inventory: Inventory) -> None:
         deliver_exporters(host, owner)
         if needs_standalone_postgres_exporter(host.server):
             deliver_standalone_backups(host, inventory, owner)
+
+    def rest(self, hosts: dict[str, Host]) -> None:
+        for host in hosts.values():
+            self(host)
 
 
 def _deliver_etcd_member(component: AgentHost | BatchHost, inventory: Inventory) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from pathlib import Path
 from . import apt_proxy, netns, roots
 from .containers import Container
 from .delivery import DeliveryRun, Operator, deliver, per_server
-from .network import PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, LabNetwork
+from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, LabNetwork
 from .servers import LabPreview, run_preview
 
 CACHE = Path("/var/tmp/unde-lab")
@@ -148,12 +151,36 @@ def deliver_stacks(lab: Lab, only: set[str] | None = None) -> dict[str, Delivery
     return runs
 
 
+def clean(run_dir: Path) -> None:
+    """What an earlier run left (one stopped by force): its containers, disks and namespaces."""
+    for pid in netns.run(["pgrep", "-f", f"systemd-nspawn --boot .* -D {run_dir}/"], check=False).stdout.split():
+        try:
+            os.killpg(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    time.sleep(1)
+    servers = run_dir / "servers"
+    if servers.is_dir():
+        for server in servers.iterdir():
+            if (server / "root").is_mount():
+                netns.run(["umount", "-l", str(server / "root")], check=False)
+        shutil.rmtree(servers, ignore_errors=True)
+    for name in netns.run(["ip", "netns", "list"], check=False).stdout.split("\n"):
+        name = name.split(" ")[0]
+        if name.startswith(PREFIX + "-"):
+            netns.delete(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make converge", description=__doc__)
     parser.add_argument("--run-dir", type=Path, default=CACHE / "run")
     parser.add_argument("--keep", action="store_true", help="leave the servers running (for a look inside)")
+    parser.add_argument("--clean", action="store_true", help="only remove what an earlier run left")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    clean(args.run_dir)
+    if args.clean:
+        return 0
     lab = build_lab(args.run_dir)
     status = 1
     try:

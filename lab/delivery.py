@@ -145,7 +145,7 @@ async def _run_one(command: Command, operator: Operator, gauge: _Gauge) -> Outco
             try:
                 stdout, stderr = await asyncio.wait_for(
                     process.communicate((command.stdin or "").encode()), COMMAND_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()
                 return Outcome(command.urn, command.name, command.server, "failed", None, time.monotonic() - started, retries,

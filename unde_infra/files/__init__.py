@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from importlib import resources
 
 _SHELL_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# Every day-2 package install goes through this one script (files/apt_install.sh), delivered with
+# each server's base files; every setup step finds it as $APT_INSTALL in its parameters.
+APT_INSTALL = "/usr/local/lib/unde/apt-install"
+APT_INSTALL_SCRIPT = "apt_install.sh"
 # What the Python programs on servers share (parameters, secrets, redacted logs): delivered
 # beside each program that imports it.
 SUPPORT_MODULE = "script_support.py"
@@ -63,7 +67,8 @@ class SetupStep:
     args: tuple[str, ...] = ()
 
     def files(self) -> dict[str, str]:
-        return {self.path: source(self.name), f"{self.path}.env": shell_settings(self.settings)}
+        return {self.path: source(self.name),
+                f"{self.path}.env": shell_settings({"APT_INSTALL": APT_INSTALL, **self.settings})}
 
     @property
     def command(self) -> str:

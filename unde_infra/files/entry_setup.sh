@@ -5,8 +5,7 @@
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
-export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -q nginx certbot
+"$APT_INSTALL" nginx certbot
 install -d -m 0755 "$WEBROOT" "$TLS_ENABLED"
 # Debian's default site also claims port 80 as the default server.
 rm -f /etc/nginx/sites-enabled/default

@@ -6,7 +6,7 @@
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server
+"$APT_INSTALL" etcd-server
 systemctl daemon-reload
 systemctl enable etcd
 # A member re-reads its configuration only on start; members restart one per stack run, so the

@@ -6,15 +6,13 @@
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
-export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -q prometheus prometheus-alertmanager
+"$APT_INSTALL" prometheus prometheus-alertmanager
 # Grafana on the main path only (GRAFANA_SOURCE empty: the second alert path has none).
 if [ -n "$GRAFANA_SOURCE" ] && ! test -x /usr/sbin/grafana-server; then
     install -d -m 0755 "$(dirname "$GRAFANA_KEYRING")"
     curl -fsSL "$GRAFANA_KEY_URL" | gpg --dearmor -o "$GRAFANA_KEYRING"
     echo "$GRAFANA_SOURCE" > /etc/apt/sources.list.d/grafana.list
-    apt-get update -q
-    apt-get install -y -q grafana
+    "$APT_INSTALL" grafana
 fi
 systemctl daemon-reload
 promtool check config "$PROMETHEUS_CONFIG"

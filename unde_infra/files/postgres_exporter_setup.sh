@@ -12,7 +12,7 @@ set -eu
 # shellcheck source=/dev/null
 . "$0.env"
 if [ "${1:-}" != role ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus-postgres-exporter
+    "$APT_INSTALL" prometheus-postgres-exporter
 fi
 # shellcheck source=/dev/null
 . "$EXPORTER_ENV"

@@ -10,14 +10,13 @@
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
-export DEBIAN_FRONTEND=noninteractive
 # shellcheck source=/dev/null
 running=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
 if [ "$running" != "$CODENAME" ]; then
     echo "this server runs Debian $running, its files were rendered for $CODENAME: set its os in the topology" >&2
     exit 1
 fi
-apt-get install -y -q ca-certificates curl gnupg git
+"$APT_INSTALL" ca-certificates curl gnupg git
 
 if [ -n "$DOCKER_KEY_URL" ]; then
     # Docker's key, trusted only with the fingerprint Docker publishes (checked on every run).
@@ -30,12 +29,11 @@ if [ -n "$DOCKER_KEY_URL" ]; then
         exit 1
     fi
     install -D -m 0644 "$key" "$DOCKER_KEYRING"
-    apt-get update -q
 fi
 # From Docker's repository the versions are pinned here and in /etc/apt/preferences.d, so no
 # upgrade moves them; from Debian, its stable updates (security fixes) apply.
 # shellcheck disable=SC2086
-apt-get install -y -q $DOCKER_PACKAGES
+"$APT_INSTALL" $DOCKER_PACKAGES
 systemctl enable --now docker
 
 # PostHog's ClickHouse configuration from the commit its images were built from (what the hobby

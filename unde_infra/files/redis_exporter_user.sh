@@ -14,7 +14,7 @@ set -eu
 # shellcheck source=/dev/null
 . "$0.env"
 if [ "${1:-}" = install ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus-redis-exporter
+    "$APT_INSTALL" prometheus-redis-exporter
     systemctl daemon-reload
 fi
 hash=$(cat "$HASH_FILE")

@@ -9,8 +9,7 @@
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
-export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -q redis-server redis-tools prometheus-redis-exporter
+"$APT_INSTALL" redis-server redis-tools prometheus-redis-exporter
 install -d -o redis -g redis -m 0750 "$DATA_DIR"
 chown redis:redis "$REDIS_ACL"
 chmod 0600 "$REDIS_ACL"

@@ -13,7 +13,6 @@
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
-export DEBIAN_FRONTEND=noninteractive
 # The rendered units and packages fit one system: refuse another rather than half-install it.
 # shellcheck source=/dev/null
 running=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
@@ -25,15 +24,14 @@ fi
 install -d -m 0755 /etc/postgresql-common/createcluster.d
 echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/unde-no-main.conf
 if [ -n "$PGDG_SOURCE" ] && ! test -x "/usr/lib/postgresql/$PG_VERSION/bin/postgres"; then
-    apt-get install -y -q curl ca-certificates
+    "$APT_INSTALL" curl ca-certificates
     install -d -m 0755 "$(dirname "$PGDG_KEY")"
     curl -fsSL -o "$PGDG_KEY" "$PGDG_KEY_URL"
     echo "$PGDG_SOURCE" > /etc/apt/sources.list.d/pgdg.list
-    apt-get update -q
-    apt-get install -y -q "postgresql-$PG_VERSION" "postgresql-$PG_VERSION-pgvector"
+    "$APT_INSTALL" "postgresql-$PG_VERSION" "postgresql-$PG_VERSION-pgvector"
 fi
 # shellcheck disable=SC2086
-apt-get install -y -q $PACKAGES
+"$APT_INSTALL" $PACKAGES
 if [ -n "$PATRONI_INSTALL" ]; then
     "$PATRONI_INSTALL"
     # One name for operators on both systems (Debian's package has /usr/bin/patronictl).

@@ -11,7 +11,7 @@ set -eu
 psql() {
     runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"
 }
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest
+"$APT_INSTALL" pgbackrest
 install -d -o postgres -g postgres -m 0750 "$LOG_DIR" "$SPOOL_DIR" "$LOCK_DIR"
 chown postgres:postgres "$SECRETS_CONF"
 chmod 0600 "$SECRETS_CONF"

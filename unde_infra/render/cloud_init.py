@@ -9,6 +9,7 @@ metadata service, readable from the server by any process.
 
 from __future__ import annotations
 
+from ..files import APT_INSTALL, APT_INSTALL_SCRIPT, source
 from ..model import LOCAL, Inventory, Server
 from .escape import authorized_key, env_file, shell_command, systemd_word, yaml_dump
 
@@ -94,11 +95,19 @@ def base_setup(server: Server, inventory: Inventory) -> list[list[str]]:
     return commands
 
 
+def day2_base_files(server: Server, inventory: Inventory) -> dict[str, tuple[str, str]]:
+    """What every server gets first on day 2 (absolute path -> (content, mode)): the base files,
+    and the one script every package install goes through."""
+    files = {path: (text, "0644") for path, text in base_files(server, inventory).items()}
+    files[APT_INSTALL] = (source(APT_INSTALL_SCRIPT), "0755")
+    return files
+
+
 def base_setup_script(server: Server, inventory: Inventory) -> str:
     """The day-2 form of the bootstrap: install the base packages, apply the base files."""
     lines = [
         "set -e",
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q " + " ".join(base_packages(server)),
+        shell_command([APT_INSTALL, *base_packages(server)]),
         "systemctl daemon-reload",
     ]
     lines += [shell_command(command) for command in base_setup(server, inventory)]

@@ -26,6 +26,21 @@ NEW_SUFFIX = ".unde-new"  # no configuration directory reads *.unde-new (nor dot
 _MARKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
+# The package that creates each service account a delivered file may belong to: a file is owned
+# by its user from the moment it is written, so the account must exist before the first write
+# (on a new server the role's setup step, which installs the service, runs after its files).
+ACCOUNT_PACKAGES = {"root": None, "postgres": "postgresql-common"}
+
+
+def account_packages(accounts: set[str]) -> list[str]:
+    """The packages to install before files owned by `accounts` can be written."""
+    unknown = sorted(a for a in accounts if a not in ACCOUNT_PACKAGES)
+    if unknown:
+        raise UnsafeValue(f"no package is known to create the account(s) {', '.join(unknown)}: "
+                          "add it to render.delivery.ACCOUNT_PACKAGES")
+    return sorted({package for a in accounts if (package := ACCOUNT_PACKAGES[a]) is not None})
+
+
 def marker_path(apply_id: str, pending_dir: str = PENDING_DIR) -> str:
     """Where a written file tells its apply step `apply_id` to run."""
     if not _MARKER_NAME.match(apply_id):

@@ -1,0 +1,23 @@
+#!/bin/sh
+# apt-install PACKAGE...: installs the packages a server lacks, and nothing else. Every day-2
+# install goes through it (delivered with each server's base files, before anything else):
+# - package lists are refreshed first, whenever something is missing: a server's lists may be
+#   absent (a fresh image) or months old (an adopted server), where install fails to locate a
+#   package or fetches a version the archive no longer has;
+# - it waits for another apt or dpkg (unattended-upgrades runs at first boot) instead of failing
+#   on the lock;
+# - when everything is installed already it does nothing, so a delivery run again changes
+#   nothing.
+set -eu
+missing=""
+for package in "$@"; do
+    if ! dpkg-query -W -f='${Status}\n' "$package" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing="$missing $package"
+    fi
+done
+test -n "$missing" || exit 0
+export DEBIAN_FRONTEND=noninteractive
+wait_for_lock="DPkg::Lock::Timeout=600"
+apt-get -o "$wait_for_lock" update -q
+# shellcheck disable=SC2086
+apt-get -o "$wait_for_lock" install -y -q $missing
