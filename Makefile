@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # The real tools the tests run the rendered configs through, and the servers they start.
 DEB_PACKAGES := cloud-init prometheus prometheus-alertmanager prometheus-node-exporter \
 	etcd-server etcd-client python3-venv postgresql-15 pgbouncer pgbackrest redis-server \
-	wireguard-tools wireguard-go nftables iproute2 iputils-ping procps nginx-light shellcheck \
+	wireguard-tools wireguard-go nftables iproute2 mmdebstrap systemd-container openssh-client iputils-ping procps nginx-light shellcheck \
 	prometheus-redis-exporter docker-compose caddy graphviz librsvg2-bin git systemd certbot pebble
 PYTEST_ARGS ?=
 # Bytecode is written even where the environment sets PYTHONDONTWRITEBYTECODE: the tests start
@@ -17,12 +17,12 @@ PYTEST_ARGS ?=
 # which would compile the project again, pytest would rewrite every test module in each worker
 # (about 2.4 s a worker), and the benchmark would time the compiling.
 export PYTHONDONTWRITEBYTECODE :=
-TEST_PARTS := unit artifacts fuzz integration
+TEST_PARTS := unit artifacts fuzz integration converge
 # The unit part runs on every CPU (pytest-xdist), a group of tests to a worker: a test file, so that its
 # module-scoped runs happen once, or the files that share a session run (tests/conftest.py).
 UNIT_PYTEST_ARGS := -n auto --dist loadgroup
 
-.PHONY: preview test lint deb-packages benchmark clean
+.PHONY: preview test lint deb-packages benchmark clean converge
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,7 +59,13 @@ test: $(STAMP) deb-packages lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy unde_infra components policies
+	$(VENV)/bin/mypy lab
 	shellcheck --shell=sh --severity=style unde_infra/files/*.sh
+
+# The converge lab (lab/, README "The converge lab"): every server of the default topology built
+# for real in systemd containers and checked; the last line is its summary.
+converge: $(STAMP) deb-packages
+	$(PY) -m lab
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/preview_scale.py

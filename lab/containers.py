@@ -15,7 +15,7 @@ from . import netns
 from .network import LabHost
 from .roots import Root
 
-BOOT_TIMEOUT = 240.0
+BOOT_TIMEOUT = 900.0
 # What the container's PID 1 needs from this machine: nspawn cannot register with machined
 # here (PID 1 is no systemd), and wireguard-go needs the TUN device.
 # /proc/sys/net is the server's own (its namespace): writable, as on a VM, for the gateway's
@@ -72,7 +72,11 @@ class Container:
         self.process = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet", "-D", str(self.merged),
              f"--network-namespace-path=/run/netns/{self.host.namespace}", f"--machine={self.host.name}",
-             "--bind=/dev/net/tun", "--console=passive"],
+             # Its own network namespace: the capability a VM's root has there (routes, tunnels,
+             # forwarding), which nspawn grants only to the networks it makes itself. The console
+             # is copied to console.log (`passive` leaves it unread, and PID 1 blocks on it once
+             # its buffer is full).
+             "--capability=CAP_NET_ADMIN", "--bind=/dev/net/tun", "--console=read-only"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **NSPAWN_ENV}, start_new_session=True,
         )
@@ -93,6 +97,22 @@ class Container:
             raise RuntimeError(f"{self.host.name}: container is not running")
         return subprocess.run(["nsenter", "-t", str(leader), "-a", *command], capture_output=True, text=True,
                               timeout=timeout, input=stdin)
+
+    def wait_sshd(self, timeout: float = BOOT_TIMEOUT) -> bool:
+        """Waits until sshd listens: what a `pulumi up` waits for before its commands dial (the
+        server resource is done once it runs; cloud-init may still be at work)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.leader() is not None:
+                try:
+                    if self.exec("ss", "-Hltn", "sport = :22", timeout=10).stdout.strip():
+                        return True
+                except (subprocess.TimeoutExpired, RuntimeError):
+                    pass
+            elif self.process is not None and self.process.poll() is not None:
+                return False
+            time.sleep(1)
+        return False
 
     def wait_booted(self, timeout: float = BOOT_TIMEOUT) -> str:
         """Waits until systemd has finished starting up (and cloud-init with it); the state."""

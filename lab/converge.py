@@ -23,9 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import apt_proxy, netns, roots
+from unde_infra import ops
+from unde_infra.preview import OFFLINE_ENTRY_SETTINGS
+from unde_infra.render import patroni
+
+from . import apt_proxy, health, netns, roots
 from .containers import Container
-from .delivery import DeliveryRun, Operator, deliver, per_server
+from .delivery import DeliveryRun, Operator, changed, deliver, failure_lines, per_server, state_of
 from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, LabNetwork
 from .servers import LabPreview, run_preview
 
@@ -113,9 +117,17 @@ def stop(lab: Lab) -> None:
     lab.network.down()
 
 
+# Thirty systemd instances need more inotify instances than a host's default 128 per user
+# ("Too many open files" in the containers' units otherwise).
+HOST_SYSCTLS = {"fs.inotify.max_user_instances": "8192", "fs.inotify.max_user_watches": "1048576"}
+
+
 def boot_all(lab: Lab, names: list[str] | None = None) -> dict[str, float]:
-    """Boots the servers (all at once, as a `pulumi up` creates them) and waits for each to
-    finish booting; seconds from start to booted, per server."""
+    """Boots the servers (all at once, as a `pulumi up` creates them) and waits until each one's
+    sshd listens, as the delivery would (cloud-init goes on meanwhile); seconds from start, per
+    server."""
+    for key, value in HOST_SYSCTLS.items():
+        netns.run(["sysctl", "-q", "-w", f"{key}={value}"])
     chosen = [lab.containers[n] for n in (names or list(lab.containers))]
     started = time.monotonic()
     for container in chosen:
@@ -124,17 +136,23 @@ def boot_all(lab: Lab, names: list[str] | None = None) -> dict[str, float]:
                 container.prepare()
             container.boot()
 
-    def wait(container: Container) -> tuple[str, str, float]:
-        state = container.wait_booted()
-        return container.host.name, state, time.monotonic() - started
+    def wait(container: Container) -> tuple[str, bool, float]:
+        up = container.wait_sshd()
+        return container.host.name, up, time.monotonic() - started
 
     booted = {}
     with ThreadPoolExecutor(max_workers=len(chosen) or 1) as pool:
-        for name, state, seconds in pool.map(wait, chosen):
+        for name, up, seconds in pool.map(wait, chosen):
             booted[name] = seconds
-            if state not in ("running", "degraded"):
-                lab.say(f"BOOT {name}: {state} after {seconds:.0f} s (console: {lab.containers[name].console})")
+            if not up:
+                lab.say(f"BOOT {name}: no sshd after {seconds:.0f} s (console: {lab.containers[name].console})")
     return booted
+
+
+def settle(lab: Lab) -> dict[str, str]:
+    """Waits for every server to finish booting (cloud-init included); the states."""
+    with ThreadPoolExecutor(max_workers=len(lab.containers) or 1) as pool:
+        return dict(zip(lab.containers, pool.map(lambda c: c.wait_booted(), lab.containers.values()), strict=True))
 
 
 def deliver_stacks(lab: Lab, only: set[str] | None = None) -> dict[str, DeliveryRun]:
@@ -146,12 +164,13 @@ def deliver_stacks(lab: Lab, only: set[str] | None = None) -> dict[str, Delivery
         worst = max(run.peak.items(), key=lambda item: item[1], default=("-", 0))
         lab.say(f"deliver {stack}: {len(run.ran())} ran, {len(run.failed)} failed, {len(run.skipped)} skipped in "
                 f"{run.seconds:.0f} s; most at once to one endpoint {worst[1]} ({worst[0]})")
-        for outcome in run.failed:
-            lab.say(f"  FAILED {outcome.server}: {outcome.name}: exit {outcome.exit_code}: {outcome.reason}")
+        for line in failure_lines(run):
+            if not line.startswith("SKIPPED"):
+                lab.say(f"  {line}")
     return runs
 
 
-def clean(run_dir: Path) -> None:
+def clean(run_dir: Path, prefix: str = PREFIX) -> None:
     """What an earlier run left (one stopped by force): its containers, disks and namespaces."""
     for pid in netns.run(["pgrep", "-f", f"systemd-nspawn --boot .* -D {run_dir}/"], check=False).stdout.split():
         try:
@@ -167,8 +186,148 @@ def clean(run_dir: Path) -> None:
         shutil.rmtree(servers, ignore_errors=True)
     for name in netns.run(["ip", "netns", "list"], check=False).stdout.split("\n"):
         name = name.split(" ")[0]
-        if name.startswith(PREFIX + "-"):
+        if name.startswith(prefix + "-"):
             netns.delete(name)
+
+
+def role_probes(lab: Lab) -> dict[str, dict[str, health.Probe]]:
+    """What to check on each server, by its role in the topology."""
+    inventory = lab.preview.inventory
+    local = next(r for r in lab.preview.results if r.run.stack == "local")
+    entry = local.run.config.get("entryDomain") if hasattr(local.run, "config") else None
+    entry = entry or OFFLINE_ENTRY_SETTINGS["entryDomain"]
+    secrets = [c.stdin or "" for _, commands in lab.preview.plans for c in commands]
+    etcd_hosts = {m.host.name for m in inventory.etcd}
+    probes: dict[str, dict[str, health.Probe]] = {}
+    for name in lab.containers:
+        server = inventory.servers[name]
+        chosen = dict(health.every_server())
+        if server.task == "shard":
+            shard = next(s for s in inventory.shards if s.primary.name == name)
+            chosen.update(health.shard_primary(str(shard.replica.ip)))
+        elif server.task == "shard-replica":
+            chosen.update(health.shard_replica())
+        if name in etcd_hosts:
+            chosen.update(health.etcd_member())
+        if server.task == "redis":
+            acl = next((c.stdin or "" for _, cs in lab.preview.plans for c in cs
+                        if c.server == name and c.name.endswith("users.acl")), "")
+            chosen.update(health.redis_acl(health.redis_passwords(acl, secrets)))
+        if server.task in ("api", "standby-api"):
+            chosen.update(health.entry_tls(entry))
+        if server.task in ("monitoring", "monitoring-local"):
+            chosen.update(health.prometheus(f"{server.ip}:9090"))
+            chosen.update(health.alertmanager(f"{server.ip}:9093"))
+        if server.tunnel is not None:
+            chosen.update(health.wireguard(server.tunnel.interface))
+        if server.task == "gateway":
+            for _, tunnel in inventory.tunnels():
+                chosen.update(health.wireguard(tunnel.interface))
+        probes[name] = chosen
+    return probes
+
+
+def check_all(lab: Lab, probes: dict[str, dict[str, health.Probe]]) -> list[health.Check]:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = pool.map(lambda name: health.run_checks(lab.containers[name], probes[name]), probes)
+        checks = [c for batch in found for c in batch]
+    for check in checks:
+        if not check.ok:
+            lab.say(f"  CHECK FAILED {check.server}: {check.name}: {check.detail}")
+    lab.say(f"checks: {sum(c.ok for c in checks)} of {len(checks)} passed")
+    return checks
+
+
+def snapshot(lab: Lab) -> dict[str, dict[str, str]]:
+    """Per server: each delivered file's inode and mtime, and each running service's
+    invocation (a restart makes a new one; a reload does not)."""
+    files: dict[str, list[str]] = {}
+    for _, commands in lab.preview.plans:
+        for command in commands:
+            path = command.name.partition(":")[2]
+            if path.startswith("/"):
+                files.setdefault(command.server, []).append(path)
+    script = ("for f in \"$@\"; do stat -c 'file %n %i %Y' \"$f\" 2>/dev/null; done; "
+              "for u in $(systemctl list-units --type=service --state=running --no-legend --plain | awk '{print $1}'); do "
+              "echo \"unit $u $(systemctl show -p InvocationID --value $u)\"; done")
+
+    def one(name: str) -> tuple[str, dict[str, str]]:
+        out = lab.containers[name].exec("sh", "-c", script, "snapshot", *sorted(set(files.get(name, []))), timeout=120).stdout
+        entries = {}
+        for line in out.splitlines():
+            kind, key, *rest = line.split(" ")
+            entries[f"{kind} {key}"] = " ".join(rest)
+        return name, entries
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(one, lab.containers))
+
+
+def changes(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> list[str]:
+    found = []
+    for server, entries in before.items():
+        for key, value in entries.items():
+            now = after.get(server, {}).get(key)
+            if now is not None and now != value:
+                found.append(f"{server}: {key} {'rewritten' if key.startswith('file') else 'restarted'}")
+    return sorted(found)
+
+
+def reboot_all(lab: Lab) -> dict[str, float]:
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(lab.containers)) as pool:
+        list(pool.map(lambda c: c.reboot(), lab.containers.values()))
+    booted = {}
+    with ThreadPoolExecutor(max_workers=len(lab.containers)) as pool:
+        for name, up in zip(lab.containers, pool.map(lambda c: c.wait_sshd(), lab.containers.values()), strict=True):
+            booted[name] = time.monotonic() - started
+            if not up:
+                lab.say(f"REBOOT {name}: no sshd after {booted[name]:.0f} s")
+    return booted
+
+
+def mek_present(lab: Lab, name: str) -> str:
+    """The key-presence metric as node_exporter serves it (1: the key is in RAM)."""
+    container = lab.containers[name]
+    container.exec("systemctl", "start", "unde-mek-presence.service", timeout=60)
+    metrics = container.exec("sh", "-c", "curl -fsS --max-time 10 http://127.0.0.1:9100/metrics", timeout=30).stdout
+    values = [line.split()[-1] for line in metrics.splitlines() if line.startswith("unde_mek_present")]
+    return values[0] if values else "absent"
+
+
+def redeliver_mek(lab: Lab) -> dict[str, tuple[str, str]]:
+    """After the reboots: the key-presence metric on each key holder, `ops redeliver-mek`'s
+    re-delivery (its `pulumi up --target-replace` runs the key's delivery command again), and the
+    metric after it."""
+    inventory = lab.preview.inventory
+    holders = [s.name for s in ops.mek_servers(inventory) if s.name in lab.containers]
+    before = {name: mek_present(lab, name) for name in holders}
+    urns = {ops.mek_urn(inventory.servers[name]) for name in holders}
+    for _stack, commands in lab.preview.plans:
+        chosen = [c for c in commands if c.urn in urns]
+        if chosen:
+            run = deliver(commands, lab.operator, [c.urn for c in chosen])
+            for line in failure_lines(run):
+                lab.say(f"  {line}")
+    return {name: (before[name], mek_present(lab, name)) for name in holders}
+
+
+def change_one_file(lab: Lab) -> tuple[list[str], dict[str, DeliveryRun]]:
+    """A Patroni setting changed in the program (an MR's one-line change): preview again, run
+    what pulumi would run again (the commands whose inputs changed), nothing else."""
+    old = {stack: state_of(commands) for stack, commands in lab.preview.plans}
+    saved = patroni.PRIMARY_START_TIMEOUT
+    patroni.PRIMARY_START_TIMEOUT = saved + 30
+    try:
+        changed_preview = run_preview(lab.admin_key)
+    finally:
+        patroni.PRIMARY_START_TIMEOUT = saved
+    lab.preview.plans = changed_preview.plans
+    selected: list[str] = []
+    for stack, commands in changed_preview.plans:
+        selected += changed(commands, old[stack])
+    runs = deliver_stacks(lab, set(selected))
+    return sorted(u.rsplit("::", 1)[-1] for u in selected), runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,21 +341,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.clean:
         return 0
     lab = build_lab(args.run_dir)
-    status = 1
+    problems: list[str] = []
+    figures: dict[str, object] = {}
     try:
         start(lab)
         booted = boot_all(lab)
-        lab.say(f"booted {len(booted)} servers, slowest {max(booted.values()):.0f} s")
+        lab.say(f"{len(booted)} servers up (sshd), slowest {max(booted.values()):.0f} s")
         runs = deliver_stacks(lab)
-        failed = sum(len(r.failed) for r in runs.values())
-        figures = {stack: {"run": run.to_json(), "servers": per_server(run)} for stack, run in runs.items()}
-        (lab.run_dir / "figures.json").write_text(json.dumps({"booted": booted, "delivery": figures}, indent=1))
-        status = 0 if failed == 0 else 1
-        print(f"converge: {len(booted)} servers, {failed} failed commands in {time.monotonic() - started:.0f} s", flush=True)
+        problems += [f"{o.server}: {o.name}: {o.reason}" for r in runs.values() for o in r.failed]
+        states = settle(lab)
+        problems += [f"{name}: booted {state}" for name, state in states.items() if state not in ("running", "degraded")]
+        probes = role_probes(lab)
+        checks = check_all(lab, probes)
+        problems += [f"{c.server}: {c.name}: {c.detail}" for c in checks if not c.ok]
+        figures.update(booted=booted, delivery={s: {"run": r.to_json(), "servers": per_server(r)} for s, r in runs.items()},
+                       checks=[c.__dict__ for c in checks])
+        before = snapshot(lab)
+        again = deliver_stacks(lab)
+        problems += [f"again: {o.server}: {o.name}: {o.reason}" for r in again.values() for o in r.failed]
+        changed_again = changes(before, snapshot(lab))
+        lab.say(f"delivered again: {len(changed_again)} changes" + "".join(f"\n  {c}" for c in changed_again))
+        problems += [f"second run changed {c}" for c in changed_again]
+        rebooted = reboot_all(lab)
+        settle(lab)
+        after_reboot = check_all(lab, probes)
+        mek = redeliver_mek(lab)
+        lab.say(f"MEK after reboot -> after redeliver-mek: {mek}")
+        problems += [f"{c.server}: after reboot: {c.name}: {c.detail}" for c in after_reboot if not c.ok]
+        problems += [f"{n}: MEK presence {b} -> {a} (expected 0 -> 1)" for n, (b, a) in mek.items() if (b, a) != ("0", "1")]
+        ran, change_runs = change_one_file(lab)
+        lab.say(f"one Patroni setting changed: pulumi would run {ran}")
+        problems += [f"change: {o.server}: {o.name}: {o.reason}" for r in change_runs.values() for o in r.failed]
+        figures.update(again={s: r.to_json() for s, r in again.items()}, changed_again=changed_again,
+                       rebooted=rebooted, after_reboot=[c.__dict__ for c in after_reboot], mek=mek, change=ran)
     finally:
+        figures["seconds"] = time.monotonic() - started
+        (lab.run_dir / "figures.json").write_text(json.dumps(figures, indent=1, default=str))
         if not args.keep:
             stop(lab)
-    return status
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    total = sum(len(c) for _, c in lab.preview.plans)
+    print(f"converge: {len(lab.containers)} servers, {total} commands, {len(problems)} problems, "
+          f"{time.monotonic() - started:.0f} s", flush=True)
+    return 0 if not problems else 1
 
 
 if __name__ == "__main__":

@@ -19,37 +19,31 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+
+from unde_infra.delivery_plan import PlannedCommand
 
 # pulumi-command's defaults: dialErrorLimit 10, perDialTimeout 15 s.
 DIAL_ATTEMPTS = 10
 DIAL_TIMEOUT = 15
 COMMAND_TIMEOUT = 1200
-# What OpenSSH's client prints when the connection never got to run the command.
+# What OpenSSH's client prints when the connection never got to run the command. A refused key
+# is one of them: pulumi-command's dial is the whole handshake, login included (on a new server
+# sshd listens before cloud-init has put the keys in place).
 DIAL_FAILURES = (
+    "Permission denied (publickey",
     "kex_exchange_identification", "Connection closed by", "Connection reset by", "Connection refused",
     "Connection timed out", "No route to host", "banner exchange", "port 65535", "channel 0: open failed",
     "stdio forwarding failed", "Network is unreachable",
 )
 
 
-class Command(Protocol):
-    urn: str  # its identity (two commands of a stack may share a name under different parents)
-    name: str
-    server: str
-    host: str
-    user: str
-    port: int
-    jump: str | None
-    create: str
-    stdin: str | None
-    after: Sequence[str]  # URNs
+Command = PlannedCommand
 
 
 def fingerprint(command: Command) -> str:
     """What makes pulumi run a command again: its inputs (the text, stdin and triggers)."""
-    triggers = getattr(command, "triggers", None)
-    data = json.dumps([command.create, command.stdin, triggers, command.host, command.jump], sort_keys=True, default=str)
+    data = json.dumps([command.create, command.stdin, command.triggers, command.host, command.jump],
+                      sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()
 
 
@@ -106,7 +100,7 @@ class Operator:
             proxy = " ".join(["ssh", *options, "-W", "%h:%p", f"root@{command.jump}"])
             jump = ["-o", f"ProxyCommand={proxy}"]
         return ["ip", "netns", "exec", self.namespace, "ssh", *options, *jump, "-p", str(command.port),
-                f"{command.user}@{command.host}", "--", command.create]
+                f"{command.user}@{command.host}", "--", command.create or ""]
 
 
 class _Gauge:
@@ -133,7 +127,7 @@ def _dial_failed(returncode: int, stderr: str) -> bool:
     return returncode == 255 and any(marker in stderr for marker in DIAL_FAILURES)
 
 
-async def _run_one(command: Command, operator: Operator, gauge: _Gauge) -> Outcome:
+async def _run_one(command: Command, operator: Operator, gauge: _Gauge, attempts: int) -> Outcome:
     started = time.monotonic()
     retries = 0
     while True:
@@ -154,7 +148,7 @@ async def _run_one(command: Command, operator: Operator, gauge: _Gauge) -> Outco
             gauge.leave(_endpoints(command))
         text = stderr.decode(errors="replace")
         code = process.returncode if process.returncode is not None else -1
-        if _dial_failed(code, text) and retries + 1 < DIAL_ATTEMPTS:
+        if _dial_failed(code, text) and retries + 1 < attempts:
             retries += 1
             await asyncio.sleep(min(2 ** retries, 16) * 0.25)
             continue
@@ -170,7 +164,7 @@ def _last_lines(text: str, count: int = 6) -> str:
     return " | ".join(lines[-count:])[:800] or "no output"
 
 
-async def _deliver(commands: Sequence[Command], operator: Operator, selected: set[str]) -> DeliveryRun:
+async def _deliver(commands: Sequence[Command], operator: Operator, selected: set[str], attempts: int) -> DeliveryRun:
     run = DeliveryRun()
     gauge = _Gauge(run)
     done: dict[str, asyncio.Future[Outcome]] = {}
@@ -190,7 +184,7 @@ async def _deliver(commands: Sequence[Command], operator: Operator, selected: se
             outcome = Outcome(command.urn, command.name, command.server, "ok", reason="unchanged: not run")
             outcome.status = "unchanged"
         else:
-            outcome = await _run_one(command, operator, gauge)
+            outcome = await _run_one(command, operator, gauge, attempts)
         run.outcomes[command.urn] = outcome
         done[command.urn].set_result(outcome)
 
@@ -204,10 +198,24 @@ async def _deliver(commands: Sequence[Command], operator: Operator, selected: se
     return run
 
 
-def deliver(commands: Sequence[Command], operator: Operator, only: Iterable[str] | None = None) -> DeliveryRun:
+def deliver(commands: Sequence[Command], operator: Operator, only: Iterable[str] | None = None,
+            attempts: int = DIAL_ATTEMPTS) -> DeliveryRun:
     """Run `commands` (all, or those whose URNs are in `only`: what pulumi would run again)."""
     selected = {c.urn for c in commands} if only is None else set(only)
-    return asyncio.run(_deliver(commands, operator, selected))
+    return asyncio.run(_deliver(commands, operator, selected, attempts))
+
+
+def failure_lines(run: DeliveryRun) -> list[str]:
+    """The report of what did not get done: the server, the command and why, one line each."""
+    lines = []
+    for outcome in sorted(run.outcomes.values(), key=lambda o: (o.server, o.name)):
+        if outcome.status == "failed":
+            code = "no exit status" if outcome.exit_code is None else f"exit {outcome.exit_code}"
+            retried = f", after {outcome.dial_retries} dial retries" if outcome.dial_retries else ""
+            lines.append(f"FAILED {outcome.server}: {outcome.name}: {code}{retried}: {outcome.reason}")
+        elif outcome.status == "skipped":
+            lines.append(f"SKIPPED {outcome.server}: {outcome.name}: {outcome.reason}")
+    return lines
 
 
 def changed(commands: Sequence[Command], state: dict[str, str]) -> list[str]:

@@ -54,10 +54,11 @@ class LabNetwork:
     hosts: list[LabHost]
     networks: list[PrivateNetwork]
     operator4: str
+    prefix: str = PREFIX
     created: list[str] = field(default_factory=list)
 
     def namespace(self, hub: str) -> str:
-        return f"{PREFIX}-{hub}"
+        return f"{self.prefix}-{hub}"
 
     @property
     def operator(self) -> str:
@@ -80,7 +81,7 @@ class LabNetwork:
             prefix = ipaddress.ip_network(network.ip_range).prefixlen
             netns.ip(ns, "addr", "add", f"{network.gateway}/{prefix}", "dev", "br0")
         for index, host in enumerate(self.hosts):
-            host.namespace = f"{PREFIX}-h{index}"
+            host.namespace = f"{self.prefix}-h{index}"
             self._host(index, host)
         # Routes through hosts come last: a route's gateway must be reachable when it is added.
         for network in self.networks:

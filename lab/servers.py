@@ -10,7 +10,7 @@ from typing import Any
 from unde_infra.delivery_plan import PlannedCommand, plan_from_run
 from unde_infra.model import LOCAL, Inventory
 from unde_infra.naming import REMOTE_COMMAND_TYPE
-from unde_infra.offline import unwrap_secrets
+from unde_infra.offline import Record, unwrap_secrets
 from unde_infra.preview import StackResult, prepare, run_stacks
 
 from .network import LabHost, PrivateNetwork
@@ -48,7 +48,7 @@ def _image(existing: bool) -> str:
 
 def _hosts(results: list[StackResult]) -> list[LabHost]:
     inventory = results[0].inventory
-    records = {}
+    records: dict[str, Record] = {}
     for result in results:
         for record in result.run.records:
             if record.type == SERVER_TYPE:
@@ -58,9 +58,9 @@ def _hosts(results: list[StackResult]) -> list[LabHost]:
     for name, server in inventory.servers.items():
         if name not in targets and name not in records:
             continue
-        record = records.get(name)
-        outputs = unwrap_secrets(record.outputs) if record else {}
-        inputs = unwrap_secrets(record.inputs) if record else {}
+        found = records.get(name)
+        outputs = unwrap_secrets(found.outputs) if found else {}
+        inputs = unwrap_secrets(found.inputs) if found else {}
         public4 = outputs.get("ipv4Address") or (str(server.public_address) if server.public_address else None)
         public6 = outputs.get("ipv6Address") if any(n.get("ipv6Enabled") for n in inputs.get("publicNets", [])) else None
         hosts.append(LabHost(
