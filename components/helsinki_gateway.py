@@ -37,6 +37,7 @@ class HelsinkiGateway(UndeComponent):
         self.public_address = self.host.address
         self.public_address6 = self.host.ipv6_address
         self.private_address = str(server.ip)
+        self.egress: list[pulumi.Resource] = []
         if inventory.network.wireguard.mode == "linux":
             # Forwarding, NAT for the private-only servers and the firewall, before any tunnel:
             # the local stack adds each tunnel's own interface with its peer.
@@ -45,5 +46,7 @@ class HelsinkiGateway(UndeComponent):
                 NFTABLES_PATH: RemoteFile(gateway_nftables(inventory, list(settings.admin_cidrs)), mode="0755"),
                 **collector_files(server, inventory),
             }
-            deliver(self.host, files, self, apply=f"{gateway_base_apply_command()}\n{COLLECTOR_APPLY}")
+            # What the servers without a public address wait for before they install anything:
+            # their way to the archive is this NAT.
+            self.egress = deliver(self.host, files, self, apply=f"{gateway_base_apply_command()}\n{COLLECTOR_APPLY}")[-1:]
         self.register_outputs({"public_address": self.public_address, "private_address": self.private_address})

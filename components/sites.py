@@ -137,6 +137,7 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
         elif server.task == "gateway":
             gateway = HelsinkiGateway(server, hosts[server.site], user_data, inventory, settings)
             built[server.name] = gateway.host
+            base.egress = gateway.egress
             for provider in hosts.values():
                 provider.jump = gateway.public_address
         elif server.task == MONITORING_TASK:
@@ -304,6 +305,10 @@ class BaseDelivery:
 
     inventory: Inventory
     done: set[str] = field(default_factory=set)
+    # What a server without a public address waits for before its base installs anything: the
+    # gateway's NAT, its only way to the archive (the helsinki stack; empty where the gateway
+    # is another stack's, which deploys first).
+    egress: list[pulumi.Resource] = field(default_factory=list)
 
     def __call__(self, host: Host) -> None:
         if host.server.name in self.done:
@@ -313,7 +318,9 @@ class BaseDelivery:
         files = {path: RemoteFile(text, mode=mode) for path, (text, mode) in day2_base_files(host.server, inventory).items()}
         owner = host.owner or host.resource
         assert owner is not None
-        deliver(host, files, owner, apply=base_setup_script(host.server, inventory), apply_label="base")
+        private = host.jump is not None and host.server.task != "gateway"
+        deliver(host, files, owner, apply=base_setup_script(host.server, inventory), apply_label="base",
+                depends_on=list(self.egress) if private else None)
         if host.server.task in MEK_TASKS:
             # Whichever stack builds a key holder watches the key: it is in RAM only.
             presence = {path: RemoteFile(text, mode="0755" if path == MEK_PRESENCE_SCRIPT else "0644")

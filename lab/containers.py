@@ -31,6 +31,7 @@ class Container:
     admin_key: str  # the operator's public key: hcloud's ssh_keys, put in root's authorized_keys
     process: subprocess.Popen[bytes] | None = None
     boots: int = 0
+    first_boot: float = 0.0  # time.monotonic() of its first boot
     console: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class Container:
 
     def boot(self) -> None:
         self.boots += 1
+        if self.boots == 1:
+            self.first_boot = time.monotonic()
         out = self.console.open("ab")
         self.process = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet", "-D", str(self.merged),
@@ -76,7 +79,10 @@ class Container:
              # forwarding), which nspawn grants only to the networks it makes itself. The console
              # is copied to console.log (`passive` leaves it unread, and PID 1 blocks on it once
              # its buffer is full).
-             "--capability=CAP_NET_ADMIN", "--bind=/dev/net/tun", "--console=read-only"],
+             "--capability=CAP_NET_ADMIN", "--bind=/dev/net/tun", "--console=read-only",
+             # The server's own clock zone and resolver files, writable as on a VM (tzdata's
+             # postinst replaces /etc/localtime).
+             "--timezone=off", "--resolv-conf=off"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **NSPAWN_ENV}, start_new_session=True,
         )

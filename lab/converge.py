@@ -45,6 +45,8 @@ class Lab:
     operator: Operator
     admin_key: str
     containers: dict[str, Container] = field(default_factory=dict)
+    booted: dict[str, float] = field(default_factory=dict)  # seconds from the lab's first boot to sshd
+    boot_started: float = 0.0
     proxies: list[object] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
@@ -128,8 +130,8 @@ def boot_all(lab: Lab, names: list[str] | None = None) -> dict[str, float]:
     server."""
     for key, value in HOST_SYSCTLS.items():
         netns.run(["sysctl", "-q", "-w", f"{key}={value}"])
-    chosen = [lab.containers[n] for n in (names or list(lab.containers))]
-    started = time.monotonic()
+    chosen = [lab.containers[n] for n in (names if names is not None else list(lab.containers))]
+    started = lab.boot_started
     for container in chosen:
         if container.process is None or container.process.poll() is not None:
             if container.boots == 0:
@@ -155,11 +157,20 @@ def settle(lab: Lab) -> dict[str, str]:
         return dict(zip(lab.containers, pool.map(lambda c: c.wait_booted(), lab.containers.values()), strict=True))
 
 
-def deliver_stacks(lab: Lab, only: set[str] | None = None) -> dict[str, DeliveryRun]:
+def deliver_stacks(lab: Lab, only: set[str] | None = None, boot: bool = False) -> dict[str, DeliveryRun]:
+    """Each stack's delivery, helsinki then local as the deploy pipeline runs them. With `boot`,
+    a stack's new servers boot as its `pulumi up` creates them (the adopted ones run already):
+    the local stack's servers come up after helsinki's gateway carries their traffic."""
     runs = {}
     for stack, commands in lab.preview.plans:
-        lab.say(f"deliver {stack}: {len(commands) if only is None else len([c for c in commands if c.urn in only])} commands")
-        run = deliver(commands, lab.operator, None if only is None else [c.urn for c in commands if c.urn in only])
+        if boot:
+            names = [h.name for h in lab.preview.hosts if h.stack in ("", stack) and lab.containers[h.name].boots == 0]
+            booted = boot_all(lab, names)
+            lab.booted.update(booted)
+            lab.say(f"{stack}: {len(booted)} servers up (sshd), slowest {max(booted.values(), default=0):.0f} s")
+        chosen = commands if only is None else [c for c in commands if c.urn in only]
+        lab.say(f"deliver {stack}: {len(chosen)} commands")
+        run = deliver(commands, lab.operator, None if only is None else [c.urn for c in chosen])
         runs[stack] = run
         worst = max(run.peak.items(), key=lambda item: item[1], default=("-", 0))
         lab.say(f"deliver {stack}: {len(run.ran())} ran, {len(run.failed)} failed, {len(run.skipped)} skipped in "
@@ -204,7 +215,7 @@ def role_probes(lab: Lab) -> dict[str, dict[str, health.Probe]]:
         chosen = dict(health.every_server())
         if server.task == "shard":
             shard = next(s for s in inventory.shards if s.primary.name == name)
-            chosen.update(health.shard_primary(str(shard.replica.ip)))
+            chosen.update(health.shard_primary(str(shard.primary.ip), str(shard.replica.ip)))
         elif server.task == "shard-replica":
             chosen.update(health.shard_replica())
         if name in etcd_hosts:
@@ -345,17 +356,20 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, object] = {}
     try:
         start(lab)
-        booted = boot_all(lab)
-        lab.say(f"{len(booted)} servers up (sshd), slowest {max(booted.values()):.0f} s")
-        runs = deliver_stacks(lab)
+        lab.boot_started = boot_started = time.monotonic()
+        runs = deliver_stacks(lab, boot=True)
+        booted = lab.booted
         problems += [f"{o.server}: {o.name}: {o.reason}" for r in runs.values() for o in r.failed]
         states = settle(lab)
         problems += [f"{name}: booted {state}" for name, state in states.items() if state not in ("running", "degraded")]
         probes = role_probes(lab)
         checks = check_all(lab, probes)
         problems += [f"{c.server}: {c.name}: {c.detail}" for c in checks if not c.ok]
-        figures.update(booted=booted, delivery={s: {"run": r.to_json(), "servers": per_server(r)} for s, r in runs.items()},
-                       checks=[c.__dict__ for c in checks])
+        all_commands = [c for _, commands in lab.preview.plans for c in commands]
+        figures.update(booted=booted, delivery={s: {"run": r.to_json()} for s, r in runs.items()},
+                       servers=per_server(runs.values(), all_commands,
+                                          {n: c.first_boot for n, c in lab.containers.items()}),
+                       lab_converged_s=time.monotonic() - boot_started, checks=[c.__dict__ for c in checks])
         before = snapshot(lab)
         again = deliver_stacks(lab)
         problems += [f"again: {o.server}: {o.name}: {o.reason}" for r in again.values() for o in r.failed]

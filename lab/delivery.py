@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +57,7 @@ class Outcome:
     seconds: float = 0.0
     dial_retries: int = 0
     reason: str = ""
+    ended: float = 0.0  # time.monotonic() when it finished
 
 
 @dataclass
@@ -185,6 +186,7 @@ async def _deliver(commands: Sequence[Command], operator: Operator, selected: se
             outcome.status = "unchanged"
         else:
             outcome = await _run_one(command, operator, gauge, attempts)
+        outcome.ended = time.monotonic()
         run.outcomes[command.urn] = outcome
         done[command.urn].set_result(outcome)
 
@@ -227,13 +229,30 @@ def state_of(commands: Sequence[Command]) -> dict[str, str]:
     return {c.urn: fingerprint(c) for c in commands}
 
 
-def per_server(run: DeliveryRun) -> dict[str, dict[str, float]]:
-    figures: dict[str, dict[str, float]] = defaultdict(lambda: {"commands": 0, "seconds": 0.0, "dial_retries": 0})
-    for outcome in run.outcomes.values():
-        if outcome.status == "skipped" or outcome.reason == "unchanged":
-            continue
-        entry = figures[outcome.server]
-        entry["commands"] += 1
-        entry["seconds"] += outcome.seconds
-        entry["dial_retries"] += outcome.dial_retries
-    return dict(figures)
+def per_server(runs: Iterable[DeliveryRun], commands: Iterable[Command],
+               since: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per server: commands run, SSH connections opened to it, the most open to it at once,
+    the most open at once to its jump host, and seconds from `since` (its boot) until its last
+    command finished (`since`: each server's boot, time.monotonic())."""
+    address: dict[str, str] = {}
+    jump: dict[str, str] = {}
+    for command in commands:
+        address[command.server] = command.host
+        if command.jump:
+            jump[command.server] = command.jump
+    figures: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for outcome in run.outcomes.values():
+            if outcome.status == "skipped" or outcome.reason == "unchanged":
+                continue
+            entry = figures.setdefault(outcome.server, {"commands": 0, "converged_s": 0.0, "dial_retries": 0})
+            entry["commands"] += 1
+            entry["dial_retries"] += outcome.dial_retries
+            entry["converged_s"] = max(entry["converged_s"], outcome.ended - since.get(outcome.server, outcome.ended))
+        for server, entry in figures.items():
+            host = address.get(server, "")
+            entry["opened"] = entry.get("opened", 0) + run.opened.get(host, 0)
+            entry["peak"] = max(entry.get("peak", 0), run.peak.get(host, 0))
+            if server in jump:
+                entry["jump_peak"] = max(entry.get("jump_peak", 0), run.peak.get(jump[server], 0))
+    return figures

@@ -62,7 +62,7 @@ def _psql(sql: str, port: int = 5432) -> str:
     return f"runuser -u postgres -- psql -X -At -p {port} -h /var/run/postgresql -d postgres -c \"{sql}\""
 
 
-def shard_primary(replica_ip: str) -> dict[str, Probe]:
+def shard_primary(primary_ip: str, replica_ip: str) -> dict[str, Probe]:
     vector = ("CREATE EXTENSION IF NOT EXISTS vector; "
               "CREATE TABLE IF NOT EXISTS lab_nn (id int PRIMARY KEY, embedding vector(3)); "
               "INSERT INTO lab_nn VALUES (1, '[1,1,1]'), (2, '[5,5,5]'), (3, '[9,0,9]') ON CONFLICT DO NOTHING; "
@@ -71,7 +71,7 @@ def shard_primary(replica_ip: str) -> dict[str, Probe]:
               "SELECT id FROM lab_nn ORDER BY embedding <-> '[4,4,4]' LIMIT 1;")
     return {
         "Patroni: leader, replica streaming": shell(
-            "curl -fsS --max-time 10 http://$(hostname -I | tr ' ' '\\n' | grep -m1 '^10\\.'):8008/cluster | "
+            f"curl -fsS --max-time 10 http://{primary_ip}:8008/cluster | "
             "python3 -c 'import json,sys; m=json.load(sys.stdin)[\"members\"]; "
             "print(sorted((x[\"role\"], x[\"state\"]) for x in m))'",
             r"\('leader', 'running'\).*\('replica', 'streaming'\)|\('replica', 'streaming'\).*\('leader', 'running'\)"),

@@ -38,6 +38,7 @@ class LabHost:
     public4: str | None = None
     public6: str | None = None
     user_data: str | None = None  # None: an adopted server, booted as it is
+    stack: str = ""  # the stack that creates it ("": it runs already)
     namespace: str = ""
 
 

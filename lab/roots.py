@@ -30,6 +30,9 @@ SECURITY = "http://security.debian.org/debian-security"
 IMAGE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "cloud-init", "sudo", "python3", "curl", "gnupg",
     "ca-certificates", "iproute2", "iputils-ping", "less", "procps", "netbase", "wireguard-go",
+    # The cloud kernel, as on Hetzner's images: it provides wireguard-modules, which
+    # wireguard-tools recommends (without a kernel apt would install one, initramfs and all).
+    "linux-image-cloud-amd64",
 )
 LAB_CLOUD_CFG = "datasource_list: [NoCloud, None]\nnetwork: {config: disabled}\n"
 DPKG_EXCLUDES = (
@@ -46,7 +49,7 @@ class Root:
 
 
 def _key(suite: str, proxy: str) -> str:
-    inputs = {"suite": suite, "packages": IMAGE_PACKAGES, "cloud": LAB_CLOUD_CFG, "proxy": proxy, "dpkg": DPKG_EXCLUDES, "v": 4}
+    inputs = {"suite": suite, "packages": IMAGE_PACKAGES, "cloud": LAB_CLOUD_CFG, "proxy": proxy, "dpkg": DPKG_EXCLUDES, "v": 5}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -69,7 +72,11 @@ def build(image: str, cache: Path, build_proxy: str, lab_proxy: str, proxy_hosts
     with log.open("ab") as out:
         subprocess.run(
             ["mmdebstrap", "--variant=apt", "--include=" + ",".join(IMAGE_PACKAGES),
-             f'--aptopt=Acquire::http::Proxy "{build_proxy}"', suite, str(partial), *sources],
+             f'--aptopt=Acquire::http::Proxy "{build_proxy}"',
+             # The image's own packages only (the kernel's recommends would bring NVMe-over-fabrics
+             # units that fail in a container); what the servers install later gets its
+             # recommends as on any Debian.
+             '--aptopt=APT::Install-Recommends "false"', suite, str(partial), *sources],
             stdout=out, stderr=subprocess.STDOUT, check=True, timeout=900,
         )
     # mmdebstrap leaves its own apt options (the build's proxy) in the root.

@@ -49,10 +49,13 @@ def _image(existing: bool) -> str:
 def _hosts(results: list[StackResult]) -> list[LabHost]:
     inventory = results[0].inventory
     records: dict[str, Record] = {}
+    creator: dict[str, str] = {}
     for result in results:
         for record in result.run.records:
             if record.type == SERVER_TYPE:
-                records[unwrap_secrets(record.inputs).get("name", record.name)] = record
+                name = unwrap_secrets(record.inputs).get("name", record.name)
+                records[name] = record
+                creator[name] = result.run.stack
     targets = {c.server for result in results for c in plan_from_run(result.run).commands}
     hosts = []
     for name, server in inventory.servers.items():
@@ -72,6 +75,7 @@ def _hosts(results: list[StackResult]) -> list[LabHost]:
             public6=public6 or None,
             # An adopted server's user data never runs again (the provider ignores it).
             user_data=None if server.existing else inputs.get("userData"),
+            stack="" if server.existing else creator.get(name, ""),
         ))
     return hosts
 

@@ -50,6 +50,11 @@ def shell_settings(values: Mapping[str, str | int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def setup_settings(values: Mapping[str, str | int]) -> str:
+    """A setup script's parameters: `values`, and where the install script is ($APT_INSTALL)."""
+    return shell_settings({"APT_INSTALL": APT_INSTALL, **values})
+
+
 def python_script(path: str, name: str, settings: Mapping[str, object]) -> dict[str, str]:
     """A Python script of this package at `path` on the server, with its parameters beside it."""
     return {path: source(name), f"{path}.json": json_settings(settings)}
@@ -67,8 +72,7 @@ class SetupStep:
     args: tuple[str, ...] = ()
 
     def files(self) -> dict[str, str]:
-        return {self.path: source(self.name),
-                f"{self.path}.env": shell_settings({"APT_INSTALL": APT_INSTALL, **self.settings})}
+        return {self.path: source(self.name), f"{self.path}.env": setup_settings(self.settings)}
 
     @property
     def command(self) -> str:

@@ -6,6 +6,8 @@
 #   package or fetches a version the archive no longer has;
 # - it waits for another apt or dpkg (unattended-upgrades runs at first boot) instead of failing
 #   on the lock;
+# - a configuration file the delivery wrote before its package was installed stays as delivered
+#   (--force-confold): dpkg would otherwise ask, and fail on the missing terminal;
 # - when everything is installed already it does nothing, so a delivery run again changes
 #   nothing.
 set -eu
@@ -20,4 +22,5 @@ export DEBIAN_FRONTEND=noninteractive
 wait_for_lock="DPkg::Lock::Timeout=600"
 apt-get -o "$wait_for_lock" update -q
 # shellcheck disable=SC2086
-apt-get -o "$wait_for_lock" install -y -q $missing
+apt-get -o "$wait_for_lock" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    install -y -q $missing

@@ -1,12 +1,12 @@
 #!/bin/sh
-# An etcd member: etcd from Debian, configured by its config file (the unit drop-in). Delivered by
+# An etcd member: etcd from Debian (etcdctl with it, for the operators), configured by its config file (the unit drop-in). Delivered by
 # unde-infra and run after the member's files changed. Its parameters are in "$0.env" beside it:
 # LEADER_AFFINITY (the local member's leader-affinity script, where it has one) and
 # LEADER_AFFINITY_TIMER.
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
-"$APT_INSTALL" etcd-server
+"$APT_INSTALL" etcd-server etcd-client
 systemctl daemon-reload
 systemctl enable etcd
 # A member re-reads its configuration only on start; members restart one per stack run, so the

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ..files import shell_settings, source
+from ..files import setup_settings, source
 from ..firewall import HTTP_PORT
 from ..model import Inventory, Server
 from .patroni import RenderedFile
@@ -205,7 +205,7 @@ def entry_settings(domain: str, email: str, layout: EntryLayout = DEFAULT_ENTRY_
     comes by HTTP-01 through the webroot, or, with `dns_challenge`, by DNS-01 (the standby
     entry, which the entry's name reaches only after a failover)."""
     _check_domain(domain)
-    return shell_settings({
+    return setup_settings({
         "DOMAIN": domain, "EMAIL": email, "WEBROOT": layout.webroot, "CERT_DIR": layout.certificate_dir(domain),
         "TLS_SITE": layout.tls_site, "TLS_ENABLED": layout.tls_enabled,
         "CERTIFICATE_SCRIPT": f"{layout.tools_dir}/entry-certificate",

@@ -25,7 +25,8 @@ import base64
 import re
 from dataclasses import dataclass
 
-from ..files import python_script, shell_settings, source
+from ..files import python_script, source
+from ..files import setup_settings as script_parameters
 from ..model import CREATED_OS, OS_CODENAMES, Server
 from .app_secrets import POSTHOG_PATH
 from .cloud_init import dump_yaml
@@ -372,7 +373,7 @@ def docker_apt_pin() -> str:
 
 def setup_settings(os: str = CREATED_OS) -> str:
     debian = docker_from_debian(os)
-    return shell_settings({
+    return script_parameters({
         "CODENAME": OS_CODENAMES[os],
         # Empty on Debian 13: no key, no repository.
         "DOCKER_KEY_URL": "" if debian else DOCKER_KEY_URL,

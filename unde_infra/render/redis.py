@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..files import shell_settings, source
+from ..files import setup_settings as script_parameters
+from ..files import source
 from ..model import Server
 from .cloud_init import SECRETS_DIR
 from .escape import env_file
@@ -282,7 +283,7 @@ def unit_dropin(server: Server, conf_path: str = CONF_PATH) -> str:
 
 
 def setup_settings() -> str:
-    return shell_settings({
+    return script_parameters({
         "REDIS_CONF": CONF_PATH, "REDIS_ACL": ACL_PATH, "REDIS_PORT": REDIS_PORT, "ADMIN_ENV": ADMIN_ENV,
         "DATA_DIR": DATA_DIR, "STAMP": "/var/lib/unde/redis.conf.sha256",
     })
@@ -314,7 +315,7 @@ def redis_server_files(server: Server, passwords: Mapping[str, str]) -> dict[str
 
 
 def exporter_user_settings(port: int = REDIS_PORT) -> str:
-    return shell_settings({
+    return script_parameters({
         "REDIS_PORT": port, "EXPORTER_USER": "exporter", "HASH_FILE": EXPORTER_USER_HASH,
         "RULES": " ".join(["resetkeys", "resetchannels", *EXPORTER_COMMANDS]),
         "TIMER": f"{EXPORTER_USER_UNIT}.timer",
