@@ -30,7 +30,8 @@ from unde_infra.render import patroni
 from . import apt_proxy, health, netns, roots
 from .containers import Container
 from .delivery import DeliveryRun, Operator, changed, deliver, failure_lines, per_server, state_of
-from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, LabNetwork
+from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, S3_ADDRESS, LabNetwork
+from .s3 import S3StandIn, write_ca
 from .servers import LabPreview, run_preview
 
 CACHE = Path("/var/tmp/unde-lab")
@@ -48,6 +49,7 @@ class Lab:
     booted: dict[str, float] = field(default_factory=dict)  # seconds from the lab's first boot to sshd
     boot_started: float = 0.0
     proxies: list[object] = field(default_factory=list)
+    stand_ins: list[S3StandIn] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -96,13 +98,17 @@ def start(lab: Lab) -> None:
     lab.proxies.append(host_proxy)
     for address in (PROXY4, PROXY6):
         lab.proxies.append(_proxy_in(lab.network.inet, address, PROXY_PORT)[0])
+    ca = lab_ca()
+    endpoint = lab.preview.inventory.object_storage.endpoint
+    s3 = S3StandIn(lab.network.inet, S3_ADDRESS, [endpoint], list(lab.preview.inventory.object_storage.buckets),
+                   lab.run_dir / "s3", ca)
+    s3.start()
+    lab.stand_ins.append(s3)
     images = sorted({h.image for h in lab.preview.hosts})
     built = {}
     for image in images:
         started = time.monotonic()
-        built[image] = roots.build(image, CACHE / "roots", f"http://127.0.0.1:{host_port}",
-                                   f"http://{PROXY_NAME}:{PROXY_PORT}", f"{PROXY4} {PROXY_NAME}\n{PROXY6} {PROXY_NAME}\n",
-                                   lab.run_dir / "roots.log")
+        built[image] = build_root(image, host_port, endpoint, lab.run_dir / "roots.log")
         lab.say(f"root {image}: {built[image].path.name} ({time.monotonic() - started:.0f} s)")
     for host in lab.preview.hosts:
         container = Container(host, built[host.image], lab.run_dir / "servers" / host.name, lab.admin_key)
@@ -116,7 +122,25 @@ def stop(lab: Lab) -> None:
         container.remove_disk()
     for proxy in lab.proxies:
         proxy.shutdown()  # type: ignore[attr-defined]
+    for stand_in in lab.stand_ins:
+        stand_in.stop()
     lab.network.down()
+
+
+def build_root(image: str, host_port: int, endpoint: str, log: Path) -> roots.Root:
+    """The release's root as the lab's servers use it (built once, then kept), through the
+    archive proxy the host reaches on `host_port`."""
+    hosts_lines = f"{PROXY4} {PROXY_NAME}\n{PROXY6} {PROXY_NAME}\n{S3_ADDRESS} {endpoint}\n"
+    return roots.build(image, CACHE / "roots", f"http://127.0.0.1:{host_port}", f"http://{PROXY_NAME}:{PROXY_PORT}",
+                       hosts_lines, lab_ca()[0], log)
+
+
+def lab_ca() -> tuple[Path, Path]:
+    """The lab's CA, made once and kept: the roots trust it, so a new one builds new roots."""
+    directory = CACHE / "ca"
+    if not (directory / "ca.pem").exists():
+        write_ca(directory, "unde-infra converge lab CA", days=3650)
+    return directory / "ca.pem", directory / "ca.key"
 
 
 # Thirty systemd instances need more inotify instances than a host's default 128 per user

@@ -7,6 +7,7 @@ facts are added on top, and nothing else:
 - cloud-init reads the NoCloud seed and leaves the network alone (the lab plays the cloud's
   DHCP from outside the container);
 - apt goes through the lab's archive proxy (the only way out of the lab);
+- the lab's CA among the trusted ones (the S3 stand-in's certificate; lab/s3.py);
 - wireguard-go, because this kernel has no WireGuard module (wg-quick falls back to it);
 - systemd-networkd-wait-online masked: the lab addresses the links from outside, so networkd
   manages none and would wait its full two minutes at every boot;
@@ -48,8 +49,8 @@ class Root:
     path: Path
 
 
-def _key(suite: str, proxy: str) -> str:
-    inputs = {"suite": suite, "packages": IMAGE_PACKAGES, "cloud": LAB_CLOUD_CFG, "proxy": proxy, "dpkg": DPKG_EXCLUDES, "v": 5}
+def _key(suite: str, proxy: str, ca: str) -> str:
+    inputs = {"suite": suite, "ca": ca, "packages": IMAGE_PACKAGES, "cloud": LAB_CLOUD_CFG, "proxy": proxy, "dpkg": DPKG_EXCLUDES, "v": 5}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -57,12 +58,13 @@ def lab_apt_config(proxy: str) -> str:
     return f'Acquire::http::Proxy "{proxy}";\nAcquire::Retries "3";\n'
 
 
-def build(image: str, cache: Path, build_proxy: str, lab_proxy: str, proxy_hosts: str, log: Path) -> Root:
+def build(image: str, cache: Path, build_proxy: str, lab_proxy: str, hosts_lines: str, ca: Path, log: Path) -> Root:
     """The root of `image`, built through `build_proxy` (the proxy as the host reaches it) and
-    configured for `lab_proxy` (as the containers reach it: a name, which `proxy_hosts`, lines
-    of /etc/hosts, gives an IPv4 and an IPv6 address, for servers that have only one of them)."""
+    configured for `lab_proxy` (as the containers reach it: a name, which `hosts_lines` of
+    /etc/hosts give an IPv4 and an IPv6 address, for servers that have only one of them, beside
+    the lab's other names), trusting the lab's CA `ca` (its stand-ins' certificates)."""
     suite = RELEASES[image]
-    path = cache / f"{image}-{_key(suite, lab_proxy + proxy_hosts)}"
+    path = cache / f"{image}-{_key(suite, lab_proxy + hosts_lines, ca.read_text())}"
     if (path / "etc/os-release").exists():
         return Root(image, path)
     cache.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,10 @@ def build(image: str, cache: Path, build_proxy: str, lab_proxy: str, proxy_hosts
     (partial / "etc/cloud/cloud.cfg.d/90-unde-lab.cfg").write_text(LAB_CLOUD_CFG)
     (partial / "etc/apt/apt.conf.d/00unde-lab-proxy").write_text(lab_apt_config(lab_proxy))
     with (partial / "etc/hosts").open("a") as hosts:
-        hosts.write(proxy_hosts)
+        hosts.write(hosts_lines)
+    shutil.copy(ca, partial / "usr/local/share/ca-certificates/unde-lab-ca.crt")
+    subprocess.run(["chroot", str(partial), "update-ca-certificates"], check=True, timeout=120,
+                   capture_output=True)
     (partial / "etc/dpkg/dpkg.cfg.d/90unde-lab-nodoc").write_text(DPKG_EXCLUDES)
     subprocess.run(["chroot", str(partial), "sh", "-c",
                     "echo 'man-db man-db/auto-update boolean false' | debconf-set-selections; "

@@ -10,16 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from lab import converge, roots
+from lab import converge
 from lab.containers import Container
 from lab.delivery import Operator, deliver, failure_lines
-from lab.network import PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, LabHost, LabNetwork, PrivateNetwork
+from lab.network import PROXY4, PROXY6, PROXY_PORT, LabHost, LabNetwork, PrivateNetwork
 from unde_infra.delivery_plan import PlannedCommand
+from unde_infra.model import load_topology
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
                                 reason="the lab needs root and systemd-nspawn (make test installs it as root)")
 
 RUN_DIR = Path("/var/tmp/unde-lab/test-failure")
+ROOT = Path(__file__).resolve().parents[2]
 HOST = LabHost("probe", "debian-13", "hel", "10.1.0.50", public4="203.0.113.50",
                user_data="#cloud-config\nhostname: probe\ndisable_root: false\n")
 NOBODY = "203.0.113.99"
@@ -44,9 +46,8 @@ def test_the_report_names_server_command_and_reason(capsys: pytest.CaptureFixtur
         host_proxy, port = converge._proxy_in(None, "127.0.0.1", 0)
         proxies = [host_proxy, converge._proxy_in(network.inet, PROXY4, PROXY_PORT)[0],
                    converge._proxy_in(network.inet, PROXY6, PROXY_PORT)[0]]
-        root = roots.build("debian-13", converge.CACHE / "roots", f"http://127.0.0.1:{port}",
-                           f"http://{PROXY_NAME}:{PROXY_PORT}", f"{PROXY4} {PROXY_NAME}\n{PROXY6} {PROXY_NAME}\n",
-                           RUN_DIR / "roots.log")
+        endpoint = load_topology(ROOT / "config/topology.yaml").object_storage.endpoint
+        root = converge.build_root("debian-13", port, endpoint, RUN_DIR / "roots.log")
         container = Container(HOST, root, RUN_DIR / "servers" / HOST.name, public)
         container.prepare()
         container.boot()

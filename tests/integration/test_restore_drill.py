@@ -12,7 +12,6 @@ a certificate from a throw-away CA that pgBackRest verifies (pgBackRest needs TL
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import shutil
 import socket
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.s3 import TLS_TERMINATOR, moto_server, write_ca, write_server_cert
 from tests.conftest import require_tool
 from unde_infra import runbook
 from unde_infra.render import pgbackrest
@@ -42,37 +42,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _write_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unde restore drill CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
 
 
 def _wait(what: str, probe, timeout: float) -> None:  # type: ignore[no-untyped-def]
@@ -127,53 +96,21 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-TLS_PROXY = r"""
-import asyncio, ssl, sys
-cert, key, listen_port, backend_port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, ssl.SSLError):
-        pass
-    finally:
-        writer.close()  # on the TLS side this sends close_notify, which OpenSSL 3 insists on
-
-async def handle(client_reader, client_writer):
-    try:
-        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", backend_port)
-    except OSError:
-        client_writer.close()
-        return
-    await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
-
-async def main():
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    server = await asyncio.start_server(handle, "127.0.0.1", listen_port, ssl=context)
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
-"""
-
-
 @pytest.fixture
 def s3_server(workdir: Path) -> Iterator[tuple[int, Path]]:
     """moto's S3 server on loopback behind a small TLS terminator: werkzeug closes TLS
     connections without close_notify, which pgBackRest's OpenSSL 3 reports as an error."""
-    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or pytest.fail(
-        "moto_server is not installed; `make test` installs moto[server]")
-    ca, cert, key = _write_ca_and_cert(workdir)
+    moto = moto_server()
+    ca_pair = write_ca(workdir, "unde restore drill CA", days=1)
+    ca = ca_pair[0]
+    cert, key = write_server_cert(workdir, ca_pair, ["localhost"], ["127.0.0.1"])
     os.chmod(ca, 0o644)
     backend_port, port = _free_port(), _free_port()
     log = open(workdir / "moto.log", "wb")
     procs = [
         subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(backend_port)], stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True),
-        subprocess.Popen([sys.executable, "-c", TLS_PROXY, str(cert), str(key), str(port), str(backend_port)],
+        subprocess.Popen([sys.executable, "-c", TLS_TERMINATOR, str(cert), str(key), "127.0.0.1", str(port), str(backend_port)],
                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
     ]
     try:
