@@ -10,7 +10,10 @@ facts are added on top, and nothing else:
 - the lab's CA among the trusted ones (the S3 stand-in's certificate; lab/s3.py);
 - wireguard-go, because this kernel has no WireGuard module (wg-quick falls back to it);
 - systemd-networkd-wait-online masked: the lab addresses the links from outside, so networkd
-  manages none and would wait its full two minutes at every boot;
+  manages none and would wait its full two minutes at every boot; systemd-firstboot masked: it
+  would wait on the console, which the lab copies to a file, for a locale and a timezone;
+  nvmf-autoconnect masked (nvme-cli comes with node_exporter's collectors; a container has no
+  NVMe fabrics to connect, and the unit fails there);
 - no manual pages or translations unpacked, and man-db's index not rebuilt on every install
   (as in Debian's container images): thirty servers install their packages at once on two
   cores, and those were most of the time.
@@ -50,7 +53,7 @@ class Root:
 
 
 def _key(suite: str, proxy: str, ca: str) -> str:
-    inputs = {"suite": suite, "ca": ca, "packages": IMAGE_PACKAGES, "cloud": LAB_CLOUD_CFG, "proxy": proxy, "dpkg": DPKG_EXCLUDES, "v": 5}
+    inputs = {"suite": suite, "ca": ca, "packages": IMAGE_PACKAGES, "cloud": LAB_CLOUD_CFG, "proxy": proxy, "dpkg": DPKG_EXCLUDES, "v": 7}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -94,9 +97,12 @@ def build(image: str, cache: Path, build_proxy: str, lab_proxy: str, hosts_lines
     subprocess.run(["chroot", str(partial), "sh", "-c",
                     "echo 'man-db man-db/auto-update boolean false' | debconf-set-selections; "
                     "rm -f /var/lib/man-db/auto-update"], check=True, timeout=60)
-    wait_online = partial / "etc/systemd/system/systemd-networkd-wait-online.service"
-    wait_online.unlink(missing_ok=True)
-    wait_online.symlink_to("/dev/null")
+    # Masked: networkd's wait (see above), and the first-boot wizard, which would wait on the
+    # console for answers (a cloud image's first boot asks nothing).
+    for unit in ("systemd-networkd-wait-online.service", "systemd-firstboot.service", "nvmf-autoconnect.service"):
+        masked = partial / "etc/systemd/system" / unit
+        masked.unlink(missing_ok=True)
+        masked.symlink_to("/dev/null")
     # The image's machine id is made at first boot, as on a cloud image.
     (partial / "etc/machine-id").write_text("uninitialized\n")
     partial.rename(path)

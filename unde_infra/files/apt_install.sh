@@ -19,8 +19,20 @@ for package in "$@"; do
 done
 test -n "$missing" || exit 0
 export DEBIAN_FRONTEND=noninteractive
+# A new server's first boot installs its own packages (cloud-init): let it finish first.
+if command -v cloud-init >/dev/null; then
+    cloud-init status --wait >/dev/null 2>&1 || true
+fi
 wait_for_lock="DPkg::Lock::Timeout=600"
-apt-get -o "$wait_for_lock" update -q
+# The lists' lock has no such timeout (apt-daily may hold it): try again for up to 5 minutes.
+tries=0
+until apt-get -o "$wait_for_lock" update -q; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 30 ]; then
+        exit 1
+    fi
+    sleep 10
+done
 # shellcheck disable=SC2086
 apt-get -o "$wait_for_lock" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     install -y -q $missing

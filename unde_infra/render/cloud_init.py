@@ -105,12 +105,12 @@ def day2_base_files(server: Server, inventory: Inventory) -> dict[str, tuple[str
 
 def base_setup_script(server: Server, inventory: Inventory) -> str:
     """The day-2 form of the bootstrap: install the base packages, apply the base files."""
-    lines = [
-        "set -e",
-        shell_command([APT_INSTALL, *base_packages(server)]),
-        "systemctl daemon-reload",
-    ]
-    lines += [shell_command(command) for command in base_setup(server, inventory)]
+    setup = [shell_command(command) for command in base_setup(server, inventory)]
+    # The private routes first: a server without a public address reaches the archive through
+    # them (found by the converge lab: the install ran before the route that leads to it).
+    routes = [line for line in setup if ROUTE_UNIT in line]
+    lines = ["set -e", "systemctl daemon-reload", *routes, shell_command([APT_INSTALL, *base_packages(server)]),
+             *[line for line in setup if line not in routes]]
     return "\n".join(lines)
 
 

@@ -126,6 +126,12 @@ def etcd_member_files(member: EtcdMember, inventory: Inventory, layout: EtcdLayo
             # Debian's unit runs `etcd $DAEMON_ARGS`; the config file replaces every flag.
             "ExecStart=",
             f"ExecStart=/usr/bin/etcd --config-file {layout.config_file}",
+            # Started, not "ready": Debian's unit waits (Type=notify) until the member has joined
+            # a quorum, which a new cluster's first member cannot have before the others run.
+            # The members come up in different stacks' runs (the local one in the local stack),
+            # so a waiting start failed after 90 s: the package's postinst and the setup's
+            # restart both ran into it (found by the converge lab). Patroni waits for its DCS.
+            "Type=exec",
             "",
         ]
     )

@@ -341,7 +341,8 @@ MONITORING_SERVICES = ("prometheus", "prometheus-alertmanager", "grafana-server"
 def monitoring_setup(paths: MonitoringPaths = DEFAULT_PATHS, grafana: bool = True) -> SetupStep:
     """files/monitoring_setup.sh: Debian's Prometheus and Alertmanager, Grafana from its own apt
     repository (the main path only), prometheus.yml checked by promtool before anything reloads."""
-    services = MONITORING_SERVICES if grafana else tuple(s for s in MONITORING_SERVICES if s != "grafana-server")
+    # Alerting's services; Grafana's, where it runs, the script handles after them.
+    services = tuple(s for s in MONITORING_SERVICES if s != "grafana-server")
     return SetupStep("/usr/local/lib/unde/monitoring-setup", "monitoring_setup.sh", {
         "GRAFANA_KEY_URL": "https://apt.grafana.com/gpg.key" if grafana else "", "GRAFANA_KEYRING": GRAFANA_KEYRING,
         "GRAFANA_SOURCE": f"deb [signed-by={GRAFANA_KEYRING}] https://apt.grafana.com stable main" if grafana else "",
