@@ -363,7 +363,12 @@ def test_the_second_path_has_no_grafana_and_its_own_heartbeat(inventory: Invento
     assert "--web.listen-address=10.2.0.7:9090" in files["/etc/default/prometheus"]
     setup = m.monitoring_setup(grafana=False)
     assert setup.settings["SERVICES"] == "prometheus prometheus-alertmanager" and setup.settings["GRAFANA_SOURCE"] == ""
-    assert "grafana-server" in m.monitoring_setup().settings["SERVICES"]
+    # The main path's Grafana is set up after alerting, from its own repository (the script's last part).
+    main = m.monitoring_setup()
+    assert main.settings["SERVICES"] == "prometheus prometheus-alertmanager" and "apt.grafana.com" in main.settings["GRAFANA_SOURCE"]
+    script = main.files()[main.path]
+    assert script.index("systemctl reload-or-restart $SERVICES") < script.index('"$APT_INSTALL" grafana')
+    assert "systemctl reload-or-restart grafana-server" in script
     local = m.MonitoringSecrets(None, "1:t", "https://hooks.slack.com/x", "https://hc.example/local")
     assert sorted(local.values()) == ["heartbeat_url", "slack_webhook_url", "telegram_bot_token"]
 
