@@ -42,6 +42,10 @@ KNOWN_STOPS = {
     "monitoring:apply": (r"apt\.grafana\.com",
                          "Grafana comes from Grafana's own apt repository, which the lab cannot reach (the setup "
                          "configures Prometheus and Alertmanager first)"),
+    "production-db:apply:base": (r"Release file|Could not connect|unreachable",
+                                 "production-db is a dedicated server with no public address in the topology, and "
+                                 "the program gives it no route beyond the private network: nothing leads it to the "
+                                 "archive (its egress needs a decision: Robot's own uplink or the gateway's NAT)"),
     "posthog:apply:posthog": (r"docker",
                               "Docker Engine does not run inside the lab's systemd containers, and PostHog's images "
                               "are on Docker Hub and ghcr.io, which the lab cannot reach"),

@@ -24,13 +24,16 @@ if command -v cloud-init >/dev/null; then
     cloud-init status --wait >/dev/null 2>&1 || true
 fi
 wait_for_lock="DPkg::Lock::Timeout=600"
-# The lists' lock has no such timeout (apt-daily may hold it): try again for up to 5 minutes.
+# The lists' lock has no such timeout (apt-daily may hold it): while another apt holds it, try
+# again, for up to 5 minutes; any other failure ends the install at once.
 tries=0
-until apt-get -o "$wait_for_lock" update -q; do
+until output=$(apt-get -o "$wait_for_lock" update -q 2>&1); do
+    printf '%s\n' "$output" >&2
     tries=$((tries + 1))
-    if [ "$tries" -ge 30 ]; then
-        exit 1
-    fi
+    case "$output" in
+        *"Could not get lock"*) [ "$tries" -lt 30 ] || exit 1 ;;
+        *) exit 1 ;;
+    esac
     sleep 10
 done
 # shellcheck disable=SC2086
