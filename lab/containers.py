@@ -67,6 +67,23 @@ class Container:
                 f"instance-id: {self.host.name}\nlocal-hostname: {self.host.name}\npublic-keys:\n  - {self.admin_key}\n")
             (seed / "user-data").write_text(self.host.user_data)
 
+    def install_offline(self, packages: tuple[str, ...], proxy: str) -> None:
+        """Packages installed into the disk before the server boots (what an adopted server runs
+        already), with no service started (policy-rc.d says no, as in a chroot build)."""
+        policy = self.merged / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        try:
+            for args in (["update", "-q"], ["install", "-y", "-q", *packages]):
+                # nspawn without --boot: /proc and /dev in place, this machine's network (the proxy).
+                subprocess.run(["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--timezone=off",
+                                "--resolv-conf=off", "-D", str(self.merged), "--setenv=DEBIAN_FRONTEND=noninteractive",
+                                "apt-get", "-o", f"Acquire::http::Proxy={proxy}", *args],
+                               check=True, capture_output=True, timeout=600, stdin=subprocess.DEVNULL,
+                               env={**os.environ, **NSPAWN_ENV})
+        finally:
+            policy.unlink()
+
     def boot(self) -> None:
         self.boots += 1
         if self.boots == 1:

@@ -46,9 +46,9 @@ KNOWN_STOPS = {
                                  "production-db is a dedicated server with no public address in the topology, and "
                                  "the program gives it no route beyond the private network: nothing leads it to the "
                                  "archive (its egress needs a decision: Robot's own uplink or the gateway's NAT)"),
-    "posthog:apply:posthog": (r"docker",
-                              "Docker Engine does not run inside the lab's systemd containers, and PostHog's images "
-                              "are on Docker Hub and ghcr.io, which the lab cannot reach"),
+    "posthog:apply:posthog": (r"github\.com|docker",
+                              "PostHog's ClickHouse configuration comes from GitHub and its images from Docker Hub "
+                              "and ghcr.io, which the lab cannot reach (Docker Engine from Debian installs and starts)"),
 }
 OPERATOR_ADDRESS = "198.51.100.10"  # inside the stacks' adminCidrs (198.51.100.0/24)
 
@@ -63,6 +63,7 @@ class Lab:
     containers: dict[str, Container] = field(default_factory=dict)
     booted: dict[str, float] = field(default_factory=dict)  # seconds from the lab's first boot to sshd
     boot_started: float = 0.0
+    host_proxy: str = ""  # the archive proxy as this machine reaches it
     proxies: list[object] = field(default_factory=list)
     stand_ins: list[S3StandIn] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
@@ -111,6 +112,7 @@ def start(lab: Lab) -> None:
     lab.network.up()
     host_proxy, host_port = _proxy_in(None, "127.0.0.1", 0)
     lab.proxies.append(host_proxy)
+    lab.host_proxy = f"http://127.0.0.1:{host_port}"
     for address in (PROXY4, PROXY6):
         lab.proxies.append(_proxy_in(lab.network.inet, address, PROXY_PORT)[0])
     ca = lab_ca()
@@ -158,6 +160,9 @@ def lab_ca() -> tuple[Path, Path]:
     return directory / "ca.pem", directory / "ca.key"
 
 
+# What an adopted server of these tasks runs today, before the program touches it (installed in
+# its disk before its first boot, with no service started).
+ADOPTED_RUNNING = {"staging-db": ("postgresql",), "catalog-db": ("postgresql",), "batch-redis": ("redis-server",)}
 # Thirty systemd instances need more inotify instances than a host's default 128 per user
 # ("Too many open files" in the containers' units otherwise).
 HOST_SYSCTLS = {"fs.inotify.max_user_instances": "8192", "fs.inotify.max_user_watches": "1048576"}
@@ -170,11 +175,15 @@ def boot_all(lab: Lab, names: list[str] | None = None) -> dict[str, float]:
     for key, value in HOST_SYSCTLS.items():
         netns.run(["sysctl", "-q", "-w", f"{key}={value}"])
     chosen = [lab.containers[n] for n in (names if names is not None else list(lab.containers))]
-    started = lab.boot_started
+    started = time.monotonic()
     for container in chosen:
         if container.process is None or container.process.poll() is not None:
             if container.boots == 0:
                 container.prepare()
+                running = ADOPTED_RUNNING.get(lab.preview.inventory.servers[container.host.name].task)
+                if container.host.user_data is None and running:
+                    lab.say(f"{container.host.name}: adopted, runs {' '.join(running)} today")
+                    container.install_offline(running, lab.host_proxy)
             container.boot()
 
     def wait(container: Container) -> tuple[str, bool, float]:
