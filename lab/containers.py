@@ -16,6 +16,15 @@ from .network import LabHost
 from .roots import Root
 
 BOOT_TIMEOUT = 900.0
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """Where the containers' cgroups go: a hybrid layout's unified and systemd hierarchies, or
+    a unified-only /sys/fs/cgroup."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.procs").exists():
+        return [root]
+    return [root / "unified", root / "systemd"]
 # What the container's PID 1 needs from this machine: nspawn cannot register with machined
 # here (PID 1 is no systemd), and wireguard-go needs the TUN device.
 # /proc/sys/net is the server's own (its namespace): writable, as on a VM, for the gateway's
@@ -84,6 +93,18 @@ class Container:
         finally:
             policy.unlink()
 
+    def _own_cgroup(self) -> None:
+        """Runs in the child before nspawn starts: a cgroup of its own in the unified and the
+        systemd hierarchies. nspawn --keep-unit builds the container's tree under the cgroup it
+        starts in; containers that share one would share their units' cgroups too (one
+        container's `systemctl restart etcd` would kill another's etcd), and their managers fail
+        units with 219/CGROUP as they step on each other."""
+        for hierarchy in cgroup_hierarchies():
+            group = hierarchy / "unde-lab" / self.host.name
+            if hierarchy.is_dir():
+                group.mkdir(parents=True, exist_ok=True)
+                (group / "cgroup.procs").write_text(str(os.getpid()))
+
     def boot(self) -> None:
         self.boots += 1
         if self.boots == 1:
@@ -101,7 +122,7 @@ class Container:
              # postinst replaces /etc/localtime).
              "--timezone=off", "--resolv-conf=off"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **NSPAWN_ENV}, start_new_session=True,
+            env={**os.environ, **NSPAWN_ENV}, start_new_session=True, preexec_fn=self._own_cgroup,
         )
 
     def leader(self) -> int | None:

@@ -29,9 +29,9 @@ from unde_infra.preview import OFFLINE_ENTRY_SETTINGS
 from unde_infra.render import patroni
 
 from . import apt_proxy, health, netns, roots
-from .containers import Container
+from .containers import Container, cgroup_hierarchies
 from .delivery import DeliveryRun, Operator, Outcome, changed, deliver, failure_lines, per_server, state_of
-from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, S3_ADDRESS, LabNetwork
+from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, S3_ADDRESS, S3_ADDRESS6, LabNetwork
 from .s3 import S3StandIn, write_ca
 from .servers import LabPreview, run_preview
 
@@ -117,7 +117,7 @@ def start(lab: Lab) -> None:
         lab.proxies.append(_proxy_in(lab.network.inet, address, PROXY_PORT)[0])
     ca = lab_ca()
     endpoint = lab.preview.inventory.object_storage.endpoint
-    s3 = S3StandIn(lab.network.inet, S3_ADDRESS, [endpoint], list(lab.preview.inventory.object_storage.buckets),
+    s3 = S3StandIn(lab.network.inet, [S3_ADDRESS, S3_ADDRESS6], [endpoint], list(lab.preview.inventory.object_storage.buckets),
                    lab.run_dir / "s3", ca)
     s3.start()
     lab.stand_ins.append(s3)
@@ -147,7 +147,10 @@ def stop(lab: Lab) -> None:
 def build_root(image: str, host_port: int, endpoint: str, log: Path) -> roots.Root:
     """The release's root as the lab's servers use it (built once, then kept), through the
     archive proxy the host reaches on `host_port`."""
-    hosts_lines = f"{PROXY4} {PROXY_NAME}\n{PROXY6} {PROXY_NAME}\n{S3_ADDRESS} {endpoint}\n"
+    # The endpoint on IPv6 too: local-shard-0 has no IPv4 (whether Hetzner's endpoint answers on
+    # IPv6 is the real network's question; the lab assumes it does).
+    hosts_lines = (f"{PROXY4} {PROXY_NAME}\n{PROXY6} {PROXY_NAME}\n{S3_ADDRESS} {endpoint}\n"
+                   f"{S3_ADDRESS6} {endpoint}\n")
     return roots.build(image, CACHE / "roots", f"http://127.0.0.1:{host_port}", f"http://{PROXY_NAME}:{PROXY_PORT}",
                        hosts_lines, lab_ca()[0], log)
 
@@ -243,6 +246,13 @@ def clean(run_dir: Path, prefix: str = PREFIX) -> None:
             if (server / "root").is_mount():
                 netns.run(["umount", "-l", str(server / "root")], check=False)
         shutil.rmtree(servers, ignore_errors=True)
+    for hierarchy in cgroup_hierarchies():
+        groups = sorted((hierarchy / "unde-lab").glob("**/"), key=lambda g: len(g.parts), reverse=True)
+        for group in groups:
+            try:
+                group.rmdir()
+            except OSError:
+                pass
     for name in netns.run(["ip", "netns", "list"], check=False).stdout.split("\n"):
         name = name.split(" ")[0]
         if name.startswith(prefix + "-"):

@@ -114,8 +114,11 @@ def redis_acl(users: dict[str, str]) -> dict[str, Probe]:
             "out=$(redis-cli -h 10.2.0.4 PING 2>&1); echo \"$out\"; echo \"$out\" | grep -q NOAUTH"),
     }
     for name, password in users.items():
+        # PING answers PONG, or NOPERM for a user whose ACL leaves it out: either way after a
+        # login that worked (a wrong password answers WRONGPASS).
         probes[f"ACL user {name} logs in"] = shell(
-            f"REDISCLI_AUTH='{password}' redis-cli --user {name} -h 127.0.0.1 --no-auth-warning PING", r"^PONG$")
+            f"REDISCLI_AUTH='{password}' redis-cli --user {name} -h 127.0.0.1 --no-auth-warning PING",
+            r"^(PONG|NOPERM .*)$")
     return probes
 
 

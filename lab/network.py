@@ -29,6 +29,7 @@ PROXY_PORT = 3142
 PROXY_NAME = "archive-proxy.unde-lab"
 # The object storage endpoint's stand-in (lab/s3.py), on the lab's internet.
 S3_ADDRESS = "203.0.113.251"
+S3_ADDRESS6 = "2001:db8:ff::251"
 
 
 @dataclass
@@ -80,6 +81,7 @@ class LabNetwork:
         netns.ip(self.inet, "addr", "add", f"{PROXY4}/32", "dev", "br0")
         netns.ip(self.inet, "addr", "add", f"{PROXY6}/128", "dev", "br0", "nodad")
         netns.ip(self.inet, "addr", "add", f"{S3_ADDRESS}/32", "dev", "br0")
+        netns.ip(self.inet, "addr", "add", f"{S3_ADDRESS6}/128", "dev", "br0", "nodad")
         for network in self.networks:
             ns = self.namespace(network.hub)
             prefix = ipaddress.ip_network(network.ip_range).prefixlen
@@ -106,7 +108,7 @@ class LabNetwork:
                     continue
                 if address in seen and seen[address] != host.name:
                     raise ValueError(f"{host.name}: address {address} is {seen[address]}'s too")
-                if address in (PROXY4, PROXY6, S3_ADDRESS, self.operator4):
+                if address in (PROXY4, PROXY6, S3_ADDRESS, S3_ADDRESS6, self.operator4):
                     raise ValueError(f"{host.name}: address {address} is the lab's own")
                 seen[address] = host.name
 

@@ -42,7 +42,7 @@ async def handle(client_reader, client_writer):
 async def main():
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    server = await asyncio.start_server(handle, listen_host, listen_port, ssl=context)
+    server = await asyncio.start_server(handle, listen_host.split(","), listen_port, ssl=context)
     async with server:
         await server.serve_forever()
 
@@ -108,10 +108,10 @@ def moto_server() -> str:
 
 @dataclass
 class S3StandIn:
-    """moto on the namespace's loopback, its TLS terminator on `address`:443."""
+    """moto on the namespace's loopback, its TLS terminator on each of `addresses`, port 443."""
 
     namespace: str
-    address: str
+    addresses: list[str]
     names: list[str]
     buckets: list[str]
     work: Path
@@ -120,13 +120,13 @@ class S3StandIn:
 
     def start(self, backend_port: int = 5000) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
-        cert, key = write_server_cert(self.work, self.ca, self.names, [self.address])
+        cert, key = write_server_cert(self.work, self.ca, self.names, self.addresses)
         log = (self.work / "s3.log").open("ab")
         exec_in = ["ip", "netns", "exec", self.namespace]
         self.processes = [
             subprocess.Popen([*exec_in, moto_server(), "-H", "127.0.0.1", "-p", str(backend_port)],
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
-            subprocess.Popen([*exec_in, sys.executable, "-c", TLS_TERMINATOR, str(cert), str(key), self.address, "443",
+            subprocess.Popen([*exec_in, sys.executable, "-c", TLS_TERMINATOR, str(cert), str(key), ",".join(self.addresses), "443",
                               str(backend_port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
         ]
         deadline = time.monotonic() + 60

@@ -19,6 +19,10 @@ SERVER_TYPE = "hcloud:index/server:Server"
 ROUTE_TYPE = "hcloud:index/networkRoute:NetworkRoute"
 NETWORK_TYPE = "hcloud:index/network:Network"
 STACKS = ["helsinki", "local"]
+# Config secrets the services parse as URLs: the offline placeholders are no URLs, and
+# Alertmanager refuses its configuration over them. Names nobody resolves; nothing is sent.
+LAB_SECRETS = {"slackWebhookUrl": "https://hooks.slack.unde-lab.invalid/services/lab",
+              "heartbeatUrl": "https://heartbeat.unde-lab.invalid/ping/lab"}
 
 
 @dataclass
@@ -38,7 +42,7 @@ def run_preview(admin_key: str, config_overrides: dict[str, Any] | None = None, 
     """Both stacks offline, as `make preview` runs them, with the lab operator's key as the
     stacks' admin key (hcloud's ssh_keys and the admin user's authorized keys)."""
     overrides = {"sshKeys": [admin_key], **(config_overrides or {})}
-    results = run_stacks(prepare(STACKS, None, shards, config_overrides=overrides))
+    results = run_stacks(prepare(STACKS, None, shards, config_overrides=overrides), secret_values=LAB_SECRETS)
     return LabPreview(results, _hosts(results), _networks(results), _plans(results))
 
 

@@ -347,8 +347,11 @@ def run_program(
     server_names: list[str] | None = None,
     live_state: LiveState | None = None,
     gc_tuning: bool = True,
+    secret_values: dict[str, str] | None = None,
 ) -> StackRun:
     """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks.
+    `secret_values` stand in for encrypted config secrets where a placeholder will not do (the
+    converge lab's services parse some of them as URLs); a preview sets none.
     `gc_tuning` runs it with the runner's garbage-collector settings (gc_settings.quiet_gc);
     the run registers the same resources either way."""
     pulumi_config: dict[str, str] = {}
@@ -359,7 +362,7 @@ def run_program(
         full = key if ":" in key else f"{PROJECT}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             # An encrypted config secret cannot be read offline: a placeholder stands in.
-            value = f"{secret_prefix}-{key}"
+            value = (secret_values or {}).get(key, f"{secret_prefix}-{key}")
             secret_keys.append(full)
         pulumi_config[full] = value if isinstance(value, str) else json.dumps(value)
     mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix, server_names)

@@ -170,7 +170,8 @@ def topology_for_program(path: Path) -> Iterator[None]:
 
 
 def run_stacks(
-    prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX, gc_tuning: bool = True
+    prepared: list[PreparedStack], secret_prefix: str = OFFLINE_SECRET_PREFIX, gc_tuning: bool = True,
+    secret_values: dict[str, str] | None = None,
 ) -> list[StackResult]:
     stack_outputs = documented_stack_outputs()
     results = []
@@ -188,6 +189,7 @@ def run_stacks(
                 secret_prefix=secret_prefix,
                 server_names=list(item.inventory.servers),
                 gc_tuning=gc_tuning,
+                secret_values=secret_values,
             )
         seconds = time.perf_counter() - started
         # What the providers would refuse, checked against their published schemas.

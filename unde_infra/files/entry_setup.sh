@@ -5,9 +5,15 @@
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
+# Debian's default site also claims port 80 as the default server. On a first install nginx's
+# postinst would enable it and start nginx beside the delivered site, and the start (and so the
+# install) would fail on the duplicate: a placeholder at its path keeps it from being enabled.
+if ! test -e /usr/sbin/nginx; then
+    install -d -m 0755 /etc/nginx/sites-enabled
+    : > /etc/nginx/sites-enabled/default
+fi
 "$APT_INSTALL" nginx certbot
 install -d -m 0755 "$WEBROOT" "$TLS_ENABLED"
-# Debian's default site also claims port 80 as the default server.
 rm -f /etc/nginx/sites-enabled/default
 # The TLS site only while its certificate exists (another domain's link goes too).
 rm -f "$TLS_ENABLED"/*.conf

@@ -135,6 +135,11 @@ def bootstrap_user_data(server: Server, inventory: Inventory, ssh_keys: tuple[st
         ],
         "disable_root": False,
         "ssh_pwauth": False,
+        # The private routes before anything else of the first boot: a server without a public
+        # address installs its packages through them (found by the converge lab: the package
+        # install ran before runcmd set the routes). The unit keeps them across reboots.
+        **({"bootcmd": [["ip", "route", "replace", dest, "via", via] for dest, via in private_routes(server, inventory)]}
+           if private_routes(server, inventory) else {}),
         "package_update": True,
         "package_upgrade": False,
         "packages": base_packages(server),
