@@ -27,6 +27,7 @@ from pathlib import Path
 from unde_infra import ops
 from unde_infra.preview import OFFLINE_ENTRY_SETTINGS
 from unde_infra.render import patroni
+from unde_infra.render.app_secrets import MEK_PRESENCE_METRIC
 
 from . import apt_proxy, health, netns, roots
 from .containers import Container, cgroup_hierarchies
@@ -370,7 +371,7 @@ def mek_present(lab: Lab, name: str) -> str:
     container = lab.containers[name]
     container.exec("systemctl", "start", "unde-mek-presence.service", timeout=60)
     metrics = container.exec("sh", "-c", "curl -fsS --max-time 10 http://127.0.0.1:9100/metrics", timeout=30).stdout
-    values = [line.split()[-1] for line in metrics.splitlines() if line.startswith("unde_mek_present")]
+    values = [line.split()[-1] for line in metrics.splitlines() if line.startswith(MEK_PRESENCE_METRIC + " ")]
     return values[0] if values else "absent"
 
 
