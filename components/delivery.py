@@ -12,7 +12,7 @@ commands, by that name, as the server's artifacts."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -69,19 +69,23 @@ def deliver(
     apply: str | None = None,
     depends_on: list[pulumi.Resource] | None = None,
     apply_label: str | None = None,
+    first: Sequence[str] = (),
 ) -> list[pulumi.Resource]:
     """Write `files` on `host`, then run `apply` (a reload) whenever any of them changed.
-    `apply_label` tells apart several deliveries to one host (each tunnel on helsinki-gw)."""
+    `apply_label` tells apart several deliveries to one host (each tunnel on helsinki-gw).
+    `first`: packages installed before the files are written, where a package's installation
+    would otherwise change them (PgBouncer's postinst sets its files' mode)."""
     written: list[pulumi.Resource] = []
     digests: list[pulumi.Input[str]] = []
     needs = [r for r in (host.resource, *(depends_on or [])) if r is not None]
     marker = marker_path(apply_id(parent, apply_label)) if apply and files else None
-    accounts = account_packages({name for spec in files.values() for name in (spec.owner, spec.group)})
-    if accounts:
+    packages = sorted({*account_packages({name for spec in files.values() for name in (spec.owner, spec.group)}),
+                       *first})
+    if packages:
         needs.append(RemoteCommand(
-            f"{host.server.name}:accounts" + (f":{apply_label}" if apply_label else ""),
+            f"{host.server.name}:packages" + (f":{apply_label}" if apply_label else ""),
             host=host,
-            create=host.as_root(shell_command([APT_INSTALL, *accounts])),
+            create=host.as_root(shell_command([APT_INSTALL, *packages])),
             opts=pulumi.ResourceOptions(parent=parent, depends_on=list(needs)),
         ))
     for path, spec in sorted(files.items()):

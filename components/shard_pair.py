@@ -42,7 +42,8 @@ class ShardPair(UndeComponent):
             files = {**shard_node_files(shard, node, inventory, database_secrets, host.os),
                      **secrets.files_for(host.server)}
             setup = shard_node_steps(host.os)[0]
-            written = deliver(host, files, self, apply=setup.command, depends_on=[self.tunnel])
+            # PgBouncer's postinst sets its files' mode: installed before they are written.
+            written = deliver(host, files, self, apply=setup.command, depends_on=[self.tunnel], first=("pgbouncer",))
             # The routing watcher, once Patroni runs (README "Routing follows the primary").
             routing = secrets.routing_files(shard, node)
             if routing:

@@ -164,6 +164,12 @@ def lab_ca() -> tuple[Path, Path]:
     return directory / "ca.pem", directory / "ca.key"
 
 
+# Checks the lab cannot make, and why (reported with the known stops).
+KNOWN_CHECK_STOPS = {
+    "nginx TLS handshake for the entry name (local-app, standby-api)":
+        "the certificate comes from Let's Encrypt (HTTP-01 or DNS-01), which the lab cannot reach; the "
+        "entry serves port 80 (the challenge and the redirect) until it has one, and that is checked",
+}
 # What an adopted server of these tasks runs today, before the program touches it (installed in
 # its disk before its first boot, with no service started).
 ADOPTED_RUNNING = {"staging-db": ("postgresql",), "catalog-db": ("postgresql",), "batch-redis": ("redis-server",)}
@@ -294,7 +300,9 @@ def role_probes(lab: Lab) -> dict[str, dict[str, health.Probe]]:
                         if c.server == name and c.name.endswith("users.acl")), "")
             chosen.update(health.redis_acl(health.redis_passwords(acl, secrets)))
         if server.task in ("api", "standby-api"):
-            chosen.update(health.entry_tls(entry))
+            # The TLS handshake needs the entry's certificate, from Let's Encrypt, which the lab
+            # cannot reach (KNOWN_CHECK_STOPS): port 80's part is checked instead.
+            chosen.update(health.entry_http(entry))
         if server.task in ("monitoring", "monitoring-local"):
             chosen.update(health.prometheus(f"{server.ip}:9090"))
             chosen.update(health.alertmanager(f"{server.ip}:9093"))
@@ -428,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         lab.boot_started = boot_started = time.monotonic()
         runs = deliver_stacks(lab, boot=True)
         booted = lab.booted
-        stops = known_stops(runs)
+        stops = known_stops(runs) + [f"{check}: {why}" for check, why in KNOWN_CHECK_STOPS.items()]
         for line in stops:
             lab.say(f"  STOPPED {line}")
         problems += [f"{o.server}: {o.name}: {o.reason}" for r in runs.values() for o in r.failed
@@ -436,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         states = settle(lab)
         problems += [f"{name}: booted {state}" for name, state in states.items() if state not in ("running", "degraded")]
         probes = role_probes(lab)
+        # A server whose base stopped (a known stop) has nothing to check.
+        for outcome in (o for r in runs.values() for o in r.failed if is_known_stop(o) and o.name.endswith(":apply:base")):
+            probes.pop(outcome.server, None)
         checks = check_all(lab, probes)
         problems += [f"{c.server}: {c.name}: {c.detail}" for c in checks if not c.ok]
         all_commands = [c for _, commands in lab.preview.plans for c in commands]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -26,10 +27,19 @@ class Check:
 Probe = Callable[[Container], tuple[bool, str]]
 
 
-def shell(script: str, expect: str | None = None, timeout: float = 60) -> Probe:
-    """`script` under sh on the server exits 0 and its output matches `expect` (a regex)."""
+def shell(script: str, expect: str | None = None, timeout: float = 60, wait: float = 0) -> Probe:
+    """`script` under sh on the server exits 0 and its output matches `expect` (a regex); with
+    `wait`, tried again every 5 s for up to that many seconds (what converges after a while)."""
 
     def probe(container: Container) -> tuple[bool, str]:
+        deadline = time.monotonic() + wait
+        while True:
+            ok, detail = once(container)
+            if ok or time.monotonic() >= deadline:
+                return ok, detail
+            time.sleep(5)
+
+    def once(container: Container) -> tuple[bool, str]:
         try:
             result = container.exec("sh", "-c", script, timeout=timeout)
         except Exception as error:  # noqa: BLE001 - whatever fails, the check fails and says why
@@ -49,9 +59,22 @@ def _tail(text: str, lines: int = 4) -> str:
     return " | ".join(kept)[-400:]
 
 
+# Units that fail in the lab for a reason of the lab's, each with it; any other failed unit fails
+# the check.
+EXPECTED_FAILED_UNITS = {
+    # From node_exporter's collectors' recommends; no IPMI device in a container (nor, likely, on
+    # a cloud VM: left open).
+    "openipmi.service": "no IPMI device",
+    # The entry's first certificate: Let's Encrypt is out of the lab's reach (the timer retries).
+    "unde-entry-certificate.service": "no ACME server in the lab",
+}
+
+
 def every_server() -> dict[str, Probe]:
+    ignored = "|".join(EXPECTED_FAILED_UNITS).replace(".", "\\.")
     return {
-        "no failed unit": shell("failed=$(systemctl --failed --no-legend --plain | awk '{print $1}'); "
+        "no failed unit": shell("failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | "
+                                f"grep -v -E '^({ignored})$' || true); "
                                 "[ -z \"$failed\" ] || { echo $failed; exit 1; }"),
         "node_exporter answers on :9100": shell(
             "curl -fsS --max-time 10 http://127.0.0.1:9100/metrics | grep -c '^node_'", r"^[1-9]\d*$"),
@@ -70,11 +93,15 @@ def shard_primary(primary_ip: str, replica_ip: str) -> dict[str, Probe]:
               "SET enable_seqscan = off; "
               "SELECT id FROM lab_nn ORDER BY embedding <-> '[4,4,4]' LIMIT 1;")
     return {
+        # A new replica copies the primary first: up to 5 minutes until it streams.
         "Patroni: leader, replica streaming": shell(
-            f"curl -fsS --max-time 10 http://{primary_ip}:8008/cluster | "
+            "for i in $(seq 60); do "
+            f"state=$(curl -fsS --max-time 10 http://{primary_ip}:8008/cluster | "
             "python3 -c 'import json,sys; m=json.load(sys.stdin)[\"members\"]; "
-            "print(sorted((x[\"role\"], x[\"state\"]) for x in m))'",
-            r"\('leader', 'running'\).*\('replica', 'streaming'\)|\('replica', 'streaming'\).*\('leader', 'running'\)"),
+            "print(sorted((x[\"role\"], x[\"state\"]) for x in m))'); "
+            "case \"$state\" in *streaming*leader*|*leader*streaming*) break;; esac; sleep 5; done; echo \"$state\"",
+            r"\('leader', 'running'\).*\('replica', 'streaming'\)|\('replica', 'streaming'\).*\('leader', 'running'\)",
+            timeout=330),
         "PostgreSQL 17 serves": shell(_psql("SHOW server_version"), r"^17\."),
         "pgvector: HNSW index answers a nearest-neighbour query": shell(_psql(vector), r"^2$"),
         "replication flows through the tunnel": shell(
@@ -93,8 +120,8 @@ def shard_primary(primary_ip: str, replica_ip: str) -> dict[str, Probe]:
 
 def shard_replica() -> dict[str, Probe]:
     return {
-        "PostgreSQL 17 in recovery (hot standby)": shell(_psql("SELECT pg_is_in_recovery()"), r"^t$"),
-        "pgvector table replicated": shell(_psql("SELECT count(*) FROM lab_nn"), r"^3$"),
+        "PostgreSQL 17 in recovery (hot standby)": shell(_psql("SELECT pg_is_in_recovery()"), r"^t$", wait=300),
+        "pgvector table replicated": shell(_psql("SELECT count(*) FROM lab_nn"), r"^3$", wait=300),
     }
 
 
@@ -127,6 +154,16 @@ def entry_tls(name: str) -> dict[str, Probe]:
         f"nginx completes a TLS handshake for {name}": shell(
             f"echo | openssl s_client -connect 127.0.0.1:443 -servername {name} 2>&1 | grep -E '^(New|Verify|SSL handshake)'",
             r"New, TLS"),
+    }
+
+
+def entry_http(name: str) -> dict[str, Probe]:
+    """Until it has a certificate, the entry serves port 80 only: the ACME challenge and the
+    redirect to HTTPS."""
+    return {
+        f"nginx redirects {name} to HTTPS": shell(
+            f"curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' -H 'Host: {name}' http://127.0.0.1/",
+            rf"^30[18] https://{re.escape(name)}/"),
     }
 
 

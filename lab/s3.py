@@ -123,9 +123,12 @@ class S3StandIn:
         cert, key = write_server_cert(self.work, self.ca, self.names, self.addresses)
         log = (self.work / "s3.log").open("ab")
         exec_in = ["ip", "netns", "exec", self.namespace]
+        # The endpoint's name is no bucket: requests to it are path-style (pgBackRest's
+        # repo1-s3-uri-style=path), which moto takes for a bucket's subdomain unless told.
+        endpoints = ",".join(f"https://{name}" for name in self.names)
         self.processes = [
-            subprocess.Popen([*exec_in, moto_server(), "-H", "127.0.0.1", "-p", str(backend_port)],
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
+            subprocess.Popen([*exec_in, "env", f"MOTO_S3_CUSTOM_ENDPOINTS={endpoints}", moto_server(), "-H", "127.0.0.1",
+                              "-p", str(backend_port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
             subprocess.Popen([*exec_in, sys.executable, "-c", TLS_TERMINATOR, str(cert), str(key), ",".join(self.addresses), "443",
                               str(backend_port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
         ]

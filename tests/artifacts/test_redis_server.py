@@ -120,10 +120,13 @@ def test_the_rendered_config_binds_private_and_tunnel_addresses_only(inventory: 
     assert r.maxmemory_bytes(4) == 2200 * MIB  # (4096 - 512 - 64) MiB / 1.6
     files = r.redis_server_files(server, PASSWORDS)
     acl = files[r.ACL_PATH]
-    # Delivered root-only; the setup gives it to the redis user, still 0600.
-    assert (acl.owner, acl.mode, acl.secret) == ("root", "0600", True)
+    # Delivered as Redis reads it, the redis user's alone; redis.conf for its group. Nothing hands
+    # them over later (a delivery run again would write them again).
+    assert (acl.owner, acl.group, acl.mode, acl.secret) == ("redis", "redis", "0600", True)
+    conf_file = files[r.CONF_PATH]
+    assert (conf_file.owner, conf_file.group, conf_file.mode) == ("root", "redis", "0640")
     setup = files[r.SETUP_PATH].content
-    assert 'chown redis:redis "$REDIS_ACL"' in setup and 'chmod 0600 "$REDIS_ACL"' in setup
+    assert "chown" not in setup and "chgrp" not in setup
     assert not any(p in acl.content for p in PASSWORDS.values())  # hashes only
     # Every key selector of every user is a prefix of the contract (README), with its TTL rule.
     prefixes = {k.prefix for k in r.KEY_PREFIXES}

@@ -94,10 +94,12 @@ def test_secret_files_are_written_root_only(known_run) -> None:
         for record in result.run.records:
             if record.type == "command:remote:Command" and ":/" in record.name and "stdin" in record.secret_paths:
                 create = record.inputs["create"]
-                # Read by processes of the postgres user, and by nobody else: PgBouncer re-reads its
-                # userlist; an existing server's archive_command reads the repository keys.
+                # Read by processes of a service's user, and by nobody else: PgBouncer re-reads its
+                # userlist; an existing server's archive_command reads the repository keys; Redis
+                # reads (and saves) its ACL file.
                 postgres_owned = ("/pgbouncer/userlist.txt", "/pgbackrest/conf.d/unde-secrets.conf")
-                owner = "postgres" if record.name.endswith(postgres_owned) else "root"
+                owner = ("postgres" if record.name.endswith(postgres_owned)
+                         else "redis" if record.name.endswith("/redis/users.acl") else "root")
                 # The new file is made with its mode and owner before it holds the content
                 # (render/delivery.write_file), then moved over the old one.
                 assert re.match(rf"set -eu; f=\S+; new=\S+; install -D -m 0[46]00 -o {owner} -g {owner} /dev/stdin \"\$new\"; ",

@@ -11,9 +11,6 @@ set -eu
 . "$0.env"
 "$APT_INSTALL" redis-server redis-tools prometheus-redis-exporter
 install -d -o redis -g redis -m 0750 "$DATA_DIR"
-chown redis:redis "$REDIS_ACL"
-chmod 0600 "$REDIS_ACL"
-chgrp redis "$REDIS_CONF"
 systemctl daemon-reload
 systemctl enable redis-server prometheus-redis-exporter
 wanted=$(sha256sum "$REDIS_CONF" | cut -d' ' -f1)

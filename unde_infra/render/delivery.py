@@ -29,7 +29,7 @@ _MARKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 # The package that creates each service account a delivered file may belong to: a file is owned
 # by its user from the moment it is written, so the account must exist before the first write
 # (on a new server the role's setup step, which installs the service, runs after its files).
-ACCOUNT_PACKAGES = {"root": None, "postgres": "postgresql-common"}
+ACCOUNT_PACKAGES = {"root": None, "postgres": "postgresql-common", "redis": "redis-server"}
 
 
 def account_packages(accounts: set[str]) -> list[str]:

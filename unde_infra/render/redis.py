@@ -295,11 +295,13 @@ def redis_server_files(server: Server, passwords: Mapping[str, str]) -> dict[str
     def secret(content: str) -> RenderedFile:
         return RenderedFile(content, mode="0600", secret=True)
 
-    # Written root-only: the redis user does not exist before the setup installs Redis, which
-    # then hands redis.conf (group) and the ACL file (owner, 0600) to it.
+    # Written as Redis reads them, redis.conf for its group and the ACL file its own (0600): the
+    # delivery installs redis-server first, which creates the account. A setup that handed them
+    # over after the write made every delivery write them again and restart Redis (found by the
+    # converge lab).
     return {
-        CONF_PATH: RenderedFile(redis_conf(server), mode="0640"),
-        ACL_PATH: secret(acl_file(passwords)),
+        CONF_PATH: RenderedFile(redis_conf(server), mode="0640", group="redis"),
+        ACL_PATH: RenderedFile(acl_file(passwords), mode="0600", secret=True, owner="redis", group="redis"),
         UNIT_DROPIN: RenderedFile(unit_dropin(server)),
         EXPORTER_ENV: secret(exporter_env(passwords["exporter"])),
         EXPORTER_DROPIN: RenderedFile(exporter_dropin()),
