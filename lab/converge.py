@@ -280,8 +280,8 @@ def role_probes(lab: Lab) -> dict[str, dict[str, health.Probe]]:
     """What to check on each server, by its role in the topology."""
     inventory = lab.preview.inventory
     local = next(r for r in lab.preview.results if r.run.stack == "local")
-    entry = local.run.config.get("entryDomain") if hasattr(local.run, "config") else None
-    entry = entry or OFFLINE_ENTRY_SETTINGS["entryDomain"]
+    # The entry's name as the local stack exports it (its DNS record).
+    entry = str(local.run.plain_outputs().get("entryRecord") or OFFLINE_ENTRY_SETTINGS["entryDomain"])
     secrets = [c.stdin or "" for _, commands in lab.preview.plans for c in commands]
     etcd_hosts = {m.host.name for m in inventory.etcd}
     probes: dict[str, dict[str, health.Probe]] = {}

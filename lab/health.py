@@ -107,10 +107,11 @@ def shard_primary(primary_ip: str, replica_ip: str) -> dict[str, Probe]:
         "replication flows through the tunnel": shell(
             f"{_psql('SELECT client_addr, state FROM pg_stat_replication')}; ip -o route get {replica_ip}",
             rf"{re.escape(replica_ip)}\|streaming[\s\S]*dev wg-"),
+        # A login PgBouncer checks with its auth_query against PostgreSQL, then a query through it.
         "PgBouncer takes a login": shell(
             ". /etc/unde/secrets/postgres_exporter.env && PGPASSWORD=\"$DATA_SOURCE_PASS\" "
-            "psql -X -At \"host=127.0.0.1 port=6432 dbname=pgbouncer user=$DATA_SOURCE_USER\" -c 'SHOW VERSION'",
-            r"PgBouncer"),
+            "psql -X -At \"host=127.0.0.1 port=6432 dbname=postgres user=$DATA_SOURCE_USER\" "
+            "-c 'SELECT current_user'", r"^postgres_exporter$"),
         "pgBackRest check (the S3 stand-in)": shell(
             "set -a; . /etc/unde/secrets/pgbackrest.env; set +a; "
             "runuser -u postgres -- pgbackrest --stanza=$(sed -n 's/^\\[\\(shard[0-9]*\\)\\]$/\\1/p' "

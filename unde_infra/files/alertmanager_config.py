@@ -35,12 +35,19 @@ def fill_in(text: str, secrets: Mapping[str, str], placeholders: Mapping[str, st
     return text
 
 
+UNIT_CREDENTIALS = "/run/credentials/prometheus-alertmanager.service"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     settings = load_settings(args[1] if args[:1] == ["--config"] and len(args) == 2 else None)
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not credentials:
-        print("CREDENTIALS_DIRECTORY is not set (LoadCredential= missing?)", file=sys.stderr)
+    # systemd sets CREDENTIALS_DIRECTORY for the unit's ExecStartPre; Debian 13's systemd (257)
+    # not for its ExecReload, which runs this too (found by the converge lab): the credentials
+    # are still where systemd keeps them for the running unit.
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY") or UNIT_CREDENTIALS
+    if not os.path.isdir(credentials):
+        print(f"no credentials: CREDENTIALS_DIRECTORY is not set and {credentials} does not exist "
+              "(LoadCredential= missing?)", file=sys.stderr)
         return 1
     with open(settings["template"], encoding="utf-8") as f:
         template = f.read()
