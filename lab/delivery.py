@@ -182,8 +182,8 @@ async def _deliver(commands: Sequence[Command], operator: Operator, selected: se
             outcome = Outcome(command.urn, command.name, command.server, "skipped",
                               reason=f"after {failed[0].rsplit('::', 1)[-1]}: not done")
         elif command.urn not in selected:
-            outcome = Outcome(command.urn, command.name, command.server, "ok", reason="unchanged: not run")
-            outcome.status = "unchanged"
+            # Not run again (pulumi sees its inputs unchanged): done, for what waits on it.
+            outcome = Outcome(command.urn, command.name, command.server, "ok", reason="unchanged")
         else:
             outcome = await _run_one(command, operator, gauge, attempts)
         outcome.ended = time.monotonic()
@@ -193,10 +193,6 @@ async def _deliver(commands: Sequence[Command], operator: Operator, selected: se
     started = time.monotonic()
     await asyncio.gather(*(one(c) for c in commands))
     run.seconds = time.monotonic() - started
-    for outcome in run.outcomes.values():
-        if outcome.status == "unchanged":
-            outcome.status = "ok"
-            outcome.reason = "unchanged"
     return run
 
 
