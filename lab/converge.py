@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         problems += [f"{c.server}: {c.name}: {c.detail}" for c in checks if not c.ok]
         all_commands = [c for _, commands in lab.preview.plans for c in commands]
         figures.update(known_stops=stops, booted=booted, delivery={s: {"run": r.to_json()} for s, r in runs.items()},
-                       servers=per_server(runs.values(), all_commands,
+                       servers=per_server(list(runs.values()), all_commands,
                                           {n: c.first_boot for n, c in lab.containers.items()}),
                        lab_converged_s=time.monotonic() - boot_started, checks=[c.__dict__ for c in checks])
         before = snapshot(lab)

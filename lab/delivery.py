@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -225,17 +225,17 @@ def state_of(commands: Sequence[Command]) -> dict[str, str]:
     return {c.urn: fingerprint(c) for c in commands}
 
 
-def per_server(runs: Iterable[DeliveryRun], commands: Iterable[Command],
+def per_server(runs: Sequence[DeliveryRun], commands: Iterable[Command],
                since: dict[str, float]) -> dict[str, dict[str, float]]:
     """Per server: commands run, SSH connections opened to it, the most open to it at once,
     the most open at once to its jump host, and seconds from `since` (its boot) until its last
     command finished (`since`: each server's boot, time.monotonic())."""
-    address: dict[str, str] = {}
-    jump: dict[str, str] = {}
+    addresses: dict[str, set[str]] = defaultdict(set)  # a server is reached at one address per stack
+    jumps: dict[str, set[str]] = defaultdict(set)
     for command in commands:
-        address[command.server] = command.host
+        addresses[command.server].add(command.host)
         if command.jump:
-            jump[command.server] = command.jump
+            jumps[command.server].add(command.jump)
     figures: dict[str, dict[str, float]] = {}
     for run in runs:
         for outcome in run.outcomes.values():
@@ -245,10 +245,9 @@ def per_server(runs: Iterable[DeliveryRun], commands: Iterable[Command],
             entry["commands"] += 1
             entry["dial_retries"] += outcome.dial_retries
             entry["converged_s"] = max(entry["converged_s"], outcome.ended - since.get(outcome.server, outcome.ended))
-        for server, entry in figures.items():
-            host = address.get(server, "")
-            entry["opened"] = entry.get("opened", 0) + run.opened.get(host, 0)
-            entry["peak"] = max(entry.get("peak", 0), run.peak.get(host, 0))
-            if server in jump:
-                entry["jump_peak"] = max(entry.get("jump_peak", 0), run.peak.get(jump[server], 0))
+    for server, entry in figures.items():
+        entry["opened"] = sum(run.opened.get(host, 0) for run in runs for host in addresses[server])
+        entry["peak"] = max((run.peak.get(host, 0) for run in runs for host in addresses[server]), default=0)
+        if jumps[server]:
+            entry["jump_peak"] = max(run.peak.get(jump, 0) for run in runs for jump in jumps[server])
     return figures
