@@ -25,16 +25,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-nspaw
                                 reason="the lab needs root and systemd-nspawn (make test installs it as root)")
 
 
-# Open at the end of issue 24's session (README, "The converge lab"): fixed in the lab's last
-# hour but not yet seen through a whole run. Not strict: they pass once the lab is clean, and
-# the markers go then.
-OPEN_REBOOT = pytest.mark.xfail(strict=False, reason="the re-delivery after the reboots was skipped behind unchanged "
-                                "commands (fixed, not yet seen in a whole run)")
-OPEN_CHANGE = pytest.mark.xfail(strict=False, reason="the one-file change's commands were skipped behind unchanged "
-                                "ones (fixed, not yet seen in a whole run)")
-OPEN_WHOLE = pytest.mark.xfail(strict=False, reason="the whole run clean: depends on the two above")
-
-
 @pytest.fixture(scope="module")
 def lab_run() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     result = subprocess.run([sys.executable, "-m", "lab", "--run-dir", str(RUN_DIR)], cwd=ROOT,
@@ -45,7 +35,6 @@ def lab_run() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     return result, figures
 
 
-@OPEN_WHOLE
 def test_the_lab_converges_with_no_problem(lab_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     result, _ = lab_run
     last = result.stdout.strip().splitlines()[-1]
@@ -103,7 +92,6 @@ def test_a_second_delivery_changes_nothing(lab_run: tuple[subprocess.CompletedPr
     assert [o["name"] for o in again if o["status"] == "failed" and o["urn"] not in first_failed] == []
 
 
-@OPEN_REBOOT
 def test_every_server_comes_back_from_a_reboot(lab_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     _, figures = lab_run
     assert [(c["server"], c["name"], c["detail"]) for c in figures["after_reboot"] if not c["ok"]] == []
@@ -112,7 +100,6 @@ def test_every_server_comes_back_from_a_reboot(lab_run: tuple[subprocess.Complet
     assert figures["mek"] and all(tuple(v) == ("0", "1") for v in figures["mek"].values()), figures["mek"]
 
 
-@OPEN_CHANGE
 def test_a_one_file_change_runs_only_that_file_and_its_apply_step(
         lab_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     _, figures = lab_run
