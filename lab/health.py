@@ -150,14 +150,6 @@ def redis_acl(users: dict[str, str]) -> dict[str, Probe]:
     return probes
 
 
-def entry_tls(name: str) -> dict[str, Probe]:
-    return {
-        f"nginx completes a TLS handshake for {name}": shell(
-            f"echo | openssl s_client -connect 127.0.0.1:443 -servername {name} 2>&1 | grep -E '^(New|Verify|SSL handshake)'",
-            r"New, TLS"),
-    }
-
-
 def entry_http(name: str) -> dict[str, Probe]:
     """Until it has a certificate, the entry serves port 80 only: the ACME challenge and the
     redirect to HTTPS."""
