@@ -165,7 +165,7 @@ def prometheus(listen: str) -> dict[str, Probe]:
         "Prometheus loaded its rules": shell(
             f"curl -fsS --max-time 10 http://{listen}/api/v1/rules | python3 -c 'import json,sys; "
             "g=json.load(sys.stdin)[\"data\"][\"groups\"]; print(len(g), sum(len(x[\"rules\"]) for x in g))'",
-            r"^[1-9]\d* [1-9]\d*$"),
+            r"^[1-9]\d* [1-9]\d*$", wait=60),
         "every file_sd target present": shell(
             "python3 -c 'import glob, json, sys, urllib.request\n"
             "wanted = {t for f in glob.glob(\"/etc/prometheus/file_sd/*.json\") for g in json.load(open(f)) "
@@ -173,8 +173,11 @@ def prometheus(listen: str) -> dict[str, Probe]:
             f"active = json.load(urllib.request.urlopen(\"http://{listen}/api/v1/targets\", timeout=10))\n"
             "seen = {t[\"discoveredLabels\"][\"__address__\"] for t in active[\"data\"][\"activeTargets\"]}\n"
             "missing = sorted(wanted - seen)\n"
-            "print(len(wanted), \"targets, missing:\", missing)\n"
-            "sys.exit(1 if missing or not wanted else 0)'", r"missing: \[\]"),
+            "print(len(missing), \"of\", len(wanted), \"targets missing\", missing[:4])\n"
+            "sys.exit(1 if missing or not wanted else 0)'", r"^0 of [1-9]\d* targets missing",
+            # Prometheus applies discovered targets a few seconds after it starts (after a reboot,
+            # the list is empty at first).
+            wait=60),
     }
 
 
