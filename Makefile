@@ -83,7 +83,7 @@ STACK ?=
 PULUMI_DIR ?= build/pulumi-cli
 PULUMI := $(PULUMI_DIR)/pulumi/pulumi
 
-.PHONY: mr-preview mr-diff mr-note diagram cost pulumi-cli pulumi-login pulumi-preview pulumi-up
+.PHONY: mr-preview mr-diff mr-note diagram cost pulumi-cli pulumi-login real-run-check pulumi-preview pulumi-up
 
 # The offline preview (with the policies) at the merge request's head and at its merge base. The
 # base is checked out in a worktree of its own and previewed with its own program and config
@@ -147,10 +147,15 @@ pulumi-login: pulumi-cli
 	@test -n "$$PULUMI_BACKEND_URL" || { echo "pulumi-login: set PULUMI_BACKEND_URL"; exit 2; }
 	$(PULUMI) login "$$PULUMI_BACKEND_URL"
 
-pulumi-preview: $(STAMP) pulumi-login
-	@test -n "$(STACK)" || { echo "pulumi-preview: set STACK (helsinki or local)"; exit 2; }
+# Before the CLI is even fetched: everything a real run of STACK needs (import ids, the real admin
+# keys and networks, the chats and zones, what running servers serve, the secrets being set).
+# The program checks the same again, and the secrets' shapes, when the CLI runs it.
+real-run-check: $(STAMP)
+	@case "$(STACK)" in helsinki|local) ;; *) echo "set STACK (helsinki or local)"; exit 2;; esac
+	$(VENV)/bin/unde-infra validate --real-run --stack $(STACK)
+
+pulumi-preview: $(STAMP) real-run-check pulumi-login
 	$(PULUMI) preview --stack $(STACK) --policy-pack policies --diff --non-interactive
 
-pulumi-up: $(STAMP) pulumi-login
-	@test -n "$(STACK)" || { echo "pulumi-up: set STACK (helsinki or local)"; exit 2; }
+pulumi-up: $(STAMP) real-run-check pulumi-login
 	$(PULUMI) up --stack $(STACK) --policy-pack policies --yes --non-interactive

@@ -24,6 +24,7 @@ from unde_infra.model import (
     Inventory,
     load_topology,
 )
+from unde_infra.readiness import enforce, secret_problems
 from unde_infra.render.app_secrets import MEK_PRESENCE_SCRIPT, MEK_TASKS, mek_presence_files, mek_presence_setup
 from unde_infra.render.cloud_init import base_setup_script, bootstrap_user_data, day2_base_files
 from unde_infra.render.entry import api_instances, needs_load_balancer
@@ -32,6 +33,7 @@ from unde_infra.render.exporters import needs_standalone_postgres_exporter
 from unde_infra.render.posthog import POSTHOG_TASK
 from unde_infra.settings import (
     KNOWN_KEYS,
+    NEW,
     PROVIDER_SECRET_KEYS,
     SECRET_KEYS,
     TOPOLOGY_OVERRIDE_ENV,
@@ -87,7 +89,14 @@ def load_stack() -> tuple[StackSettings, Inventory]:
     override = os.environ.get(TOPOLOGY_OVERRIDE_ENV)
     inventory = load_topology(Path(override) if override else settings.topology_path(ROOT), shards=settings.shards)
     check_against_inventory(settings, inventory, problems)
+    # Each secret's shape, read here where the real run has them in plain (never printed).
+    values = {key: value for key in SECRET_KEYS if (value := config.get(key)) is not None}
+    values |= {key: value for key in PROVIDER_SECRET_KEYS
+               if (value := pulumi.Config(key.split(":")[0]).get(key.split(":")[1])) is not None}
+    for key, problem in secret_problems(values):
+        problems.add(key, problem)
     problems.raise_if_any(f"Pulumi.{stack}.yaml")
+    enforce(settings, inventory)
     return settings, inventory
 
 
@@ -277,6 +286,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             gateway_address,
             secrets,
             settings.acme_email,
+            zone_import_id=settings.dns_zone_import if settings.dns_zone_import != NEW else None,
         )
         outputs["entryRecord"] = dns.fqdn
     # How `unde-infra ops` reaches the local servers without a public address (README: "Day 2").

@@ -66,6 +66,7 @@ class WarmStandby(UndeComponent):
         secrets: LocalSecrets,
         acme_email: str,
         opts: pulumi.ResourceOptions | None = None,
+        zone_import_id: str | None = None,
     ) -> None:
         super().__init__("warm-standby", opts)
         token = pulumi.Config().require_secret("dnsApiToken")
@@ -73,7 +74,9 @@ class WarmStandby(UndeComponent):
         # The zone may hold records the team adds by hand: never deleted by the program.
         zone = hcloud.Zone(
             "entry-zone", name=dns.zone, mode="primary", delete_protection=True, labels=LABELS,
-            opts=self.child(provider=provider, protect=True),
+            # A zone that exists at Hetzner already is adopted (dnsZoneImport) with the labels it has.
+            opts=self.child(provider=provider, protect=True, import_=zone_import_id,
+                            ignore_changes=["labels"] if zone_import_id else None),
         )
         # The program sets the record once, at the local entry; from then on the watcher owns its
         # value (it moves it to Helsinki and back), so a `pulumi up` never moves users. A new

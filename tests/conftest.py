@@ -49,6 +49,44 @@ def deployed_patroni() -> str:
     return f"{venv}/bin/patroni"
 
 
+# An admin key and network as a team would set them (not the committed placeholders).
+TEAM_SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1ho4d0mZ2fJ9Fp3XhXqA5U2n0S2gk2U0m8Q5xS8Z2F admin@unde"
+TEAM_ADMIN_CIDR = "145.40.64.0/24"
+
+
+@pytest.fixture
+def real_run_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A stack config and topology with nothing left that blocks a real run
+    (readiness.blockers): what the team fills in before its first `pulumi up`. The program then
+    runs as it does under the CLI, enforcing readiness itself."""
+    import yaml
+
+    from unde_infra.model import DEFAULT_TOPOLOGY
+    from unde_infra.settings import TOPOLOGY_OVERRIDE_ENV, read_stack_config
+
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    for spec in data["servers"].values():
+        if spec.get("existing") and "inbound" not in spec and "dedicated" not in spec:
+            spec["inbound"] = []  # serves nothing publicly but SSH (the team checked)
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv(TOPOLOGY_OVERRIDE_ENV, str(topology))
+    inventory = load_topology(topology)
+
+    def config(stack: str, **overrides: Any) -> dict[str, Any]:
+        base = read_stack_config(stack)
+        existing = [s.name for s in inventory.stack_servers(stack) if s.existing and s.dedicated is None]
+        base.update(sshKeys=[TEAM_SSH_KEY], adminCidrs=[TEAM_ADMIN_CIDR], telegramChatId=-1001234567890,
+                    importIds={name: str(5000 + i) for i, name in enumerate(existing, 1)})
+        if stack == "helsinki":
+            base.update(sshKeyImportIds={"0": "new"}, networkImport={"id": 4242, "subnets": ["10.1.0.0/24"]})
+        else:
+            base.update(dnsZone="unde.example", dnsZoneImport="new", acmeEmail="ops@unde.example")
+        return {**base, **overrides}
+
+    return config
+
+
 @pytest.fixture(scope="session")
 def inventory() -> Inventory:
     return load_topology()

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from . import capacity, cost, diagram, diff, ops, runbook, scenarios
 from .errors import TopologyError, one_line
-from .model import DEFAULT_TOPOLOGY, LOCAL, ROOT, Inventory, load_topology, stack_of
+from .model import LOCAL, ROOT, STACKS, Inventory, stack_of
 
 EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
+# A real run of the stack would stop (validate --real-run): something it needs is missing.
+EXIT_NOT_READY = 4
 
 
 def _describe(inventory: Inventory) -> str:
@@ -31,12 +33,25 @@ def _describe(inventory: Inventory) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from policies.rules import load_policy_config
+    """The topology and the stack configs, checked as `preview` checks them; with --real-run,
+    every blocker of a real run of the chosen stacks (exit EXIT_NOT_READY if any)."""
+    from .readiness import check_stacks
 
-    inventory = load_topology(args.topology, shards=args.shards)
-    load_policy_config()
-    print(_describe(inventory))
-    return EXIT_OK
+    stacks = list(STACKS) if args.stack == "all" else [args.stack]
+    checked = check_stacks(stacks, args.topology, args.shards, project_dir=args.project_dir)
+    print(_describe(checked[0].inventory))
+    blocked = 0
+    for item in checked:
+        count = len(item.blockers)
+        blocked += count
+        print(f"  Pulumi.{item.stack}.yaml: ok; real run: "
+              + ("ready" if not count else f"{count} blocker{'s' if count != 1 else ''}"))
+        if args.real_run or count:
+            shown = item.blockers if args.real_run else []
+            print("\n".join(f"    {one_line(b.line(item.stack))}" for b in shown)) if shown else None
+    if blocked and not args.real_run:
+        print(f"  (`unde-infra validate --real-run --stack {args.stack}` lists them)")
+    return EXIT_NOT_READY if args.real_run and blocked else EXIT_OK
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -68,9 +83,18 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unde-infra", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    validate = sub.add_parser("validate", help="check the topology and print the derived inventory")
-    validate.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
+    validate = sub.add_parser(
+        "validate", help="check the topology and the stack configs, print the derived inventory "
+                         "(--real-run: every blocker of a real run, exit 4 if any)")
+    validate.add_argument("--topology", type=Path, default=None, help="default: the stack config's topology")
     validate.add_argument("--shards", type=int, default=None, help="override shards.count")
+    validate.add_argument("--stack", choices=["helsinki", "local", "all"], default="all")
+    validate.add_argument(
+        "--project-dir", type=Path, default=ROOT,
+        help="read Pulumi.<stack>.yaml (and the topology they name, inside it) from DIR; default: this checkout",
+    )
+    validate.add_argument("--real-run", action="store_true",
+                          help="list everything a real run of the stack needs and lacks; exit 4 if anything")
     validate.set_defaults(func=cmd_validate)
     prev = sub.add_parser("preview", help="run the Pulumi program offline and write what it registers")
     prev.add_argument("--stack", choices=["helsinki", "local", "all"], default="all")

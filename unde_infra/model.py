@@ -123,6 +123,8 @@ class Server:
     tunnel: Tunnel | None = None
     resize: bool = False  # an existing server may change type (servers.<name>.resize)
     inbound: tuple[Inbound, ...] = ()  # what it serves publicly today (servers.<name>.inbound)
+    # Whether the topology says what it serves publicly (an empty list says "nothing").
+    inbound_declared: bool = False
     # The operating system it runs, as the hcloud image name (README "Operating system and where
     # packages come from"): a server the program creates runs CREATED_OS; an adopted one keeps
     # its own (servers.<name>.os, ADOPTED_OS unless the topology says otherwise).
@@ -707,6 +709,7 @@ def _server_from_spec(
         tunnel=tunnel,
         resize=spec.resize,
         inbound=inbound,
+        inbound_declared=spec.inbound is not None,
         os=spec.os or (ADOPTED_OS if spec.existing else CREATED_OS),
     )
 

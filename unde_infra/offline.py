@@ -35,7 +35,7 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 from .gc_settings import quiet_gc
 from .model import ROOT
 from .provider_schema import planned_differences
-from .settings import PROJECT
+from .settings import PROGRAM_SECRETS, PROJECT, stand_in_secret
 
 T = TypeVar("T")
 SECRET_MASK = "[secret]"
@@ -45,12 +45,6 @@ STAND_IN_PUBLIC_NET = "203.0.113."
 STAND_IN_IMPORT_ID_BASE = 90_000_000
 STAND_IN_ID_BASE = 10_000_000
 STACK_OUTPUTS_FILE = ROOT / "config" / "offline-stack-outputs.yaml"
-# Config secrets the program requires (`require_secret`); a real stack sets them encrypted.
-OFFLINE_REQUIRED_SECRETS = {
-    "helsinki": ("objectStorageAccessKey", "objectStorageSecretKey", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl"),
-    "local": ("objectStorageAccessKey", "objectStorageSecretKey", "posthogApiKey", "dnsApiToken", "telegramBotToken",
-              "slackWebhookUrl", "heartbeatUrl"),
-}
 
 
 @dataclass
@@ -357,12 +351,12 @@ def run_program(
     pulumi_config: dict[str, str] = {}
     secret_keys: list[str] = []
     # Secrets the program requires but the committed stack config cannot hold unencrypted.
-    config = {**{key: {"secure": "offline"} for key in OFFLINE_REQUIRED_SECRETS.get(stack, ())}, **config}
+    config = {**{key: {"secure": "offline"} for key in PROGRAM_SECRETS.get(stack, ())}, **config}
     for key, value in config.items():
         full = key if ":" in key else f"{PROJECT}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             # An encrypted config secret cannot be read offline: a placeholder stands in.
-            value = (secret_values or {}).get(key, f"{secret_prefix}-{key}")
+            value = (secret_values or {}).get(key, stand_in_secret(key, secret_prefix))
             secret_keys.append(full)
         pulumi_config[full] = value if isinstance(value, str) else json.dumps(value)
     mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix, server_names)

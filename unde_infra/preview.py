@@ -14,15 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import readiness
 from .config_files import load_config
-from .errors import PreviewInputError, Problems, TopologyError
+from .errors import PreviewInputError, Problems
 from .firewall import newly_blocked
 from .gc_settings import quiet_gc
-from .model import HELSINKI, ROOT, STACKS, Inbound, Inventory, Server, load_topology
+from .model import HELSINKI, ROOT, STACKS, Inbound, Inventory, Server
 from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstrapped_server, delivered_file
 from .offline import (
     OFFLINE_SECRET_PREFIX,
@@ -33,16 +34,15 @@ from .offline import (
     unwrap_secrets,
 )
 from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
+from .readiness import Blocker
 from .settings import (
     TOPOLOGY_OVERRIDE_ENV,
     StackSettings,
-    check_against_inventory,
     entry_settings_missing,
     missing_import_ids,
     needs_entry_dns,
     needs_telegram_chat,
     parse_settings,
-    read_stack_config,
 )
 
 # A chat id of the right shape (a Telegram group's), so the offline Alertmanager config is one
@@ -67,8 +67,8 @@ class PreparedStack:
     inventory: Inventory
     topology: Path
     stand_ins: list[str] = field(default_factory=list)
-    # Settings the offline preview stood in because the stack config lacks them, for the summary.
-    stand_in_notes: list[str] = field(default_factory=list)
+    # What keeps a real run of the stack from starting (with what the preview stood in for it).
+    blockers: list[Blocker] = field(default_factory=list)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class StackResult:
     seconds: float
     artifacts: dict[str, dict[str, str]]  # server -> absolute path -> content
     violations: list[Any] = field(default_factory=list)  # policies.rules.Violation
-    stand_in_notes: list[str] = field(default_factory=list)
+    blockers: list[Blocker] = field(default_factory=list)
     # What running servers serve publicly today that the new firewalls stop (firewall.newly_blocked).
     blocked: list[tuple[Server, Inbound]] = field(default_factory=list)
 
@@ -97,55 +97,30 @@ def prepare(
     """Check the topology, the policy configuration and every stack's settings before anything
     runs (all problems at once). `topology`, the operator's --topology, may be any file; the
     stack config's own `topology` must stay inside the project."""
-    from policies.rules import load_policy_config
-
-    load_policy_config()
     prepared = []
-    errors: list[str] = []
-    for stack in stacks:
-        config = {**read_stack_config(stack, project_dir), **(config_overrides or {})}
-        if shards is not None:
-            config["shards"] = shards
-        problems = Problems()
-        settings = parse_settings(stack, config, problems, project_dir=project_dir)
-        if problems:
-            errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
-            continue
-        path = topology.resolve() if topology is not None else settings.topology_path(project_dir)
-        inventory = load_topology(path, shards=settings.shards)
+    for checked in readiness.check_stacks(stacks, topology, shards, project_dir, config_overrides):
+        stack, config, settings, inventory = checked.stack, dict(checked.config), checked.settings, checked.inventory
+        # What the program cannot run without is stood in, and the blocker says with what.
+        stood_in: dict[str, str] = {}
         stand_ins = missing_import_ids(settings, inventory)
         if stand_ins:
-            # The offline preview stands in ids for adopted servers the stack config lacks; a
-            # real run stops on them (see check_against_inventory).
             ids = dict(config.get("importIds") or {})
             ids.update({name: str(STAND_IN_IMPORT_ID_BASE + i) for i, name in enumerate(stand_ins, 1)})
             config["importIds"] = ids
-            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
-        notes = []
+            stood_in.update({f"importIds.{name}": ids[name] for name in stand_ins})
         if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
             config["telegramChatId"] = OFFLINE_TELEGRAM_CHAT_ID
-            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
-            notes.append(f"telegramChatId is not set in Pulumi.{stack}.yaml; the preview stood in "
-                         f"{OFFLINE_TELEGRAM_CHAT_ID}. A real run stops until it is set.")
+            stood_in["telegramChatId"] = str(OFFLINE_TELEGRAM_CHAT_ID)
         if needs_entry_dns(settings, inventory) and settings.dns_zone is None:
             config["dnsZone"] = OFFLINE_DNS_ZONE
-            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
-            notes.append(f"dnsZone is not set in Pulumi.{stack}.yaml; the preview stood in {OFFLINE_DNS_ZONE}. "
-                         "A real run stops until it is set.")
+            stood_in["dnsZone"] = OFFLINE_DNS_ZONE
+        settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
         missing = entry_settings_missing(settings, inventory)
-        if missing:
-            config.update({key: OFFLINE_ENTRY_SETTINGS[key] for key in missing})
-            settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
-            notes.append(f"{' and '.join(missing)} not set in Pulumi.{stack}.yaml; the preview stood in "
-                         f"{', '.join(OFFLINE_ENTRY_SETTINGS[key] for key in missing)}. A real run stops until "
-                         f"{'they are' if len(missing) > 1 else 'it is'} set.")
-        check_against_inventory(settings, inventory, problems)
-        if problems:
-            errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
-            continue
-        prepared.append(PreparedStack(stack, config, settings, inventory, path, stand_ins, notes))
-    if errors:
-        raise PreviewInputError("\n".join(errors))
+        config.update({key: OFFLINE_ENTRY_SETTINGS[key] for key in missing})
+        stood_in.update({key: OFFLINE_ENTRY_SETTINGS[key] for key in missing})
+        settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
+        blockers = [replace(b, stand_in=stood_in.get(b.path, b.stand_in)) for b in checked.blockers]
+        prepared.append(PreparedStack(stack, config, settings, inventory, checked.topology, stand_ins, blockers))
     return prepared
 
 
@@ -179,7 +154,7 @@ def run_stacks(
     for item in prepared:
         public = {s.name: str(s.public_address) for s in item.inventory.servers.values() if s.public_address}
         started = time.perf_counter()
-        with topology_for_program(item.topology):
+        with topology_for_program(item.topology), readiness.reported_by_preview():
             run = run_program(
                 item.stack,
                 item.config,
@@ -197,7 +172,7 @@ def run_stacks(
         if item.stack == HELSINKI:
             # The local stack reads what helsinki really exported in this same preview.
             stack_outputs = {**stack_outputs, HELSINKI: run.plain_outputs()}
-        result = StackResult(run, item.inventory, seconds, collect_artifacts(run), stand_in_notes=item.stand_in_notes)
+        result = StackResult(run, item.inventory, seconds, collect_artifacts(run), blockers=item.blockers)
         if any(r.type == FIREWALL_TYPE for r in run.records):
             result.blocked = newly_blocked(item.inventory, item.stack, item.settings.admin_cidrs)
         result.violations = check_policies(result, item.settings)
@@ -328,13 +303,8 @@ def summary(result: StackResult) -> str:
         if protected_by_type[kind]:
             notes.append(f"{protected_by_type[kind]} protected")
         lines.append(f"    {count:>4}  {kind}" + (f"  ({', '.join(notes)})" if notes else ""))
-    if run.stand_ins:
-        lines.append(
-            f"  note: {len(run.stand_ins)} adopted servers have no import id in Pulumi.{run.stack}.yaml; "
-            f"the preview stood in ids {STAND_IN_IMPORT_ID_BASE + 1}..{STAND_IN_IMPORT_ID_BASE + len(run.stand_ins)} "
-            f"({', '.join(run.stand_ins)}). A real run stops until importIds are set."
-        )
-    for note in [*result.stand_in_notes, *result.inventory.notes]:
+    lines += blocker_lines(result)
+    for note in result.inventory.notes:
         lines.append(f"  note: {note}")
     lines += _inbound_lines(result)
     mandatory = len(result.mandatory_violations)
@@ -347,9 +317,20 @@ def summary(result: StackResult) -> str:
     return "\n".join(lines)
 
 
+def blocker_lines(result: StackResult) -> list[str]:
+    """Every blocker of a real run, with what the preview stood in for it."""
+    if not result.blockers:
+        return [f"  real run: ready (nothing missing from Pulumi.{result.run.stack}.yaml or the topology)"]
+    lines = [f"  real run: BLOCKED by {len(result.blockers)} (`pulumi up` and `make pulumi-up` stop on each; "
+             f"`unde-infra validate --real-run --stack {result.run.stack}` lists them):"]
+    for blocker in result.blockers:
+        stood = f" [the preview stood in: {blocker.stand_in}]" if blocker.stand_in else ""
+        lines.append(f"    {blocker.line(result.run.stack)}{stood}")
+    return lines
+
+
 def _inbound_lines(result: StackResult) -> list[str]:
-    """Per server, the public traffic the change starts to block, and what the preview assumes
-    where the topology does not say what a running server serves."""
+    """Per server, the public traffic the change starts to block."""
     lines = []
     if result.blocked:
         lines.append("  public traffic the new firewalls block (servers.<name>.inbound):")
@@ -357,15 +338,6 @@ def _inbound_lines(result: StackResult) -> list[str]:
             state = ("closed on purpose (close: true)" if entry.close
                      else "NOT acknowledged: a mandatory violation until close: true is set")
             lines.append(f"    {server.name}: {entry.describe()} ({entry.reason}): {state}")
-    if not any(r.type == FIREWALL_TYPE for r in result.run.records):
-        return lines
-    silent = [s.name for s in result.inventory.stack_servers(result.run.stack)
-              if s.existing and s.dedicated is None and s.has_public_interface and not s.inbound]
-    if silent:
-        lines.append(f"  note: {len(silent)} running servers with a public interface declare no inbound "
-                     f"({', '.join(silent)}); the preview assumes they serve nothing publicly today but SSH, "
-                     "which the new firewalls keep for the admin CIDRs only. Record what each serves "
-                     "(servers.<name>.inbound) before the first run.")
     return lines
 
 

@@ -133,7 +133,8 @@ class ServerSpec(Strict):
     # creates runs CREATED_OS (model.py). Default for an existing server: debian-12.
     os: Literal["debian-12", "debian-13"] | None = None
     # What the server serves publicly today; the firewalls keep it open unless `close` says so.
-    inbound: list[InboundSpec] = []
+    # Not given: not known yet (a real run of a running server waits for it); [] says "nothing".
+    inbound: list[InboundSpec] | None = None
 
 
 class SiteSpec(Strict):

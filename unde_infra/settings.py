@@ -37,6 +37,8 @@ T = TypeVar("T")
 # The Pulumi project (Pulumi.yaml): its stack configs prefix their keys with it.
 PROJECT = "unde-infra"
 DEFAULT_TOPOLOGY_SETTING = "config/topology.yaml"
+# The most shards a stack config (or --shards) may ask for; the address plan may hold fewer.
+MAX_SHARDS = 1024
 # The operator's own choice of topology file for one run (`unde-infra preview --topology`, or
 # `UNDE_INFRA_TOPOLOGY=... pulumi preview`): any path on their machine. The stack config's
 # `topology`, committed in a merge request, must stay inside the project.
@@ -75,6 +77,8 @@ class StackSettings:
     # Keys already uploaded to the Hetzner project, adopted by id (position in sshKeys -> id):
     # Hetzner refuses a second copy of a key (uniqueness_error).
     ssh_key_import_ids: dict[int, str] = field(default_factory=dict)
+    # Keys the operator says are not uploaded yet (sshKeyImportIds.<i>: new): the stack creates them.
+    new_ssh_keys: frozenset[int] = frozenset()
     admin_cidrs: tuple[AdminNetwork, ...] = ()
     vswitch_id: int | None = None
     # The Helsinki network exists already (the adopted servers are on it): its hcloud id, the
@@ -99,6 +103,8 @@ class StackSettings:
     # The public entry's DNS (local stack): the zone the program creates in Hetzner's DNS and the
     # entry record's name in it (`api` -> api.<zone>; `@` for the zone's apex).
     dns_zone: str | None = None
+    # The zone's hcloud id where it exists at Hetzner already (adopted), or "new" (created).
+    dns_zone_import: str | None = None
     entry_hostname: str = "api"
     # The public name of the API entry point (its TLS certificate): the entry record's name when
     # the stack manages the entry's DNS. And the ACME account's email.
@@ -114,7 +120,7 @@ KNOWN_KEYS = {
     "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
     "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
     "posthogApiKey", "routerosUser", "routerosPrivateInterface", "dnsZone", "entryHostname", "dnsApiToken",
-    "entryDomain", "acmeEmail",
+    "entryDomain", "acmeEmail", "dnsZoneImport",
 }  # fmt: skip
 # Read by the components with `require_secret`, never into StackSettings.
 SECRET_KEYS = {
@@ -123,6 +129,66 @@ SECRET_KEYS = {
 }  # fmt: skip
 # Secrets of the providers the program uses, set in the same stack config.
 PROVIDER_SECRET_KEYS = {"hcloud:token"}
+# The hcloud provider takes its token from this variable where the stack config has none.
+HCLOUD_TOKEN_ENV = "HCLOUD_TOKEN"
+# The config secrets each stack's program requires (`require_secret`).
+PROGRAM_SECRETS = {
+    HELSINKI: ("objectStorageAccessKey", "objectStorageSecretKey", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl"),
+    LOCAL: ("objectStorageAccessKey", "objectStorageSecretKey", "posthogApiKey", "dnsApiToken", "telegramBotToken",
+            "slackWebhookUrl", "heartbeatUrl"),
+}
+
+
+def required_secrets(settings: StackSettings, inventory: Inventory) -> tuple[str, ...]:
+    """What a real run of the stack reads from its encrypted config: the program's secrets, and
+    the hcloud token wherever the stack talks to Hetzner Cloud."""
+    program = PROGRAM_SECRETS.get(settings.site, ())
+    if settings.site == LOCAL and not needs_entry_dns(settings, inventory):
+        program = tuple(k for k in program if k != "dnsApiToken")
+    return (*program, "hcloud:token")
+
+
+# The shape of each secret, checked where the real run reads it (the program, before anything is
+# registered): a value of the wrong kind fails far later and further away (Alertmanager refuses
+# its whole configuration over one URL). The message never quotes the value.
+_HCLOUD_TOKEN = (re.compile(r"[A-Za-z0-9]{64}"), "an hcloud API token (64 letters and digits; Cloud Console > Security > API tokens)")
+_ACCESS_KEY = (re.compile(r"[A-Za-z0-9]{16,128}"), "an S3 access key (letters and digits, as the Cloud Console shows it)")
+SECRET_SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
+    "telegramBotToken": (re.compile(r"[0-9]{5,16}:[A-Za-z0-9_-]{30,64}"), "a Telegram bot token as @BotFather gives it (<digits>:<35 characters>)"),
+    "posthogApiKey": (re.compile(r"phc_[A-Za-z0-9_-]{20,80}"), "a PostHog project API key (phc_...)"),
+    "objectStorageAccessKey": _ACCESS_KEY,
+    "objectStorageSecretKey": (re.compile(r"[A-Za-z0-9+/=]{16,128}"), "an S3 secret key (as the Cloud Console shows it)"),
+    "dnsApiToken": _HCLOUD_TOKEN,
+    "hcloud:token": _HCLOUD_TOKEN,
+}
+HTTPS_URL_SECRETS = {"slackWebhookUrl": "Slack's incoming webhook URL", "heartbeatUrl": "the dead man's switch's ping URL"}
+
+
+def secret_shape_problem(key: str, value: str) -> str:
+    """Why `value` cannot be the secret `key`, or ""; never the value itself."""
+    if key in HTTPS_URL_SECRETS:
+        return validators.https_url_problem(value, HTTPS_URL_SECRETS[key])
+    shape = SECRET_SHAPES.get(key)
+    if shape is not None and not shape[0].fullmatch(value):
+        return f"not {shape[1]} (the value is not shown; {len(value)} characters)"
+    return ""
+
+
+def stand_in_secret(key: str, marker: str) -> str:
+    """An offline stand-in for the secret `key` of its real shape, carrying `marker` (as much of
+    it as the shape allows) so that a test can find it wherever it ends up."""
+    letters = re.sub(r"[^A-Za-z0-9]", "", f"{marker}{key}")
+    if key in HTTPS_URL_SECRETS:
+        return f"https://{key.lower()}.unde.invalid/{marker}-{key}"
+    if key == "telegramBotToken":
+        return f"1000000000:{marker}-{key}".ljust(45, "0")[:75]
+    if key == "posthogApiKey":
+        return f"phc_{marker}-{key}".ljust(30, "0")
+    if SECRET_SHAPES.get(key) is _HCLOUD_TOKEN:
+        return letters.ljust(64, "0")[:64]
+    if key in SECRET_SHAPES:
+        return letters.ljust(20, "0")[:128]
+    return f"{marker}-{key}"
 
 
 def is_encrypted(value: Any) -> bool:
@@ -176,14 +242,16 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems, *, proje
             problems.add(f"adminCidrs[{i}]", f"{net} is given twice")
     network_import = _network_import(raw.get("networkImport"), problems)
     dns_zone, entry_hostname = _entry_dns(raw, problems)
+    key_imports = _ssh_key_imports(raw.get("sshKeyImportIds"), len(ssh_keys), problems)
     return StackSettings(
         stack=stack,
         site=site,
         topology=get.value("topology", lambda v: topology_setting(v, project_dir), DEFAULT_TOPOLOGY_SETTING),
-        shards=get.value("shards", lambda v: validators.bounded_int(v, 1, 1024, "the shard count"), None),
+        shards=get.value("shards", lambda v: validators.bounded_int(v, 1, MAX_SHARDS, "the shard count"), None),
         import_ids=get.mapping("importIds", validators.server_name, lambda v: validators.digits(v, "hcloud server ids")),
         ssh_keys=tuple(k for k in ssh_keys if k is not None),
-        ssh_key_import_ids=_ssh_key_imports(raw.get("sshKeyImportIds"), len(ssh_keys), problems),
+        ssh_key_import_ids=key_imports[0],
+        new_ssh_keys=key_imports[1],
         admin_cidrs=tuple(a for a in admin if a is not None),
         vswitch_id=get.value("vswitchId", lambda v: int(validators.digits(v, "Robot vSwitch ids")), None),
         network_import_id=network_import[0],
@@ -201,6 +269,7 @@ def parse_settings(stack: str, raw: dict[str, Any], problems: Problems, *, proje
         routeros_private_interface=get.text("routerosPrivateInterface", ROUTEROS_NAME, "ether2",
                                             "a RouterOS interface name like ether2"),
         dns_zone=dns_zone,
+        dns_zone_import=get.value("dnsZoneImport", _import_or_new("hcloud zone ids"), None),
         entry_hostname=entry_hostname,
         entry_domain=_entry_domain(raw, dns_zone, entry_hostname, problems),
         acme_email=_email_setting(raw, "acmeEmail", problems),
@@ -393,23 +462,47 @@ def _entry_domain(raw: dict[str, Any], zone: str | None, hostname: str, problems
     return record
 
 
-def _ssh_key_imports(raw: Any, key_count: int, problems: Problems) -> dict[int, str]:
+NEW = "new"
+
+
+def _import_or_new(what: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value == NEW:
+            return NEW
+        try:
+            return validators.digits(value, what)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or `{NEW}` for one the stack creates") from None
+
+    return check
+
+
+def _ssh_key_imports(raw: Any, key_count: int, problems: Problems) -> tuple[dict[int, str], frozenset[int]]:
+    """sshKeyImportIds: position in sshKeys -> the uploaded key's hcloud id, or `new` for a key
+    the stack uploads."""
     if raw is None:
-        return {}
+        return {}, frozenset()
     if not isinstance(raw, dict):
         problems.add("sshKeyImportIds", "a mapping from a key's position in sshKeys (0, 1, ...) to its hcloud id")
-        return {}
-    found = {}
+        return {}, frozenset()
+    found: dict[int, str] = {}
+    new: set[int] = set()
+    check = _import_or_new("hcloud ssh key ids")
     for position, key_id in raw.items():
         where = join_path("sshKeyImportIds", position)
         if isinstance(position, bool) or not validators.ASCII_DIGITS.match(str(position)) or int(position) >= key_count:
             problems.add(where, f"no key at position {shown(position)} of sshKeys ({key_count} keys)")
             continue
         try:
-            found[int(position)] = validators.digits(key_id, "hcloud ssh key ids")
+            value = check(key_id)
         except ValueError as exc:
             problems.add(where, f"{exc}; `hcloud ssh-key list` shows them")
-    return found
+            continue
+        if value == NEW:
+            new.add(int(position))
+        else:
+            found[int(position)] = value
+    return found, frozenset(new)
 
 
 def _network_import(raw: Any, problems: Problems) -> tuple[str | None, IPv4Network | None, tuple[IPv4Network, ...]]:
@@ -484,18 +577,11 @@ def _email_setting(raw: dict[str, Any], key: str, problems: Problems) -> str:
 
 
 def check_against_inventory(settings: StackSettings, inventory: Inventory, problems: Problems) -> None:
-    """What the stack needs from its settings to build its servers without surprises. (An import
-    id that names no server of the stack is a policy violation, `adopted-servers-kept`: a removed
-    adopted server.)"""
+    """What the stack's settings must agree with in the topology, whatever the run. (What only a
+    real run needs, import ids and the names and chats it cannot stand in, is in
+    `readiness.blockers`; an import id that names no server of the stack is a policy violation,
+    `adopted-servers-kept`: a removed adopted server.)"""
     servers = inventory.stack_servers(settings.site)
-    for server in servers:
-        if server.existing and server.dedicated is None and server.name not in settings.import_ids:
-            problems.add(
-                f"importIds.{server.name}",
-                f"{server.name} already exists, so it is adopted, never created: set its hcloud id with "
-                f"`pulumi config set --path 'importIds.{server.name}' <id> -s {settings.stack}` "
-                "(`hcloud server describe " + server.name + "` shows it)",
-            )
     current = settings.network_current_range
     if current is not None and current != inventory.network.ip_range:
         problems.add(
@@ -543,26 +629,11 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                     f"{net}: the RouterOS gateway script applies IPv4 admin CIDRs only (it does not manage "
                     "RouterOS's IPv6 firewall); give the admins' IPv4 networks",
                 )
-    if needs_entry_dns(settings, inventory) and settings.dns_zone is None:
-        problems.add(
-            "dnsZone",
-            "the DNS zone of the public entry point, which fails over to "
-            f"{inventory.standby_entry.name if inventory.standby_entry else 'Helsinki'}: "
-            f"`pulumi config set dnsZone unde.app -s {settings.stack}` (the entry is entryHostname in it, default api)",
-        )
     if needs_entry_dns(settings, inventory) and settings.provider == "existing":
         name = api_instances(inventory)[0].name
         entry = settings.hosts.get(name)
         if entry is not None and not _is_ipv4(entry.address):
             problems.add(f"hosts.{name}.address", f"the entry record needs the entry's public IPv4, got {shown(entry.address)}")
-    for key, missing in entry_settings_missing(settings, inventory).items():
-        problems.add(key, missing)
-    if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
-        problems.add(
-            "telegramChatId",
-            "the Telegram chat that receives the alerts (Alertmanager refuses a telegram_config without "
-            f"chat_id): `pulumi config set telegramChatId -100... -s {settings.stack}`",
-        )
 
 
 def needs_entry_dns(settings: StackSettings, inventory: Inventory) -> bool:
@@ -579,26 +650,27 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
-def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dict[str, str]:
+def entry_settings_missing(settings: StackSettings, inventory: Inventory) -> dict[str, tuple[str, str]]:
     """The entry point's TLS needs its domain, and, where certbot gets the certificate on the
     entry host (every case but hcloud's load balancer, whose certificate Hetzner manages), the
     ACME account's email. The local stack configures the entry's TLS wherever it is served (it
-    owns the entry's name and DNS), so the helsinki stack needs neither."""
+    owns the entry's name and DNS), so the helsinki stack needs neither. Each missing key -> what
+    it is, the command that sets it."""
     if settings.site != LOCAL or not any(s.entry_point for s in inventory.site_servers(LOCAL)):
         return {}
     missing = {}
     # Where the stack manages the entry's DNS the name comes from dnsZone, reported on its own.
     if not settings.entry_domain and not needs_entry_dns(settings, inventory):
         missing["entryDomain"] = (
-            "the public name of the API entry point, for its TLS certificate: "
-            f"`pulumi config set entryDomain api.example.com -s {settings.stack}`"
+            "the public name of the API entry point, for its TLS certificate",
+            f"pulumi config set entryDomain api.example.com -s {settings.stack}",
         )
     # The standby entry's certbot (DNS-01) needs it even where a load balancer holds the local one.
     certbot_here = not (settings.provider == "hcloud" and needs_load_balancer(inventory))
     if not settings.acme_email and (certbot_here or needs_entry_dns(settings, inventory)):
         missing["acmeEmail"] = (
-            "the email of the ACME (Let's Encrypt) account that certbot registers: "
-            f"`pulumi config set acmeEmail ops@example.com -s {settings.stack}`"
+            "the email of the ACME (Let's Encrypt) account that certbot registers",
+            f"pulumi config set acmeEmail ops@example.com -s {settings.stack}",
         )
     return missing
 

@@ -125,6 +125,29 @@ def endpoint(value: object) -> str:
     return text
 
 
+def https_url_problem(text: str, what: str) -> str:
+    """Why `text` is not an https URL with a host name (a secret: never quoted back), or ""."""
+    problem = ""
+    if not text.isprintable() or any(c.isspace() or c in "\"'<>`" for c in text):
+        problem = "it holds spaces, quotes or unprintable characters"
+    else:
+        parts = urlsplit(text)
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            problem = "its port is not a number"
+        if not problem and parts.scheme != "https":
+            problem = "it does not start with https://" if parts.scheme else "it is not a URL"
+        elif not problem and (parts.username or parts.password):
+            problem = "it carries a user name or password before the host"
+        elif not problem:
+            try:
+                hostname(parts.hostname or "")
+            except ValueError:
+                problem = "it has no host name"
+    return f"not {what} as an https URL: {problem} (the value is not shown)" if problem else ""
+
+
 def bucket_name(value: object) -> str:
     """An S3 bucket name by S3's rules for general purpose buckets: 3-63 characters of lowercase
     letters, digits, '.' and '-', starting and ending with a letter or digit, no '..', not an

@@ -15,7 +15,6 @@ from unde_infra.preview import StackResult
 from unde_infra.provider_schema import import_facts, planned_differences, replacement_causes, replacing_properties
 from unde_infra.render.delivery import marker_path, write_file
 from unde_infra.render.escape import shell_word
-from unde_infra.settings import read_stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,21 +73,28 @@ def test_existing_servers_are_adopted_never_created(run_stack, inventory) -> Non
             assert record.id is not None and record.id.isdigit()  # numeric hcloud ids
 
 
-def test_a_real_run_without_import_ids_stops_before_creating_anything(fresh_event_loop) -> None:
-    config = read_stack_config("helsinki")
-    config["importIds"] = {"scraper": "4711"}
+def test_a_real_run_without_import_ids_stops_before_creating_anything(fresh_event_loop, real_run_ready) -> None:
+    config = real_run_ready("helsinki", importIds={"scraper": "4711"})
+    del config["telegramChatId"]
     with pytest.raises(pulumi.RunError) as caught:
         run_program("helsinki", config)
     cause = caught.value.__cause__
     assert isinstance(cause, TopologyError)
     lines = [str(p) for p in cause.problems]
-    assert any(line.startswith("importIds.helsinki-gw: helsinki-gw already exists, so it is adopted") for line in lines)
+    assert any(line.startswith("importIds.helsinki-gw: helsinki-gw runs already, so it is adopted") for line in lines)
     assert not any(line.startswith("importIds.scraper") for line in lines)
     import_lines = [line for line in lines if line.startswith("importIds.")]
     assert len(import_lines) == 14  # 15 adopted cloud servers, one of which has its id
-    # The committed config names no Telegram chat: a real run stops on that too, in the same report.
+    # No Telegram chat: a real run stops on that too, in the same report, and on nothing else.
     assert [line for line in lines if not line.startswith("importIds.")] == [
         next(line for line in lines if line.startswith("telegramChatId: "))]
+
+
+def test_the_ready_config_runs_as_the_cli_runs_it(fresh_event_loop, real_run_ready) -> None:
+    """With every blocker resolved the program runs outside the preview's reporting too (the
+    check of the test above is not what stops every run)."""
+    run = run_program("helsinki", real_run_ready("helsinki"))
+    assert sum(r.type == SERVER for r in run.records) == 19
 
 
 def test_every_server_has_a_component_parent(run_stack) -> None:
@@ -249,13 +255,14 @@ def test_a_key_uploaded_before_is_adopted_by_its_id(run_stack) -> None:
     assert all(unwrap_secrets(s.inputs)["sshKeys"] == ["4711"] for s in servers(result).values())
 
 
-def _live_project(inventory) -> tuple[dict, dict]:
+def _live_project(inventory, config: dict) -> tuple[dict, dict]:
     """A realistic Hetzner project as it runs today, before the program touched it: the network
     already widened (change_ip_range), no labels, no protection, the servers with their own names
-    and types. Returns the stack config that adopts it and the live state the mocks check against."""
-    config = read_stack_config("helsinki")
+    and types. Returns the stack config that adopts it (from `config`, ready for a real run) and
+    the live state the mocks check against."""
     existing = [s for s in inventory.stack_servers("helsinki") if s.existing and s.dedicated is None]
     ids = {s.name: str(5000 + i) for i, s in enumerate(existing, 1)}
+    config = dict(config)
     config.update(importIds=ids, telegramChatId=-1001234567890, sshKeyImportIds={"0": "4711"},
                   networkImport={"id": 4242, "subnets": ["10.1.0.0/24", "10.1.1.0/24"]})
     # The admin key, uploaded by hand under another name (`hcloud ssh-key list`).
@@ -283,8 +290,8 @@ def _live_project(inventory) -> tuple[dict, dict]:
     return config, live
 
 
-def test_the_adoption_run_imports_a_live_project_and_a_plain_run_would_not(fresh_event_loop, inventory) -> None:
-    config, live = _live_project(inventory)
+def test_the_adoption_run_imports_a_live_project_and_a_plain_run_would_not(fresh_event_loop, inventory, real_run_ready) -> None:
+    config, live = _live_project(inventory, real_run_ready("helsinki"))
     run = run_program("helsinki", {**config, "adopting": True}, live_state=live)
     imported = {(r.type, r.import_id) for r in run.records if r.import_id}
     assert imported == set(live)  # the key, the network, its two subnets and every adopted cloud server
@@ -296,11 +303,11 @@ def test_the_adoption_run_imports_a_live_project_and_a_plain_run_would_not(fresh
     assert "keepDisk: program False, live None" in str(caught.value)
 
 
-def test_an_adoption_run_that_sent_the_defaulted_fields_would_be_refused(fresh_event_loop, inventory,
+def test_an_adoption_run_that_sent_the_defaulted_fields_would_be_refused(fresh_event_loop, inventory, real_run_ready,
                                                                          monkeypatch) -> None:
     import components.hosts
 
-    config, live = _live_project(inventory)
+    config, live = _live_project(inventory, real_run_ready("helsinki"))
     defaulted = {"keepDisk", "shutdownBeforeDeletion", "ignoreRemoteFirewallIds"}
     monkeypatch.setattr(components.hosts, "ADOPTION_RUN_FIELDS",
                         [f for f in components.hosts.ADOPTION_RUN_FIELDS if f not in defaulted])
@@ -309,19 +316,19 @@ def test_an_adoption_run_that_sent_the_defaulted_fields_would_be_refused(fresh_e
     assert "shutdownBeforeDeletion: program False, live None" in str(caught.value)
 
 
-def test_an_uploaded_key_that_differs_from_the_config_is_refused(fresh_event_loop, inventory) -> None:
+def test_an_uploaded_key_that_differs_from_the_config_is_refused(fresh_event_loop, inventory, real_run_ready) -> None:
     """A key's text forces a new key (RequiresReplace): an import of a different text fails, and
     a replacement would collide with the uploaded copy (uniqueness_error)."""
-    config, live = _live_project(inventory)
-    live[("hcloud:index/sshKey:SshKey", "4711")]["publicKey"] = config["sshKeys"][0].replace("replace-with", "old")
+    config, live = _live_project(inventory, real_run_ready("helsinki"))
+    live[("hcloud:index/sshKey:SshKey", "4711")]["publicKey"] = config["sshKeys"][0].replace("admin@unde", "old@laptop")
     with pytest.raises(Exception, match="sshKey:SshKey::admin-0: inputs to import do not match") as caught:
         run_program("helsinki", {**config, "adopting": True}, live_state=live)
     assert "publicKey: program" in str(caught.value)
     assert replacing_properties("hcloud:index/sshKey:SshKey") == {"publicKey"}
 
 
-def test_the_live_servers_hold_only_what_the_provider_reads(inventory) -> None:
-    _, live = _live_project(inventory)
+def test_the_live_servers_hold_only_what_the_provider_reads(inventory, real_run_ready) -> None:
+    _, live = _live_project(inventory, real_run_ready("helsinki"))
     not_read = import_facts(SERVER).not_read
     assert {"keepDisk", "shutdownBeforeDeletion", "ignoreRemoteFirewallIds", "networks", "publicNets"} <= not_read
     for (kind, _), state in live.items():
@@ -329,12 +336,12 @@ def test_the_live_servers_hold_only_what_the_provider_reads(inventory) -> None:
             assert not not_read & state.keys()
 
 
-def test_the_run_after_the_adoption_updates_in_place_and_keeps_what_it_must(fresh_event_loop, inventory) -> None:
+def test_the_run_after_the_adoption_updates_in_place_and_keeps_what_it_must(fresh_event_loop, inventory, real_run_ready) -> None:
     """After the adoption run the state is what the provider read; the next run (adopting off)
     plans an update of each server from it: no replacement, no resize, no change to backups or
     hand-made firewalls or placement groups; labels, protection, networks and the defaulted
     fields converge."""
-    config, live = _live_project(inventory)
+    config, live = _live_project(inventory, real_run_ready("helsinki"))
     run = run_program("helsinki", config)  # no live state: nothing is imported in this run
     ids = {v: k for k, v in config["importIds"].items()}
     converging = {"labels", "deleteProtection", "rebuildProtection", "networks", "keepDisk", "shutdownBeforeDeletion",
@@ -355,8 +362,8 @@ def test_the_run_after_the_adoption_updates_in_place_and_keeps_what_it_must(fres
             assert "placementGroupId" in planned_differences(SERVER, inputs, state)
 
 
-def test_a_network_at_its_old_range_is_widened_before_the_import(fresh_event_loop, inventory) -> None:
-    config, _ = _live_project(inventory)
+def test_a_network_at_its_old_range_is_widened_before_the_import(fresh_event_loop, inventory, real_run_ready) -> None:
+    config, _ = _live_project(inventory, real_run_ready("helsinki"))
     config["networkImport"] = {**config["networkImport"], "currentRange": "10.1.0.0/16"}
     with pytest.raises(pulumi.RunError) as caught:
         run_program("helsinki", config)
