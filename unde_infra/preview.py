@@ -321,12 +321,10 @@ def blocker_lines(result: StackResult) -> list[str]:
     """Every blocker of a real run, with what the preview stood in for it."""
     if not result.blockers:
         return [f"  real run: ready (nothing missing from Pulumi.{result.run.stack}.yaml or the topology)"]
+    stack = result.run.stack
     lines = [f"  real run: BLOCKED by {len(result.blockers)} (`pulumi up` and `make pulumi-up` stop on each; "
-             f"`unde-infra validate --real-run --stack {result.run.stack}` lists them):"]
-    for blocker in result.blockers:
-        stood = f" [the preview stood in: {blocker.stand_in}]" if blocker.stand_in else ""
-        lines.append(f"    {blocker.line(result.run.stack)}{stood}")
-    return lines
+             f"`unde-infra validate --real-run --stack {stack}` gives each with its fix):"]
+    return lines + [f"    {line}" for line in readiness.summary_lines(result.blockers, stack)]
 
 
 def _inbound_lines(result: StackResult) -> list[str]:

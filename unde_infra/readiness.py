@@ -58,6 +58,10 @@ class Blocker:
     message: str
     fix: str  # the command or the edit that removes it
     stand_in: str = ""  # what the offline preview used instead, if it had to
+    # Blockers of one kind (every server's import id, ...) share this, so a summary can say them
+    # in one line: "<group>: N (name, name, ...)".
+    group: str = ""
+    subject: str = ""
 
     def line(self, stack: str) -> str:
         where = self.path if self.path.startswith("topology:") else f"Pulumi.{stack}.yaml: {self.path}"
@@ -89,7 +93,8 @@ def blockers(settings: StackSettings, inventory: Inventory, config_keys: set[str
             if key in config_keys or (key == "hcloud:token" and os.environ.get(HCLOUD_TOKEN_ENV)):
                 continue
             kind = "provider secret" if key in PROVIDER_SECRET_KEYS else "secret"
-            found.append(Blocker(key, f"the {kind} {key} is not set", f"pulumi config set --secret {key} <value> -s {stack}"))
+            found.append(Blocker(key, f"the {kind} {key} is not set", f"pulumi config set --secret {key} <value> -s {stack}",
+                                 group="secrets not set", subject=key))
     return found
 
 
@@ -137,7 +142,7 @@ def _adoption_blockers(settings: StackSettings, inventory: Inventory) -> list[Bl
     found = [
         Blocker(f"importIds.{name}", f"{name} runs already, so it is adopted, never created: its hcloud id is not set",
                 f"pulumi config set --path 'importIds.{name}' <id> -s {stack}   # hcloud server describe {name}",
-                stand_in="a stand-in id")
+                stand_in="a stand-in id", group="importIds: running servers without their hcloud id", subject=name)
         for name in missing_import_ids(settings, inventory)
     ]
     adopts_servers = any(s.existing and s.dedicated is None for s in inventory.stack_servers(settings.site))
@@ -173,7 +178,9 @@ def _inbound_blockers(settings: StackSettings, inventory: Inventory) -> list[Blo
             "attaches a firewall that admits only SSH from adminCidrs (and its role's ports), stopping the rest",
             f"record it in config/topology.yaml, servers.{s.name}.inbound (from `hcloud firewall describe` or "
             "`ss -tlnp` on the server); `inbound: []` if it serves nothing",
-            stand_in="nothing served but SSH")
+            stand_in="nothing served but SSH",
+            group="topology: servers.<name>.inbound: running servers that do not say what they serve publicly",
+            subject=s.name)
         for s in inventory.stack_servers(settings.site)
         if s.existing and s.dedicated is None and s.has_public_interface and not s.inbound_declared
     ]
@@ -229,6 +236,27 @@ def check_stacks(
     if errors:
         raise PreviewInputError("\n".join(errors))
     return checked
+
+
+def summary_lines(found: list[Blocker], stack: str) -> list[str]:
+    """The blockers as a person reads them at a glance: one line each, those of one group in one
+    line, without the fixes (`validate --real-run` gives each with its fix)."""
+    lines: list[str] = []
+    groups: dict[str, list[Blocker]] = {}
+    for blocker in found:
+        if blocker.group:
+            if blocker.group not in groups:
+                lines.append(blocker.group)  # its place in the list
+            groups.setdefault(blocker.group, []).append(blocker)
+        else:
+            stood = f" [the preview stood in: {blocker.stand_in}]" if blocker.stand_in else ""
+            lines.append(f"{blocker.line(stack).split('; fix: ')[0]}{stood}")
+    for group, members in groups.items():
+        stand_ins = sorted({m.stand_in for m in members if m.stand_in})
+        shown_stand_ins = ", ".join(stand_ins) if len(stand_ins) <= 2 else f"{stand_ins[0]} .. {stand_ins[-1]}"
+        stood = f" [the preview stood in: {shown_stand_ins}]" if stand_ins else ""
+        lines[lines.index(group)] = f"{group}: {len(members)} ({', '.join(m.subject for m in members)}){stood}"
+    return lines
 
 
 # --------------------------------------------------------------------------------------------

@@ -812,7 +812,9 @@ def test_the_default_previews_monitoring_files_pass_the_real_tools(tmp_path: Pat
     result = subprocess.run([sys.executable, "-m", "unde_infra", "preview", "--stack", "helsinki", "--out",
                              str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "telegramChatId is not set" in result.stdout  # the stand-in is said, not hidden
+    # The stand-in is said, not hidden.
+    assert "Pulumi.helsinki.yaml: telegramChatId: the Telegram chat that receives the alerts is not set" in result.stdout
+    assert "[the preview stood in: -1000000000001]" in result.stdout
     root = tmp_path / "helsinki" / "artifacts" / "monitoring" / "etc" / "prometheus"
     checked = run(amtool, "check-config", str(root / "alertmanager.yml"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -824,7 +826,7 @@ def test_the_default_previews_monitoring_files_pass_the_real_tools(tmp_path: Pat
     local = subprocess.run([sys.executable, "-m", "unde_infra", "preview", "--stack", "local", "--out",
                             str(tmp_path / "l")], capture_output=True, text=True, timeout=300)
     assert local.returncode == 0, local.stderr
-    assert "telegramChatId is not set in Pulumi.local.yaml" in local.stdout
+    assert "Pulumi.local.yaml: telegramChatId: the Telegram chat that receives the alerts is not set" in local.stdout
     second = tmp_path / "l" / "local" / "artifacts" / "local-monitoring" / "etc" / "prometheus"
     checked = run(amtool, "check-config", str(second / "alertmanager.yml"))
     assert checked.returncode == 0 and "3 receivers" in checked.stdout, checked.stdout + checked.stderr
