@@ -27,9 +27,9 @@ from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstra
 from .offline import (
     OFFLINE_SECRET_PREFIX,
     STACK_OUTPUTS_FILE,
-    STAND_IN_IMPORT_ID_BASE,
     StackRun,
     run_program,
+    stand_in_import_ids,
     unwrap_secrets,
 )
 from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
@@ -118,7 +118,7 @@ def prepare(
             # The offline preview stands in ids for adopted servers the stack config lacks; a
             # real run stops on them (see check_against_inventory).
             ids = dict(config.get("importIds") or {})
-            ids.update({name: str(STAND_IN_IMPORT_ID_BASE + i) for i, name in enumerate(stand_ins, 1)})
+            ids.update(stand_in_import_ids(stand_ins, ids.values()))
             config["importIds"] = ids
             settings = parse_settings(stack, config, Problems(), project_dir=project_dir)
         notes = []
@@ -188,6 +188,7 @@ def run_stacks(
                 stand_ins=item.stand_ins,
                 secret_prefix=secret_prefix,
                 server_names=list(item.inventory.servers),
+                public_servers=[s.name for s in item.inventory.servers.values() if s.public_ipv4],
                 gc_tuning=gc_tuning,
                 secret_values=secret_values,
             )
@@ -331,8 +332,9 @@ def summary(result: StackResult) -> str:
     if run.stand_ins:
         lines.append(
             f"  note: {len(run.stand_ins)} adopted servers have no import id in Pulumi.{run.stack}.yaml; "
-            f"the preview stood in ids {STAND_IN_IMPORT_ID_BASE + 1}..{STAND_IN_IMPORT_ID_BASE + len(run.stand_ins)} "
-            f"({', '.join(run.stand_ins)}). A real run stops until importIds are set."
+            "the preview stood in ids derived from their names ("
+            + ", ".join(f"{name} {run.config['importIds'][name]}" for name in run.stand_ins)
+            + "). A real run stops until importIds are set."
         )
     for note in [*result.stand_in_notes, *result.inventory.notes]:
         lines.append(f"  note: {note}")

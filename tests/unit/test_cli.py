@@ -88,7 +88,11 @@ def test_preview_writes_resources_and_artifacts(default_preview: tuple[subproces
             assert yaml.safe_load(user_data)["hostname"] == name
     helsinki = json.loads((out / "helsinki" / "resources.json").read_text())
     gw = next(e for e in helsinki if e["urn"].endswith("Server::helsinki-gw"))
-    assert gw["importId"] == "90000001" and gw["protect"] is True and "userData" in gw["ignoreChanges"]
+    from unde_infra.offline import stand_in_import_ids
+
+    adopted = [e["urn"].rsplit("::", 1)[1] for e in helsinki if e["type"] == "hcloud:index/server:Server" and e["importId"]]
+    assert gw["importId"] == stand_in_import_ids(adopted, [])["helsinki-gw"]  # derived from its name
+    assert gw["protect"] is True and "userData" in gw["ignoreChanges"]
     posthog = next(e for e in helsinki if e["urn"].endswith("Server::posthog"))
     assert posthog["importId"] is None
     outputs = json.loads((out / "local" / "outputs.json").read_text())

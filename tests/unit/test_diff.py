@@ -96,7 +96,8 @@ def test_a_change_to_an_ignored_field_is_not_a_replacement(previews: dict[str, P
     result = unde("diff", str(previews["a"]), str(rebuilt), "--format", "json")
     assert result.returncode == 0, result.stdout
     (gateway,) = json.loads(result.stdout)["resources"]
-    assert (gateway["action"], gateway["replace_causes"], gateway["forbidden"]) == ("update", [], "")
+    assert (gateway["action"], gateway["replace_causes"], gateway["forbidden"]) == ("ignored", [], "")
+    assert gateway["changes"] == [] and [c["path"] for c in gateway["ignored"]] == ["image"]
 
 
 def test_an_import_is_not_a_replacement(previews: dict[str, Path], tmp_path: Path) -> None:
