@@ -245,6 +245,20 @@ def test_firewall_attachments_name_their_servers(previews: dict[str, Path]) -> N
     assert '| update | `hcloud:index/firewallAttachment:FirewallAttachment` | `unde-local-base` | serverIds: + "local-shard-1" |' in markdown
 
 
+def test_servers_attached_in_another_order_are_no_change(previews: dict[str, Path], tmp_path: Path) -> None:
+    """A firewall attachment's servers are a set to the provider: reordering the topology's
+    servers changes nothing."""
+    attachment = next(r["urn"] for r in json.loads((previews["a"] / "helsinki" / "resources.json").read_text())
+                      if r["urn"].endswith("FirewallAttachment::unde-helsinki-base"))
+
+    def reverse(resource: dict) -> None:  # type: ignore[type-arg]
+        resource["inputs"]["serverIds"].reverse()
+
+    reordered = edited_copy(previews["a"], tmp_path / "reordered", "helsinki", attachment, reverse)
+    assert diff_of(previews["a"], reordered) == (0, "no changes: both previews register the same resources and "
+                                                    "deliver the same files\n")
+
+
 def test_changes_to_ignored_fields_are_shown_as_ignored_with_what_to_do(previews: dict[str, Path]) -> None:
     code, output = diff_of(previews["a"], previews["edited"], "json")
     assert code == 0, output
