@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +40,17 @@ from .settings import PROGRAM_SECRETS, PROJECT, stand_in_secret
 T = TypeVar("T")
 SECRET_MASK = "[secret]"
 OFFLINE_SECRET_PREFIX = "offline-placeholder"
-# Documentation-range addresses (RFC 5737) stand in for public IPv4s Hetzner would assign.
+# Stand-ins for what a provider assigns, each derived from the resource's name (`stable_number`):
+# adding or removing one resource leaves the others' as they were, so a diff of two previews shows
+# only what changed. Documentation-range addresses (RFC 5737, RFC 3849) stand in for the public
+# addresses Hetzner assigns: 203.0.113.11-249 (the converge lab uses .250 and .251 itself).
 STAND_IN_PUBLIC_NET = "203.0.113."
-STAND_IN_IMPORT_ID_BASE = 90_000_000
-STAND_IN_ID_BASE = 10_000_000
+STAND_IN_PUBLIC_HOSTS = range(11, 250)
+STAND_IN_IPV6_GROUPS = range(0x10, 0x10000)
+# hcloud ids are numbers: created resources get 10,000,000-89,999,999, adopted servers the stack
+# config does not name 90,000,000-99,999,999.
+STAND_IN_IDS = range(10_000_000, 90_000_000)
+STAND_IN_IMPORT_IDS = range(90_000_000, 100_000_000)
 STACK_OUTPUTS_FILE = ROOT / "config" / "offline-stack-outputs.yaml"
 
 
@@ -121,6 +128,35 @@ def unwrap_secrets(value: Any) -> Any:
     return value
 
 
+def stable_number(key: str, numbers: range, taken: Collection[int] = ()) -> int:
+    """A number of `numbers` derived from `key` alone, or the next one after it that is not
+    `taken`: the same key gets the same number whatever other keys come and go, unless two want
+    the same one."""
+    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % len(numbers)
+    for step in range(len(numbers)):
+        number = numbers[(start + step) % len(numbers)]
+        if number not in taken:
+            return number
+    raise RuntimeError(f"no free stand-in for {key}: all {len(numbers)} of {numbers} are taken")
+
+
+def stable_numbers(keys: list[str], numbers: range, taken: Collection[int] = ()) -> dict[str, int]:
+    """`stable_number` of each key, all different, chosen in the order of `keys`."""
+    chosen: dict[str, int] = {}
+    used = set(taken)
+    for key in keys:
+        chosen[key] = stable_number(key, numbers, used)
+        used.add(chosen[key])
+    return chosen
+
+
+def stand_in_import_ids(servers: list[str], real_ids: Collection[str]) -> dict[str, str]:
+    """Import ids the offline preview stands in for adopted servers the stack config does not
+    name: one per server name, none equal to a real id of the config."""
+    taken = {int(i) for i in real_ids if str(i).isdigit()}
+    return {name: str(number) for name, number in stable_numbers(sorted(servers), STAND_IN_IMPORT_IDS, taken).items()}
+
+
 class OfflineMocks(pulumi_mocks.Mocks):
     """Answers what the providers would compute: numeric hcloud ids, assigned addresses,
     placeholder values for generated secrets, and the other stack's outputs."""
@@ -131,29 +167,31 @@ class OfflineMocks(pulumi_mocks.Mocks):
         public_addresses: dict[str, str],
         secret_prefix: str = OFFLINE_SECRET_PREFIX,
         server_names: list[str] | None = None,
+        public_servers: list[str] | None = None,
     ) -> None:
         self.secret_prefix = secret_prefix
         self.stack_outputs = stack_outputs
         self.public_addresses = public_addresses
-        # Stand-in addresses by the server's place among all names, not by registration order,
-        # so that two previews of one commit are byte-identical.
-        self._host_index = {name: i for i, name in enumerate(sorted(server_names or []), 11)}
-        self._ids: set[str] = set()
+        # Every server's stand-in addresses are chosen before the program runs, in the order of
+        # the names (not of registration, which is concurrent), so that where two names want the
+        # same address the same one wins in every run: two previews of one commit are identical.
+        stand_in_public = sorted(set(public_servers or []) - set(public_addresses))
+        self._public_hosts = stable_numbers(stand_in_public, STAND_IN_PUBLIC_HOSTS)
+        self._ipv6_groups = stable_numbers(sorted(server_names or []), STAND_IN_IPV6_GROUPS)
+        self._ids: set[int] = set()
 
     def new_id(self, typ: str, name: str) -> str:
         """A stand-in id derived from the resource's type and name (hcloud ids are numbers)."""
-        for attempt in range(100):
-            digest = hashlib.sha256(f"{typ}::{name}::{attempt}".encode()).digest()
-            rid = str(STAND_IN_ID_BASE + int.from_bytes(digest[:4], "big") % 80_000_000)
-            if rid not in self._ids:
-                self._ids.add(rid)
-                return rid
-        raise RuntimeError(f"no free stand-in id for {typ} {name}")
+        rid = stable_number(f"{typ}::{name}", STAND_IN_IDS, self._ids)
+        self._ids.add(rid)
+        return str(rid)
 
-    def _host(self, name: str) -> int:
-        if name not in self._host_index:
-            self._host_index[name] = 11 + len(self._host_index)
-        return self._host_index[name]
+    @staticmethod
+    def _chosen(chosen: dict[str, int], name: str, numbers: range) -> int:
+        """`name`'s number in `chosen`, chosen now for a server the run was not told of."""
+        if name not in chosen:
+            chosen[name] = stable_number(name, numbers, set(chosen.values()))
+        return chosen[name]
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
@@ -166,10 +204,10 @@ class OfflineMocks(pulumi_mocks.Mocks):
             name = state.get("name", args.name)
             public = any(n.get("ipv4Enabled", True) for n in state.get("publicNets", [{}]))
             address = self.public_addresses.get(name)
-            host = self._host(str(name))
             if public and address is None:
-                address = f"{STAND_IN_PUBLIC_NET}{host}"
-            state.update(ipv4Address=address or "", ipv6Address=f"2001:db8:{host:x}::1", status="running")
+                address = f"{STAND_IN_PUBLIC_NET}{self._chosen(self._public_hosts, str(name), STAND_IN_PUBLIC_HOSTS)}"
+            group = self._chosen(self._ipv6_groups, str(name), STAND_IN_IPV6_GROUPS)
+            state.update(ipv4Address=address or "", ipv6Address=f"2001:db8:{group:x}::1", status="running")
         elif args.typ == "random:index/randomBytes:RandomBytes":
             # Deterministic bytes of the requested length, so that derived values (WireGuard
             # public keys) are real derivations of a placeholder, never of a real secret.
@@ -339,11 +377,14 @@ def run_program(
     stand_ins: list[str] | None = None,
     secret_prefix: str = OFFLINE_SECRET_PREFIX,
     server_names: list[str] | None = None,
+    public_servers: list[str] | None = None,
     live_state: LiveState | None = None,
     gc_tuning: bool = True,
     secret_values: dict[str, str] | None = None,
 ) -> StackRun:
     """Execute `program` as stack `stack` with `config` (project keys unprefixed) under mocks.
+    `server_names` (every server of the topology) and `public_servers` (those with a public IPv4)
+    let the stand-in addresses be chosen before the run (OfflineMocks).
     `secret_values` stand in for encrypted config secrets where a placeholder will not do (the
     converge lab's services parse some of them as URLs); a preview sets none.
     `gc_tuning` runs it with the runner's garbage-collector settings (gc_settings.quiet_gc);
@@ -359,7 +400,7 @@ def run_program(
             value = (secret_values or {}).get(key, stand_in_secret(key, secret_prefix))
             secret_keys.append(full)
         pulumi_config[full] = value if isinstance(value, str) else json.dumps(value)
-    mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix, server_names)
+    mocks = OfflineMocks(stack_outputs or {}, public_addresses or {}, secret_prefix, server_names, public_servers)
     monitor = RecordingMonitor(mocks, live_state)
     _configure(monitor, stack)
     set_all_config(pulumi_config, secret_keys)

@@ -28,9 +28,9 @@ from .naming import REMOTE_COMMAND_TYPE, REMOTE_COPY_TYPE, SERVER_TYPE, bootstra
 from .offline import (
     OFFLINE_SECRET_PREFIX,
     STACK_OUTPUTS_FILE,
-    STAND_IN_IMPORT_ID_BASE,
     StackRun,
     run_program,
+    stand_in_import_ids,
     unwrap_secrets,
 )
 from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
@@ -105,7 +105,7 @@ def prepare(
         stand_ins = missing_import_ids(settings, inventory)
         if stand_ins:
             ids = dict(config.get("importIds") or {})
-            ids.update({name: str(STAND_IN_IMPORT_ID_BASE + i) for i, name in enumerate(stand_ins, 1)})
+            ids.update(stand_in_import_ids(stand_ins, ids.values()))
             config["importIds"] = ids
             stood_in.update({f"importIds.{name}": ids[name] for name in stand_ins})
         if needs_telegram_chat(settings, inventory) and settings.telegram_chat_id == 0:
@@ -163,6 +163,7 @@ def run_stacks(
                 stand_ins=item.stand_ins,
                 secret_prefix=secret_prefix,
                 server_names=list(item.inventory.servers),
+                public_servers=[s.name for s in item.inventory.servers.values() if s.public_ipv4],
                 gc_tuning=gc_tuning,
                 secret_values=secret_values,
             )

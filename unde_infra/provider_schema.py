@@ -181,6 +181,7 @@ class ImportFacts:
     not_read: frozenset[str] = frozenset()  # inputs Read never sets: absent from an imported state
     defaults: Mapping[str, Any] = field(default_factory=dict)  # added by Check where the program sends nothing
     computed: frozenset[str] = frozenset()  # Optional + Computed: a live value the program leaves unset stays
+    sets: frozenset[str] = frozenset()  # kept as sets: their members' order is no difference
 
 
 @cache
@@ -190,7 +191,7 @@ def import_facts(resource_type: str) -> ImportFacts:
     if facts is None:
         return ImportFacts()
     return ImportFacts(frozenset(facts.get("notRead") or ()), dict(facts.get("defaults") or {}),
-                       frozenset(facts.get("computed") or ()))
+                       frozenset(facts.get("computed") or ()), frozenset(facts.get("sets") or ()))
 
 
 def planned_differences(
@@ -199,8 +200,8 @@ def planned_differences(
     """input name -> (program, live) for each input the engine would find different between the
     program's inputs (with the provider's defaults) and a resource's live state: on import a
     mismatch, later an update (or a replacement, see `replacement_causes`). Nested blocks compare
-    on what the program sets (their other fields are computed); maps and lists compare whole;
-    an empty value and no value are the same."""
+    on what the program sets (their other fields are computed); maps and lists compare whole, sets
+    whatever their order; an empty value and no value are the same."""
     facts = import_facts(resource_type)
     ignored = set(ignore_changes)
     program = {**facts.defaults, **{k: v for k, v in inputs.items() if v is not None and not k.startswith("__")}}
@@ -214,9 +215,16 @@ def planned_differences(
         if name not in program and name in facts.computed:
             continue
         mine, live = _plain(program.get(name)), _plain(state.get(name))
+        if name in facts.sets:
+            mine, live = in_set_order(mine), in_set_order(live)
         if not _same(mine, live, props.get(name, {})):
             differences[name] = (mine, live)
     return differences
+
+
+def in_set_order(value: Any) -> Any:
+    """A set input's members in one order (sorted by their text), so that two orders compare equal."""
+    return sorted(value, key=str) if isinstance(value, list) else value
 
 
 def _same(mine: Any, live: Any, spec: Mapping[str, Any]) -> bool:

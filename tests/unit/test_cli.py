@@ -79,8 +79,8 @@ def test_preview_writes_resources_and_artifacts(default_preview: tuple[subproces
     assert "servers: 19 hcloud (15 adopted, 4 created)" in result.stdout
     # The committed stack configs are not ready for a real run, and the preview says why.
     assert "  real run: BLOCKED by " in result.stdout
-    assert "Pulumi.helsinki.yaml: importIds.helsinki-gw: helsinki-gw runs already" in result.stdout
-    assert "[the preview stood in: 90000001]" in result.stdout
+    assert "    importIds: running servers without their hcloud id: 15 (helsinki-gw, scraper, " in result.stdout
+    assert "    Pulumi.helsinki.yaml: sshKeys[0]: a placeholder, not an admin's key" in result.stdout
     for stack in ("helsinki", "local"):
         resources = json.loads((out / stack / "resources.json").read_text())
         assert resources and all(EXPORT_KEYS <= set(entry) for entry in resources)
@@ -91,7 +91,11 @@ def test_preview_writes_resources_and_artifacts(default_preview: tuple[subproces
             assert yaml.safe_load(user_data)["hostname"] == name
     helsinki = json.loads((out / "helsinki" / "resources.json").read_text())
     gw = next(e for e in helsinki if e["urn"].endswith("Server::helsinki-gw"))
-    assert gw["importId"] == "90000001" and gw["protect"] is True and "userData" in gw["ignoreChanges"]
+    from unde_infra.offline import stand_in_import_ids
+
+    adopted = [e["urn"].rsplit("::", 1)[1] for e in helsinki if e["type"] == "hcloud:index/server:Server" and e["importId"]]
+    assert gw["importId"] == stand_in_import_ids(adopted, [])["helsinki-gw"]  # derived from its name
+    assert gw["protect"] is True and "userData" in gw["ignoreChanges"]
     posthog = next(e for e in helsinki if e["urn"].endswith("Server::posthog"))
     assert posthog["importId"] is None
     outputs = json.loads((out / "local" / "outputs.json").read_text())

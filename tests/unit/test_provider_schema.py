@@ -20,6 +20,7 @@ from unde_infra.provider_schema import (
     SCHEMA_DIR,
     check_records,
     load_schema,
+    planned_differences,
     replace_fact_sources,
     replacement_causes,
     replacing_properties,
@@ -169,6 +170,14 @@ def test_replacement_causes() -> None:
                               {"ipRange": "10.0.0.0/14"}) == ["ipRange"]
     assert replacement_causes("hcloud:index/network:Network", {"ipRange": "10.0.0.0/14"},
                               {"ipRange": "10.0.0.0/14", "deleteProtection": True}) == []
+
+
+def test_a_set_differs_by_its_members_not_their_order() -> None:
+    attachment = "hcloud:index/firewallAttachment:FirewallAttachment"
+    assert planned_differences(attachment, {"firewallId": 7, "serverIds": [1, 2, 3]},
+                               {"firewallId": 7, "serverIds": [3, 1, 2]}) == {}
+    assert planned_differences(attachment, {"firewallId": 7, "serverIds": [1, 2]},
+                               {"firewallId": 7, "serverIds": [2, 3]}) == {"serverIds": ([1, 2], [2, 3])}
 
 
 def test_every_fact_names_its_source() -> None:
