@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 from . import capacity, cost, diagram, diff, ops, runbook, scenarios
-from .errors import TopologyError, one_line
+from .errors import TopologyError
 from .model import DEFAULT_TOPOLOGY, LOCAL, ROOT, Inventory, load_topology, stack_of
+from .out_dir import OutDirError, require_out_dir
 
 EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -42,13 +43,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     import pulumi  # here, not at the top: validate and the other commands need no Pulumi SDK
 
-    from .preview import check_out_dir, preview, stacks_for, summary
+    from .preview import preview, stacks_for, summary
 
     stacks = stacks_for(args.stack)
-    out_problems = check_out_dir(args.out, stacks)
-    if out_problems:
-        print("\n".join(one_line(f"--out: {p}") for p in out_problems), file=sys.stderr)
-        return EXIT_BAD_INPUT
+    require_out_dir(args.out, directories=stacks)
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
     try:
         results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir, leave_frozen=args.process_ends)
@@ -107,6 +105,9 @@ def main(argv: list[str] | None = None, *, process_ends: bool = False) -> int:
         return EXIT_BAD_INPUT
     except PreviewInputError as error:
         print(str(error), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutDirError as error:
+        print(error.report(), file=sys.stderr)
         return EXIT_BAD_INPUT
     except ProviderSchemaError as error:
         print(error.report(), file=sys.stderr)
