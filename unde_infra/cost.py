@@ -123,8 +123,7 @@ def topology_cost(inventory: Inventory, local: StackSettings, pricing: Pricing |
     storage = inventory.object_storage
     if storage.buckets:
         lines.append(CostLine("object storage", HELSINKI, HELSINKI, "object-storage", "base",
-                              pricing.other.object_storage_base, location=storage.region,
-                              stand_in=pricing.list_price_stand_in(storage.region),
+                              pricing.other.object_storage_base, stand_in=pricing.list_price_stand_in(storage.region),
                               note=f"{len(storage.buckets)} buckets; 1 TB included"))
     unpriced = [line.name for line in lines if line.base_eur is None]
     if unpriced:
