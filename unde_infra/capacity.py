@@ -1,6 +1,10 @@
-"""`unde-infra plan --mau N`: how many shards N monthly active users need, from the plan's
-capacity figures (`config/capacity.yaml`), the topology change that gets there, the servers it
-adds and what the result costs per month."""
+"""`unde-infra plan --mau N` (or `--stage LABEL`): how many shards N monthly active users need,
+from the plan's capacity figures (`config/capacity.yaml`), the topology change that gets there,
+the servers it adds and the cost change against the topology now. Beyond what the address plan
+places, the answer says so, with what would have to change (an answer, not an error).
+
+SPEC's stage labels (5K, 50K, ...) are names, not MAU figures (stage 50K is up to 20,000 MAU):
+a stage is always shown with the MAU it covers."""
 
 from __future__ import annotations
 
@@ -115,7 +119,7 @@ def label_as_users(label: str) -> int | None:
 def label_confusion(mau: int, capacity: Capacity) -> str | None:
     """A note when `mau` is what a stage's label reads as, but not that stage's MAU."""
     for row in capacity.stages:
-        if label_as_users(row.stage) == mau and not by_stages(mau, capacity).stage == row:
+        if label_as_users(row.stage) == mau and by_stages(mau, capacity).stage != row:
             return (f"{mau:,} MAU is not stage {row.stage}: SPEC's stage labels are names, not MAU figures "
                     f"({stage_text(capacity, row)}); `--stage {row.stage}` plans that stage")
     return None
@@ -178,7 +182,7 @@ class CapacityPlan:
     beyond_address_plan: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    report: Any = None  # CostReport at the planned size, when the address plan places it
+    report: CostReport | None = None  # at the planned size, when the address plan places it
     scale_out: Bill | None = None
 
     @property
@@ -205,19 +209,18 @@ def make_plan(mau: int, topology: Path, basis: Basis | None = None, capacity: Ca
     local = stack_settings(LOCAL)
     today_report = topology_cost(current, local)
     subject = f"stage {stage.stage} ({stage_span(capacity, stage)})" if stage else f"{mau:,} monthly active users"
+    planned = load_topology(topology, shards=chosen.shards) if chosen.shards <= room else None
+    report = topology_cost(planned, local) if planned is not None else None
+    bill = _bill(report, chosen.shards) if report is not None else \
+        _estimated_bill(topology, current, chosen.shards, room, [], local)
     plan = CapacityPlan(mau, subject, chosen, other, len(current.shards), room, [], [], [],
-                        today=_bill(today_report, len(current.shards)),
-                        planned=_bill(today_report, len(current.shards)))
-    if stage is None:
-        plan.notes += [note for note in (label_confusion(mau, capacity),) if note]
-    if plan.fits:
-        planned = load_topology(topology, shards=chosen.shards)
+                        today=_bill(today_report, len(current.shards)), planned=bill, report=report)
+    if planned is not None:
         _topology_change(plan, current, planned)
-        plan.report = topology_cost(planned, local)
-        plan.planned = _bill(plan.report, chosen.shards)
     else:
         plan.beyond_address_plan = address_plan_changes(current, chosen.shards)
-        plan.planned = _estimated_bill(topology, current, chosen.shards, room, [], local)
+    if stage is None:
+        plan.notes += [note for note in (label_confusion(mau, capacity),) if note]
     if mau >= capacity.stateless_from_mau:
         servers = [step.server for step in capacity.stateless]
         plan.scale_out = _estimated_bill(topology, current, chosen.shards, room, servers, local)
@@ -295,20 +298,21 @@ def _estimated_bill(topology: Path, current: Inventory, shards: int, room: int, 
     for name in scale_out:
         if name in data["servers"]:
             data["servers"][name]["instances"] = max(2, int(data["servers"][name].get("instances", 1)))
-    report = topology_cost(build_inventory(data, source=str(topology), server_types=load_server_types()), local)
+    inventory = build_inventory(data, source=str(topology), server_types=load_server_types())
+    report = topology_cost(inventory, local)
     bill = _bill(report, shards)
     extra = shards - placed
     if not extra:
         return bill
-    last = placed - 1
-    lines = sorted((line for line in report.lines if line.name in (f"local-shard-{last}", f"shard-replica-{last}")),
-                   key=lambda line: line.name)
+    last = inventory.shards[-1]
+    lines = [line for line in report.lines if line.name in (last.primary.name, last.replica.name)]
     by_stack = dict(bill.by_stack)
     for line in lines:
         by_stack[line.stack] = round(by_stack[line.stack] + extra * line.eur, 2)
     each = sum(line.eur for line in lines)
+    products = " + ".join(f"{line.product} ({line.name})" for line in sorted(lines, key=lambda line: line.site != LOCAL))
     return Bill(shards, by_stack, f"{placed} shards as the address plan places them, and {extra:,} more each priced "
-                                  f"like shard {last} (EUR {each:,.2f}: {' + '.join(str(line.product) for line in lines)})")
+                                  f"like shard {last.index}: EUR {each:,.2f}, {products}")
 
 
 def _topology_data(topology: Path) -> dict[str, Any]:
@@ -335,9 +339,9 @@ def render(plan: CapacityPlan, fmt: str) -> str:
             "current_shards": plan.current_shards, "changes": plan.changes, "added_servers": plan.added,
             "removed_servers": plan.removed, "hints": plan.hints, "notes": plan.notes,
             "cost_change": {"today": _bill_json(plan.today), "planned": _bill_json(plan.planned),
-                            "change": {key: round(plan.planned.by_stack.get(key, plan.planned.total)
-                                                  - plan.today.by_stack.get(key, plan.today.total), 2)
-                                       for key in [*STACKS, "total"]},
+                            "change": {**{stack: round(plan.planned.by_stack[stack] - plan.today.by_stack[stack], 2)
+                                          for stack in STACKS},
+                                       "total": round(plan.planned.total - plan.today.total, 2)},
                             "with_stateless_scale_out": _bill_json(plan.scale_out) if plan.scale_out else None},
             "cost": plan.report.as_json() if plan.report is not None else None,
         }, indent=2) + "\n"

@@ -69,14 +69,14 @@ class CostReport:
     def total(self, stack: str | None = None, site: str | None = None, runs_today: bool | None = None) -> float:
         """EUR per month of the lines of `stack` and `site`; `runs_today`: only what is already
         paid (True) or only new spend (False)."""
-        return round(sum(line.eur for line in self.lines
-                         if (stack is None or line.stack == stack) and (site is None or line.site == site)
-                         and (runs_today is None or line.runs_today == runs_today)), 2)
+        return round(sum((line.eur for line in self.lines
+                          if (stack is None or line.stack == stack) and (site is None or line.site == site)
+                          and (runs_today is None or line.runs_today == runs_today)), 0.0), 2)
 
     def stand_in_total(self, stacks: list[str] | None = None, sites: list[str] | None = None) -> float:
         """EUR per month priced at list prices that stand in for a location's own (higher) ones."""
-        return round(sum(line.eur for line in self.lines if line.stand_in and (stacks is None or line.stack in stacks)
-                         and (sites is None or line.site in sites)), 2)
+        return round(sum((line.eur for line in self.lines if line.stand_in and (stacks is None or line.stack in stacks)
+                          and (sites is None or line.site in sites)), 0.0), 2)
 
     @property
     def unpriced(self) -> list[str]:

@@ -178,8 +178,8 @@ def test_a_hundred_thousand_users_get_an_answer_with_what_would_have_to_change()
                              f"+{planned_local - today.total(stack='local'):,.2f}"]
     assert rows["total"] == [f"{today.total():,.2f}", f"{planned_total:,.2f}", f"+{planned_total - today.total():,.2f}"]
     assert rows["stack"] == ["now", "(1", "shard)", "planned", "(128", "shards)", "change"]
-    assert f"planned: 127 shards as the address plan places them, and 1 more each priced like shard 126 " \
-           f"(EUR {one_more:,.2f}: cpx62 + ccx33)" in lines
+    assert f"planned: 127 shards as the address plan places them, and 1 more each priced like shard 126: " \
+           f"EUR {one_more:,.2f}, cpx62 (local-shard-126) + ccx33 (shard-replica-126)" in lines
     data = json.loads(unde("plan", "--mau", "100000", "--format", "json").stdout)
     assert data["address_plan"]["holds"] == 127 and data["address_plan"]["fits"] is False
     assert data["cost_change"]["planned"]["total"] == planned_total
