@@ -436,13 +436,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "plan", help="shards, topology change and cost change for N monthly active users or a stage of SPEC's table",
-        description="Exit 0 with the answer, also when the shards needed do not fit the address plan: the answer "
-                    "then says how many it holds and what would have to change (JSON: address_plan.fits false). "
-                    "Exit 2: bad input.")
+        description="Exit 0 with the answer, also when the shards needed do not fit the address plan: that is the "
+                    "answer to the question asked (how many shards, how many the address plan holds, what would have "
+                    "to change; JSON: address_plan.fits false), not a fault of the input. Exit 2: bad input.")
     wanted = parser.add_mutually_exclusive_group(required=True)
     wanted.add_argument("--mau", help="monthly active users, a number (12000 or 12,000)")
-    wanted.add_argument("--stage", help="a stage label of SPEC's scale-out table (start, 5K, 10K, 25K, 50K): a name, "
-                                        "not a MAU figure; stage 50K is up to 20,000 MAU")
+    wanted.add_argument("--stage", help="a stage of SPEC's scale-out table by its label (config/capacity.yaml, "
+                                        "stages): a label is a name, not a MAU figure; the output shows the MAU it covers")
     parser.add_argument("--basis", choices=["stages", "users-per-shard"], default=None,
                         help="which of SPEC.md's capacity figures decides (default: config/capacity.yaml's basis)")
     parser.add_argument("--format", choices=["text", "markdown", "json"], default="text")

@@ -111,7 +111,7 @@ def topology_cost(inventory: Inventory, local: StackSettings, pricing: Pricing |
     pricing = pricing or load_pricing()
     servers = sorted(inventory.servers.values(), key=lambda s: (STACKS.index(stack_of(s)), s.site, s.name))
     placed = {server.name: placement(server, inventory, local) for server in servers}
-    lines = [_server_line(server, inventory, local, pricing, placed[server.name]) for server in servers]
+    lines = [_server_line(server, local, pricing, placed[server.name]) for server in servers]
     notes = []
     if needs_load_balancer(inventory):
         if local.provider == "hcloud":
@@ -134,8 +134,7 @@ def topology_cost(inventory: Inventory, local: StackSettings, pricing: Pricing |
     return CostReport(lines, pricing.taken, shards=len(inventory.shards), notes=notes)
 
 
-def _server_line(server: Server, inventory: Inventory, local: StackSettings, pricing: Pricing,
-                 placed: Placement | None) -> CostLine:
+def _server_line(server: Server, local: StackSettings, pricing: Pricing, placed: Placement | None) -> CostLine:
     common: dict[str, Any] = {"name": server.name, "stack": stack_of(server), "site": server.site, "task": server.task,
                               "runs_today": server.existing}
     if server.dedicated is not None:

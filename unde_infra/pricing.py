@@ -88,10 +88,6 @@ class Pricing(_Strict):
     # Currency -> rate. None configured: a figure in another currency is shown, never compared.
     exchange_rates: dict[Literal["USD"], ExchangeRate] = {}
 
-    def server_type(self, name: str) -> Price | None:
-        """The list price (the list-price locations')."""
-        return self.servers.eur_month.get(name)
-
     def server_price(self, name: str, location: str | None) -> ServerPrice:
         """What `name` costs in `location` (None: a location not known, the list price)."""
         listed = self.servers.eur_month.get(name)
