@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config_files import add_validation_problems, read_config
-from .cost import CostReport, text_table, topology_cost
+from .cost import STAND_IN_MARK, CostReport, stand_in_mark, text_table, topology_cost
 from .errors import Problems, shown
 from .model import (
     DEFAULT_TOPOLOGY,
@@ -159,10 +159,18 @@ class Bill:
     shards: int
     by_stack: dict[str, float]
     estimated: str = ""
+    # Stack -> EUR of its figure at list prices standing in for a location's own, higher ones.
+    at_list_price: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
         return round(sum(self.by_stack.values()), 2)
+
+    def shown(self, stack: str | None = None) -> str:
+        """The figure of `stack` (None: the total), marked when list prices stand in in it."""
+        value = self.total if stack is None else self.by_stack[stack]
+        marked = any(self.at_list_price.values()) if stack is None else self.at_list_price.get(stack, 0.0) > 0
+        return f"{value:,.2f}" + (STAND_IN_MARK if marked else "")
 
 
 @dataclass
@@ -283,7 +291,8 @@ def _prefix_for(addresses: int) -> int:
 
 
 def _bill(report: CostReport, shards: int) -> Bill:
-    return Bill(shards, {stack: report.total(stack=stack) for stack in STACKS})
+    return Bill(shards, {stack: report.total(stack=stack) for stack in STACKS},
+                at_list_price={stack: report.stand_in_total([stack]) for stack in STACKS})
 
 
 def _estimated_bill(topology: Path, current: Inventory, shards: int, room: int, scale_out: list[str],
@@ -306,13 +315,15 @@ def _estimated_bill(topology: Path, current: Inventory, shards: int, room: int, 
         return bill
     last = inventory.shards[-1]
     lines = [line for line in report.lines if line.name in (last.primary.name, last.replica.name)]
-    by_stack = dict(bill.by_stack)
+    by_stack, at_list_price = dict(bill.by_stack), dict(bill.at_list_price)
     for line in lines:
         by_stack[line.stack] = round(by_stack[line.stack] + extra * line.eur, 2)
+        if line.stand_in:
+            at_list_price[line.stack] = round(at_list_price[line.stack] + extra * line.eur, 2)
     each = sum(line.eur for line in lines)
     products = " + ".join(f"{line.product} ({line.name})" for line in sorted(lines, key=lambda line: line.site != LOCAL))
     return Bill(shards, by_stack, f"{placed} shards as the address plan places them, and {extra:,} more each priced "
-                                  f"like shard {last.index}: EUR {each:,.2f}, {products}")
+                                  f"like shard {last.index}: EUR {each:,.2f}, {products}", at_list_price)
 
 
 def _topology_data(topology: Path) -> dict[str, Any]:
@@ -375,13 +386,16 @@ def render(plan: CapacityPlan, fmt: str) -> str:
         out += ["", f"{h}at this size, by metrics (SPEC.md, stateless scale-out)", ""]
         out += [f"{bullet}{hint}" for hint in plan.hints]
     out += ["", f"{h}cost per month against the topology now (EUR excl. VAT; config/pricing.yaml)", ""]
-    rows = [[stack, f"{plan.today.by_stack[stack]:,.2f}", f"{plan.planned.by_stack[stack]:,.2f}",
+    rows = [[stack, plan.today.shown(stack), plan.planned.shown(stack),
              _signed(plan.planned.by_stack[stack] - plan.today.by_stack[stack])] for stack in STACKS]
-    rows.append(["total", f"{plan.today.total:,.2f}", f"{plan.planned.total:,.2f}",
-                 _signed(plan.planned.total - plan.today.total)])
+    rows.append(["total", plan.today.shown(), plan.planned.shown(), _signed(plan.planned.total - plan.today.total)])
     today = f"now ({plan.today.shards} shard{'s' if plan.today.shards != 1 else ''})"
     out += text_table(["stack", today, f"planned ({shards})", "change"], rows, md)
     out.append("")
+    if any(plan.planned.at_list_price.values()) or any(plan.today.at_list_price.values()):
+        out.append(f"{stand_in_mark(md)} EUR {sum(plan.today.at_list_price.values()):,.2f} now and EUR "
+                   f"{sum(plan.planned.at_list_price.values()):,.2f} planned at list prices standing in for a "
+                   "location's own, higher ones (`unde-infra cost` marks which): the real figures are higher")
     if plan.planned.estimated:
         out.append(f"planned: {plan.planned.estimated}")
     if plan.scale_out is not None:
@@ -396,7 +410,8 @@ def _signed(value: float) -> str:
 
 
 def _bill_json(bill: Bill) -> dict[str, Any]:
-    return {"shards": bill.shards, **bill.by_stack, "total": bill.total, "estimated": bill.estimated or None}
+    return {"shards": bill.shards, **bill.by_stack, "total": bill.total, "estimated": bill.estimated or None,
+            "at_list_price_standing_in": bill.at_list_price}
 
 
 def parse_mau(text: str, capacity: Capacity) -> tuple[int | None, str | None]:

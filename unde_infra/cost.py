@@ -298,7 +298,7 @@ def render(report: CostReport, stacks: list[str], comparison: list[StageComparis
         out.append("")
     standing_in = sorted({line.stand_in for line in report.lines if line.stand_in and line.stack in stacks})
     if standing_in:
-        out += [f"{_mark(markdown)} {reason}: EUR {report.stand_in_total(stacks):,.2f} of the figures above is priced so, "
+        out += [f"{stand_in_mark(markdown)} {reason}: EUR {report.stand_in_total(stacks):,.2f} of the figures above is priced so, "
                 "and the real bill is higher" for reason in standing_in]
         out.append("")
     out += [f"note: {note}" for note in report.notes]
@@ -313,7 +313,7 @@ def render(report: CostReport, stacks: list[str], comparison: list[StageComparis
              r.verdict + (f"; plan: {r.plan.note}" if r.plan and r.plan.note else "")] for r in comparison
         ], markdown)
         if any(r.ours_at_list_price for r in comparison):
-            out += ["", f"{_mark(markdown)} ours includes list prices standing in for a location's own, higher "
+            out += ["", f"{stand_in_mark(markdown)} ours includes list prices standing in for a location's own, higher "
                     "ones (see above): the real figure is higher"]
     return "\n".join(out).rstrip() + "\n"
 
@@ -326,7 +326,7 @@ def _split(report: CostReport, stack: str | None) -> str:
             f"EUR {report.total(stack=stack, runs_today=False):,.2f} new spend")
 
 
-def _mark(markdown: bool) -> str:
+def stand_in_mark(markdown: bool) -> str:
     return "\\" + STAND_IN_MARK if markdown else STAND_IN_MARK
 
 

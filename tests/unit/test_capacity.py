@@ -174,9 +174,13 @@ def test_a_hundred_thousand_users_get_an_answer_with_what_would_have_to_change()
     planned_local = round(at_room.total(stack="local") + one_more, 2)
     planned_total = round(at_room.total() + one_more, 2)
     rows = cost_rows(lines)
-    assert rows["local"] == [f"{today.total(stack='local'):,.2f}", f"{planned_local:,.2f}",
+    # `*`: list prices stand in for sin's own (cost marks which); the 128th shard's primary is in sin too.
+    assert rows["local"] == [f"{today.total(stack='local'):,.2f}*", f"{planned_local:,.2f}*",
                              f"+{planned_local - today.total(stack='local'):,.2f}"]
-    assert rows["total"] == [f"{today.total():,.2f}", f"{planned_total:,.2f}", f"+{planned_total - today.total():,.2f}"]
+    assert rows["total"] == [f"{today.total():,.2f}*", f"{planned_total:,.2f}*", f"+{planned_total - today.total():,.2f}"]
+    assert (f"* EUR {today.stand_in_total():,.2f} now and EUR {at_room.stand_in_total() + PRICES['cpx62']:,.2f} planned "
+            "at list prices standing in for a location's own, higher ones (`unde-infra cost` marks which): the real "
+            "figures are higher") in lines
     assert rows["stack"] == ["now", "(1", "shard)", "planned", "(128", "shards)", "change"]
     assert f"planned: 127 shards as the address plan places them, and 1 more each priced like shard 126: " \
            f"EUR {one_more:,.2f}, cpx62 (local-shard-126) + ccx33 (shard-replica-126)" in lines
@@ -256,7 +260,7 @@ def test_the_cost_change_against_today_in_eur() -> None:
         assert plan.planned.by_stack[stack] == planned.total(stack=stack)
     change = planned.total(stack="local") - today.total(stack="local")
     rows = cost_rows(lines)
-    assert rows["local"] == [f"{today.total(stack='local'):,.2f}", f"{planned.total(stack='local'):,.2f}", f"+{change:,.2f}"]
+    assert rows["local"] == [f"{today.total(stack='local'):,.2f}*", f"{planned.total(stack='local'):,.2f}*", f"+{change:,.2f}"]
     assert rows["helsinki"] == [f"{today.total(stack='helsinki'):,.2f}"] * 2 + ["+0.00"]
     assert "each server's price, and what is already paid and what is new: `unde-infra cost --shards 16`" in lines
 
