@@ -12,6 +12,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 from pulumi.runtime.config import is_config_secret
 
+from unde_infra.availability import site_location
 from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
 from unde_infra.model import (
@@ -130,9 +131,8 @@ def build_helsinki(settings: StackSettings, inventory: Inventory) -> dict[str, A
     hosts: dict[str, HcloudHosts] = {}
     base = BaseDelivery(inventory)
     for site_name in {s.site for s in inventory.stack_servers(HELSINKI)}:
-        site = inventory.sites[site_name]
         hosts[site_name] = HcloudHosts(
-            settings, site.location or "hel1", keys, network_id=network.network_id, depends_on=depends,
+            settings, site_location(inventory, site_name), keys, network_id=network.network_id, depends_on=depends,
             on_new_host=base,
         )
     gateway: HelsinkiGateway | None = None

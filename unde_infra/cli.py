@@ -10,6 +10,7 @@ from pathlib import Path
 from . import capacity, cost, diagram, diff, ops, runbook, scenarios
 from .errors import TopologyError, one_line
 from .model import LOCAL, ROOT, STACKS, Inventory, stack_of
+from .out_dir import OutDirError, require_out_dir
 
 EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
 # A real run of the stack would stop (validate --real-run): something it needs is missing.
@@ -57,13 +58,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     import pulumi  # here, not at the top: validate and the other commands need no Pulumi SDK
 
-    from .preview import check_out_dir, preview, stacks_for, summary
+    from .preview import preview, stacks_for, summary
 
     stacks = stacks_for(args.stack)
-    out_problems = check_out_dir(args.out, stacks)
-    if out_problems:
-        print("\n".join(one_line(f"--out: {p}") for p in out_problems), file=sys.stderr)
-        return EXIT_BAD_INPUT
+    require_out_dir(args.out, directories=stacks)
     print(f"previewing {', '.join(stacks)} offline (Pulumi SDK mock monitor; no CLI, no credentials)", flush=True)
     try:
         results = preview(stacks, args.topology, args.shards, args.out, project_dir=args.project_dir, leave_frozen=args.process_ends)
@@ -131,6 +129,9 @@ def main(argv: list[str] | None = None, *, process_ends: bool = False) -> int:
         return EXIT_BAD_INPUT
     except PreviewInputError as error:
         print(str(error), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutDirError as error:
+        print(error.report(), file=sys.stderr)
         return EXIT_BAD_INPUT
     except ProviderSchemaError as error:
         print(error.report(), file=sys.stderr)

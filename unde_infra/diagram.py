@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import DEFAULT_TOPOLOGY, HELSINKI, LOCAL, WITNESS, Inventory, Server, load_topology
+from .out_dir import require_out_dir, writing_to
 from .render.entry import api_instances, needs_load_balancer
 from .render.wireguard import WITNESS_INTERFACE
 
@@ -249,19 +250,25 @@ def local_types(inventory: Inventory) -> dict[str, str]:
             if line.site == LOCAL and line.product and line.kind == "hcloud"}
 
 
+DIAGRAM_FILES = ("topology.mmd", "topology.md", "topology.dot", "topology.svg")
+
+
 def cmd_diagram(args: argparse.Namespace) -> int:
+    require_out_dir(args.out, files=DIAGRAM_FILES)
     inventory = load_topology(args.topology, shards=args.shards)
     graph = build_graph(inventory, local_types(inventory))
-    args.out.mkdir(parents=True, exist_ok=True)
     shards = len(inventory.shards)
     title = f"UNDE topology: {len(inventory.servers)} servers, {shards} shard{'' if shards == 1 else 's'}, etcd {inventory.etcd_placement}"
     mermaid = to_mermaid(graph)
-    (args.out / "topology.mmd").write_text(mermaid, encoding="utf-8")
-    (args.out / "topology.md").write_text(f"# {title}\n\n```mermaid\n{mermaid}```\n", encoding="utf-8")
     dot_text = to_dot(graph, title)
-    (args.out / "topology.dot").write_text(dot_text, encoding="utf-8")
-    render_svg(dot_text, args.out / "topology.svg")
-    print(f"written: {', '.join(str(args.out / n) for n in ('topology.mmd', 'topology.md', 'topology.dot', 'topology.svg'))}")
+    mmd, md, dot, svg = (args.out / name for name in DIAGRAM_FILES)
+    with writing_to(args.out):
+        args.out.mkdir(parents=True, exist_ok=True)
+        mmd.write_text(mermaid, encoding="utf-8")
+        md.write_text(f"# {title}\n\n```mermaid\n{mermaid}```\n", encoding="utf-8")
+        dot.write_text(dot_text, encoding="utf-8")
+        render_svg(dot_text, svg)
+    print(f"written: {', '.join(str(path) for path in (mmd, md, dot, svg))}")
     return 0
 
 

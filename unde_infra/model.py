@@ -12,7 +12,7 @@ import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from .schema import (
     Size,
     TaskSpec,
 )
+from .sizing import not_sold_message
 from .validators import server_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -755,7 +756,7 @@ def _size_of(
         return None, None
     known = server_types[spec.type]
     if site.location and site.location not in known.locations:
-        problems.add(f"{path}.type", f"{spec.type} is not sold in {site.location} (only {', '.join(known.locations)})")
+        problems.add(f"{path}.type", not_sold_message(spec.type, site.location, server_types))
     if spec.size is not None and (spec.size.vcpu, spec.size.ram_gb) != (known.vcpu, known.ram_gb):
         problems.add(f"{path}.size", f"contradicts type {spec.type} ({known.vcpu} vCPU / {known.ram_gb:g} GB); give one")
     return Size(vcpu=known.vcpu, ram_gb=known.ram_gb), spec.type
@@ -811,6 +812,31 @@ def replica_type_for(spec: ShardsSpec, count: int) -> str:
     return spec.replica.large_type if count >= spec.replica.large_from_count else spec.replica.type
 
 
+@dataclass(frozen=True)
+class ShardRoom:
+    """A range of the address plan that every shard takes an address in, and how many shards it
+    places: the local pool (shard 0 has shards.local.first_address, shard N >= 1 the pool's host
+    N) and the replicas' subnet (replica N takes host shards.replica.first_host + N)."""
+
+    path: str
+    network: IPv4Network
+    holds: int
+
+
+def shard_rooms(spec: ShardsSpec, network: NetworkSpec) -> list[ShardRoom]:
+    rooms = [ShardRoom("shards.local.pool", spec.local.pool, spec.local.pool.num_addresses - 2 + 1)]
+    subnet = network.subnets.get(spec.replica.subnet)
+    if subnet is not None:
+        rooms.append(ShardRoom(f"network.subnets.{spec.replica.subnet}", subnet.ip_range,
+                               subnet.ip_range.num_addresses - 1 - spec.replica.first_host))
+    return rooms
+
+
+def shard_capacity(spec: ShardsSpec, network: NetworkSpec) -> int:
+    """The most shards the address plan places."""
+    return min(room.holds for room in shard_rooms(spec, network))
+
+
 def _derive_shards(
     spec: ShardsSpec,
     network: NetworkSpec,
@@ -822,10 +848,8 @@ def _derive_shards(
     if SHARD_TASK not in tasks or SHARD_REPLICA_TASK not in tasks:
         problems.add("tasks", f"tasks {SHARD_TASK} and {SHARD_REPLICA_TASK} are required for shards")
         return []
-    capacity = spec.local.pool.num_addresses - 2 + 1  # pool slots 1..size-2, plus shard 0
+    capacity = shard_capacity(spec, network)
     subnet = network.subnets.get(spec.replica.subnet)
-    if subnet is not None:
-        capacity = min(capacity, subnet.ip_range.num_addresses - 1 - spec.replica.first_host)
     if spec.count > capacity:
         problems.add("shards.count", f"{spec.count} shards do not fit the address plan (at most {capacity})")
         return []

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import readiness
 from .config_files import load_config
-from .errors import PreviewInputError, Problems
+from .errors import Problems
 from .firewall import newly_blocked
 from .gc_settings import quiet_gc
 from .model import HELSINKI, ROOT, STACKS, Inbound, Inventory, Server
@@ -33,6 +33,7 @@ from .offline import (
     stand_in_import_ids,
     unwrap_secrets,
 )
+from .out_dir import writing_to
 from .provider_schema import ProviderSchemaError, SchemaViolation, check_records
 from .readiness import Blocker
 from .settings import (
@@ -351,28 +352,6 @@ def _other_hosts(result: StackResult) -> str:
     return "; " + "; ".join(parts) if parts else ""
 
 
-def check_out_dir(out: Path, stacks: list[str]) -> list[str]:
-    """Why the results could not be written to `out`, found before any stack runs (and without
-    writing anything): `out` must be a directory, or a path whose nearest existing parent is a
-    writable directory."""
-    problems = []
-    existing = out
-    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
-        existing = existing.parent
-    if existing.is_symlink() and not existing.exists():
-        problems.append(f"{existing} is a symbolic link to nothing")
-    elif not existing.is_dir():
-        problems.append(f"{existing} is a file, not a directory")
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problems.append(f"{existing} is not writable")
-    elif existing == out:
-        for stack in stacks:
-            target = out / stack
-            if target.is_symlink() or (target.exists() and not target.is_dir()):
-                problems.append(f"{target} is in the way: the preview replaces it with a directory")
-    return problems
-
-
 def preview(
     stacks: list[str],
     topology: Path | None,
@@ -385,10 +364,8 @@ def preview(
     with quiet_gc(leave_frozen=leave_frozen):
         prepared = prepare(stacks, topology, shards, project_dir=project_dir)
         results = run_stacks(prepared)
-        try:
+        with writing_to(out):
             write_results(results, out)
-        except OSError as exc:
-            raise PreviewInputError(f"--out: cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
     return results
 
 

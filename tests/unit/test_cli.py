@@ -129,6 +129,27 @@ def test_bad_topology_exits_2_with_every_problem_and_writes_nothing(tmp_path: Pa
     assert not out.exists()
 
 
+def test_every_command_that_writes_files_reports_a_bad_out_as_out(tmp_path: Path) -> None:
+    """One check (unde_infra/out_dir.py) for every command with `--out`: `--out: message`,
+    exit 2, no traceback, nothing written or run."""
+    import argparse
+
+    from unde_infra.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    writing = sorted(name for name, parser in commands.items()
+                     if any("--out" in action.option_strings for action in parser._actions))
+    assert writing == ["diagram", "preview"]
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me\n")
+    for command in writing:
+        for out in (blocker, blocker / "below"):
+            result = unde(command, "--out", str(out))
+            assert (result.returncode, result.stdout, result.stderr) == \
+                (2, "", f"--out: {blocker} is a file, not a directory\n"), command
+    assert blocker.read_text() == "keep me\n"
+
+
 def test_bad_shard_count_exits_2() -> None:
     result = unde("validate", "--shards", "0")
     assert result.returncode == 2

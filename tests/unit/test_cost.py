@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from tests.conftest import unde
+from tests.readme_samples import readme_samples
 from unde_infra.cost import compare_with_plan, resources_cost, topology_cost
 from unde_infra.errors import Problems, TopologyError
 from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_server_types, load_topology
-from unde_infra.pricing import load_pricing
+from unde_infra.pricing import Pricing, load_pricing
 from unde_infra.settings import parse_settings, stack_settings
 
 PRICING = load_pricing()
@@ -149,7 +150,7 @@ def test_cli_text_markdown_json_and_stack_filter() -> None:
     assert "stack helsinki: EUR" in text.stdout and "stack local: EUR" in text.stdout
     assert "Against the plan" in text.stdout and "prices taken 2026-" in text.stdout
     markdown = unde("cost", "--format", "markdown", "--shards", "16")
-    assert "| local-shard-15 | local | shard | cpx62 |" in markdown.stdout
+    assert "| local-shard-15 | local | sin | shard | cpx62 | 50.49\\* | 0.00 | 50.49 | new |  |" in markdown.stdout
     data = json.loads(unde("cost", "--format", "json", "--stack", "local", "--shards", "16").stdout)
     assert data["shards"] == 16
     assert {line["stack"] for line in data["lines"]} == {"local"}
@@ -171,5 +172,127 @@ def test_the_preview_bills_what_the_topology_cost_says(run_stack, shards: int) -
         from_topology = topology_cost(load_topology(shards=shards), stack_settings(LOCAL))
         cloud = [line for line in from_topology.stack_lines(stack) if line.kind in ("hcloud", "object-storage", "load-balancer")]
         assert from_preview.unpriced == []
-        assert sorted((line.name, line.product, line.eur) for line in from_preview.lines) == \
-            sorted((line.name, line.product, line.eur) for line in cloud)
+        def seen(line):
+            return line.name, line.product, line.eur, line.location, line.runs_today, line.stand_in
+
+        assert sorted(map(seen, from_preview.lines)) == sorted(map(seen, cloud))
+
+
+# --------------------------------------------------------------------------------------------
+# Currencies: every figure in EUR; the plan's in another currency compared only at a configured rate
+
+
+def pricing_with(tmp_path: Path, change) -> Pricing:
+    data = yaml.safe_load((ROOT / "config" / "pricing.yaml").read_text())
+    change(data)
+    path = tmp_path / "pricing.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_pricing(path)
+
+
+def test_the_plans_usd_figures_are_never_subtracted_from_ours() -> None:
+    rows = compare_with_plan(DEFAULT_TOPOLOGY, stack_settings(LOCAL))
+    usd = [r for r in rows if r.plan is not None and r.plan.currency == "USD"]
+    assert [(r.stage, r.part) for r in usd] == [("10K", "local"), ("50K", "local")]
+    for row in usd:
+        assert row.plan_eur is None
+        assert row.verdict == ("not compared: the plan's figure is in USD and ours in EUR; config/pricing.yaml "
+                               "has no exchange rate for USD (exchange_rates.USD)")
+    text = unde("cost").stdout
+    assert "(the plan's figure is in USD, not converted)" not in text and text.count("not compared: ") == 2
+
+
+def test_a_configured_rate_converts_the_plans_figure_and_is_shown(tmp_path: Path) -> None:
+    rate = {"eur": 0.5, "taken": "2026-12-01", "source": "https://www.ecb.europa.eu/stats/eurofxref/"}
+    pricing = pricing_with(tmp_path, lambda d: d.update(exchange_rates={"USD": rate}))
+    by = {(r.stage, r.part): r for r in compare_with_plan(DEFAULT_TOPOLOGY, stack_settings(LOCAL), pricing)}
+    ten = by[("10K", "local")]  # $500-900 at 0.5: EUR 250-450
+    assert ten.plan_eur == (250.0, 450.0)
+    assert 250 <= ten.ours <= 450
+    assert ten.verdict == "within the plan's range (the plan's $500-900 is EUR 250-450 at 0.5 EUR per USD, taken 2026-12-01)"
+    fifty = by[("50K", "local")]  # $2,000-3,500: EUR 1,000-1,750
+    assert fifty.verdict == (f"{1000 - fifty.ours:,.0f} below the plan (the plan's $2,000-3,500 is EUR 1,000-1,750 "
+                             "at 0.5 EUR per USD, taken 2026-12-01)")
+    assert by[("10K", "helsinki")].rate is None  # EUR: as written
+
+
+# --------------------------------------------------------------------------------------------
+# Each server at its location; already paid apart from new spend
+
+
+def test_each_server_is_priced_at_its_location_and_a_standing_in_list_price_is_marked(tmp_path: Path) -> None:
+    report = topology_cost(load_topology(), stack_settings(LOCAL))
+    lines = {line.name: line for line in report.lines}
+    assert (lines["helsinki-gw"].location, lines["etcd-witness"].location, lines["shard-replica-0"].location) == \
+        ("hel1", "fsn1", "hel1")
+    assert lines["production-db"].location is None  # a Robot server, not an hcloud location
+    local = [line for line in report.lines if line.site == LOCAL]
+    assert local and {line.location for line in local} == {"sin"}
+    assert all(line.stand_in.startswith("list price (fsn1, nbg1, hel1): config/pricing.yaml has no sin price")
+               for line in local)
+    assert not any(line.stand_in for line in report.lines if line.site != LOCAL)
+    assert report.stand_in_total() == pytest.approx(sum(line.eur for line in local))
+    text = unde("cost", "--stack", "local", "--no-plan").stdout
+    assert text.count("50.49*") == 1 and "24.49*" not in text  # local-shard-0 marked; its replica in hel1 not
+    assert (f"* list price (fsn1, nbg1, hel1): config/pricing.yaml has no sin price, and Hetzner charges more there: "
+            f"EUR {report.stand_in_total():,.2f} of the figures above is priced so, and the real bill is higher") in text
+    # A location's own price, once recorded, is used as it is, unmarked.
+    pricing = pricing_with(tmp_path, lambda d: d["servers"]["location_eur_month"].update(sin={"cpx62": 61.0}))
+    own = {line.name: line for line in topology_cost(load_topology(), stack_settings(LOCAL), pricing).lines}
+    assert (own["local-shard-0"].base_eur, own["local-shard-0"].stand_in) == (61.0, "")
+    assert own["local-app"].stand_in  # cpx32 has no sin price yet
+
+
+def test_a_location_price_for_an_unknown_type_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError) as raised:
+        pricing_with(tmp_path, lambda d: d["servers"]["location_eur_month"].update(sin={"cx99": 5.0, "cpx12": 0}))
+    assert sorted(str(p) for p in raised.value.problems) == [
+        "servers.location_eur_month.sin.cpx12: a price is a positive number of EUR per month (got 0.0)",
+        "servers.location_eur_month.sin.cx99: no list price for cx99 (servers.eur_month): a type the program does not know",
+    ]
+
+
+def test_what_runs_today_is_already_paid_and_the_rest_is_new_spend() -> None:
+    inventory = load_topology()
+    report = topology_cost(inventory, stack_settings(LOCAL))
+    running = {name for name, server in inventory.servers.items() if server.existing}
+    assert {line.name for line in report.lines if line.runs_today} == running
+    paid = round(sum(line.eur for line in report.lines if line.name in running), 2)
+    assert report.total(runs_today=True) == paid
+    assert report.total(runs_today=False) == round(report.total() - paid, 2)
+    text = unde("cost").stdout
+    assert (f"total: EUR {report.total():,.2f} per month: EUR {paid:,.2f} already paid ({len(running)} running today), "
+            f"EUR {report.total() - paid:,.2f} new spend") in text
+    assert (f"stack local: EUR {report.total(stack='local'):,.2f} per month (11 items): EUR 0.00 already paid "
+            f"(0 running today), EUR {report.total(stack='local'):,.2f} new spend") in text
+    data = json.loads(unde("cost", "--format", "json").stdout)
+    assert data["already_paid"]["total"] == paid
+    assert data["new_spend"]["total"] == round(report.total() - paid, 2)
+    # Hosts of provider existing run today: already paid.
+    hosts = {s.name: {"address": f"192.0.2.{i}", "eurMonth": 10} for i, s in enumerate(inventory.site_servers(LOCAL), 1)}
+    existing = topology_cost(inventory, existing_local(hosts))
+    assert all(line.runs_today for line in existing.lines if line.site == LOCAL)
+
+
+def test_a_type_not_sold_at_its_location_is_marked(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    data["servers"]["local-voice"]["type"] = "cx23"
+    del data["servers"]["local-voice"]["size"]
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump(data))
+    report = topology_cost(load_topology(topology), stack_settings(LOCAL))
+    voice = next(line for line in report.lines if line.name == "local-voice")
+    assert (voice.product, voice.location, voice.not_sold) == ("cx23", "sin", "cx23 is not sold in sin")
+    assert [line.name for line in report.lines if line.not_sold] == ["local-voice"]
+    text = unde("cost", "--topology", str(topology), "--stack", "local", "--no-plan").stdout
+    assert "NOT SOLD in sin" in next(line for line in text.splitlines() if line.startswith("local-voice "))
+    assert ("note: cannot be ordered: servers.local-voice.type: cx23 is not sold in sin (sold in: fsn1, hel1, nbg1; "
+            "in sin: cpx12, cpx22, ccx13, cpx32, ccx23, cpx42, cpx52, ccx33, cpx62, ccx43); the cheapest there with at "
+            "least its 2 vCPU / 4 GB: cpx22") in text.splitlines()
+
+
+def test_the_readme_samples_are_what_cost_prints() -> None:
+    samples = readme_samples("Cost")
+    assert samples, "README's Cost section has no `$ unde-infra cost` sample"
+    for args, expected in samples:
+        assert unde(*args).stdout == expected, args

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool, unde
-from unde_infra.diagram import build_graph, to_mermaid
+from tests.readme_samples import readme_section
+from unde_infra.diagram import DIAGRAM_FILES, build_graph, local_types, to_mermaid
 from unde_infra.model import load_topology
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -84,3 +85,27 @@ def test_the_svg_renders_to_a_png(tmp_path: Path) -> None:
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", header[16:24])
     assert width > 800 and height > 800
+
+
+def test_a_file_as_out_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "diagram"
+    blocker.write_text("keep me\n")
+    result = unde("diagram", "--out", str(blocker))
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", f"--out: {blocker} is a file, not a directory\n")
+    assert blocker.read_text() == "keep me\n"
+
+
+def test_a_directory_where_a_file_is_written_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "topology.svg").mkdir()
+    result = unde("diagram", "--out", str(tmp_path))
+    assert (result.returncode, result.stderr) == \
+        (2, f"--out: {tmp_path / 'topology.svg'} is a directory: a file of that name is written there\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["topology.svg"]
+    assert DIAGRAM_FILES == ("topology.mmd", "topology.md", "topology.dot", "topology.svg")
+
+
+def test_the_readme_shows_the_default_topologys_mermaid() -> None:
+    inventory = load_topology()
+    section = readme_section("Diagram")
+    shown = section.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert shown == to_mermaid(build_graph(inventory, local_types(inventory)))
