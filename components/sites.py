@@ -12,7 +12,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 from pulumi.runtime.config import is_config_secret
 
-from unde_infra.availability import site_location
+from unde_infra.availability import site_location, type_location_problems
 from unde_infra.errors import Problems
 from unde_infra.firewall import firewall_plans
 from unde_infra.model import (
@@ -90,6 +90,8 @@ def load_stack() -> tuple[StackSettings, Inventory]:
     override = os.environ.get(TOPOLOGY_OVERRIDE_ENV)
     inventory = load_topology(Path(override) if override else settings.topology_path(ROOT), shards=settings.shards)
     check_against_inventory(settings, inventory, problems)
+    for path, message in type_location_problems(inventory, settings):
+        problems.add(path, message)
     # Each secret's shape, read here where the real run has them in plain (never printed).
     values = {key: value for key in SECRET_KEYS if (value := config.get(key)) is not None}
     values |= {key: value for key in PROVIDER_SECRET_KEYS

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import validators
+from .availability import type_location_problems
 from .errors import PreviewInputError, Problem, Problems, TopologyError
 from .model import HELSINKI, ROOT, Inventory, load_topology
 from .settings import (
@@ -231,6 +232,11 @@ def check_stacks(
         check_against_inventory(settings, inventory, problems)
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
+            continue
+        # hcloud refuses a type where it is not sold only when `pulumi up` orders the server.
+        unsold = [Problem(path, message) for path, message in type_location_problems(inventory, settings)]
+        if unsold:
+            errors.append(TopologyError(f"{path.name} (as the {stack} stack builds it, Pulumi.{stack}.yaml)", unsold).report())
             continue
         checked.append(CheckedStack(stack, config, settings, inventory, path, blockers(settings, inventory, set(config))))
     if errors:

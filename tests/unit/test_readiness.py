@@ -220,3 +220,25 @@ def test_the_real_run_targets_stop_before_the_cli_is_fetched() -> None:
     assert "Pulumi.local.yaml: sshKeys[0]: a placeholder" in result.stdout
     # Neither the CLI's download nor the login was tried.
     assert "pulumi-cli" not in result.stdout + result.stderr and "PULUMI_BACKEND_URL" not in result.stdout
+
+
+def test_a_type_not_sold_at_its_location_is_refused_before_anything_runs(tmp_path: Path, fresh_event_loop,
+                                                                         monkeypatch) -> None:
+    """cx23 is sold in the EU locations only: for a local server in sin it fails nowhere but
+    inside `pulumi up`, unless validate, preview and the program refuse it first."""
+    data = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text())
+    data["servers"]["local-voice"]["type"] = "cx23"
+    del data["servers"]["local-voice"]["size"]
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump(data))
+    for command in (["validate"], ["preview", "--out", str(tmp_path / "out")]):
+        result = unde(*command, "--topology", str(topology))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "  servers.local-voice.type: cx23 is not sold in sin (sold in: " in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    # The program itself, as the CLI runs it.
+    monkeypatch.setenv("UNDE_INFRA_TOPOLOGY", str(topology))
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program("local", read_stack_config("local"), stack_outputs=documented_stack_outputs())
+    assert any(p.path == "servers.local-voice.type" for p in caught.value.__cause__.problems)
