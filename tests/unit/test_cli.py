@@ -53,7 +53,7 @@ def test_commands_other_than_preview_start_without_the_sdk(committed_previews, t
     previews = [committed_previews(name)[1] for name in ("a", "b")]
     commands = [["validate"], ["scenarios"], ["cost"], ["plan", "--mau", "5000"],
                 ["runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00"],
-                ["diagram", "--out", str(tmp_path / "diagram")], ["ops", "switchover", "--shard", "0"],
+                ["diagram", "--out", str(tmp_path / "diagram")], ["ops", "switchover", "--shard", "0", "--to", "replica"],
                 ["diff", *map(str, previews)]]
     result = subprocess.run([sys.executable, "-c", SDK_FREE_COMMANDS, json.dumps(commands)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
