@@ -574,6 +574,11 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return execute(steps, reach, args.local_jump)
 
 
+def add_local_jump_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--local-jump", default=None,
+                        help="the local site's jump host, user@host (default: `pulumi stack output -s local sshJump`)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("ops", help="day-2 operations: switchover, reinit of a replica, MEK re-delivery")
     ops = parser.add_subparsers(dest="operation", required=True)
@@ -582,8 +587,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="check the printed preconditions, run the printed commands, wait for Patroni; "
                              "asks to type the shard's or server's name first")
     common.add_argument("--yes", action="store_true", help="with --execute: do not ask (CI, no terminal)")
-    common.add_argument("--local-jump", default=None,
-                        help="the local site's jump host, user@host (default: `pulumi stack output -s local sshJump`)")
+    add_local_jump_argument(common)
     common.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
     switchover = ops.add_parser("switchover", parents=[common], help="move a shard's leader")
     switchover.add_argument("--shard", type=int, required=True)
