@@ -31,7 +31,7 @@ from .render.postgres import DEFAULT_LAYOUT, NodeLayout
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
-def parse_time(text: str, option: str = "--target") -> datetime:
+def parse_time(text: str, option: str) -> datetime:
     """A time given on the command line; it must name its time zone, or a restore would use the server's."""
     try:
         value = datetime.fromisoformat(text)
@@ -40,10 +40,6 @@ def parse_time(text: str, option: str = "--target") -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"{option}: give a time zone (e.g. {text}+00:00), got {text!r}")
     return value
-
-
-def parse_target(text: str) -> datetime:
-    return parse_time(text, "--target")
 
 
 def shown(moment: datetime) -> str:
@@ -80,14 +76,10 @@ def _database(item: dict[str, Any]) -> tuple[Any, Any]:
     return database.get("id"), database.get("repo-key")
 
 
-def _usable(backup: dict[str, Any], current: dict[Any, Any], archive_min: dict[tuple[Any, Any], str]) -> bool:
-    """A backup of the current PostgreSQL (an older one, from before a stanza-upgrade, would not
-    start) whose first WAL segment is still in the archive (segment names sort in WAL order)."""
-    db_id, repo_key = _database(backup)
-    if repo_key in current and db_id != current[repo_key]:
-        return False
+def _wal_kept(backup: dict[str, Any], archive_min: dict[tuple[Any, Any], str]) -> bool:
+    """The backup's first WAL segment is still in the archive (segment names sort in WAL order)."""
     first = (backup.get("archive") or {}).get("start")
-    oldest_wal = archive_min.get((db_id, repo_key))
+    oldest_wal = archive_min.get(_database(backup))
     return first is None or oldest_wal is None or first >= oldest_wal
 
 
@@ -110,10 +102,17 @@ def window_from_info(info_json: str, stanza: str) -> BackupWindow:
         current: dict[Any, Any] = {}  # repository -> its newest database id (the stanza's PostgreSQL now)
         for db in entry.get("db", []):
             current[db["repo-key"]] = max(db["id"], current.get(db["repo-key"], db["id"]))
-        archive_min = {_database(a): a["min"] for a in entry.get("archive", []) if a.get("min")}
+
+        def of_current(item: dict[str, Any]) -> bool:
+            """Of today's PostgreSQL: a backup from before a stanza-upgrade would not start."""
+            db_id, repo_key = _database(item)
+            return bool(current.get(repo_key, db_id) == db_id)
+
+        archives = [a for a in entry.get("archive", []) if of_current(a)]
+        archive_min = {_database(a): a["min"] for a in archives if a.get("min")}
         backups = sorted((int(b["timestamp"]["stop"]), str(b["label"]))
-                         for b in entry.get("backup", []) if _usable(b, current, archive_min))
-        last_wal = max((str(a["max"]) for a in entry.get("archive", []) if a.get("max")), default=None)
+                         for b in entry.get("backup", []) if of_current(b) and _wal_kept(b, archive_min))
+        last_wal = max((str(a["max"]) for a in archives if a.get("max")), default=None)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{not_info} (stanza {stanza}: {error!r})") from error
     if not backups:
@@ -226,9 +225,8 @@ def replica_steps(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> list[str
     ]
 
 
-def restore_window(args: argparse.Namespace, shard: Shard) -> tuple[datetime | None, datetime | None,
-                                                                      BackupWindow | None, list[str]]:
-    """The target, the time it is judged against and the backups' window, or what is wrong with them."""
+def restore_request(args: argparse.Namespace, shard: Shard) -> tuple[datetime | None, BackupWindow | None, list[str]]:
+    """The target and the backups' window, and every reason the backups cannot reach the target."""
     problems: list[str] = []
     target = now = window = None
     if args.target is None:
@@ -253,7 +251,7 @@ def restore_window(args: argparse.Namespace, shard: Shard) -> tuple[datetime | N
         window = window_from_retention(now)
     if target is not None and now is not None:
         problems += target_problems(target, now, window)
-    return target, now, window, problems
+    return target, window, problems
 
 
 def cmd_runbook(args: argparse.Namespace) -> int:
@@ -266,7 +264,7 @@ def cmd_runbook(args: argparse.Namespace) -> int:
     if args.procedure == "replica":
         print("\n".join(replica_steps(shard)))
         return EXIT_OK
-    target, _, window, problems = restore_window(args, shard)
+    target, window, problems = restore_request(args, shard)
     if problems or target is None or window is None:
         print("\n".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
