@@ -11,11 +11,14 @@ Each prints the commands; `--execute` asks for confirmation (the shard's or serv
 on a terminal; `--yes` in CI), reads the state the plan says it needs over the same ssh route as
 its steps and stops, before any action, unless every precondition it printed holds (who leads,
 the target streaming and how far behind, maintenance mode off); then it runs exactly what was
-printed (one bash script) and waits until Patroni shows the expected state. Servers without a public address are reached
-through a jump host: helsinki-gw for the Helsinki side (its address is in the topology), the
-local entry host for the local site (`sshJump`, an output of the local stack), as the remote
-commands of `pulumi up` reach them (components/hosts.py). The Patroni steps run the deployed patronictl
-(on PATH on both systems) with the deployed configuration (render/node_setup.py, render/patroni.py).
+printed (one bash script) and waits until Patroni shows the expected state.
+
+Servers without a public address are reached through a jump host: helsinki-gw for the Helsinki
+side (its address is in the topology), the local entry host for the local site (`sshJump`, an
+output of the local stack), as the remote commands of `pulumi up` reach them
+(components/hosts.py); `runbook restore` prints the same routes. The Patroni steps run the
+deployed patronictl (on PATH on both systems) with the deployed configuration
+(render/node_setup.py, render/patroni.py).
 
 The integration test (tests/integration/test_ops_drill.py) runs the patronictl commands these
 plans contain against the drill's real cluster, inside its namespaces instead of over ssh.
