@@ -3,7 +3,8 @@ PostgreSQL 15 nodes in network namespaces, test_failover_drill.Drill): the patro
 of the switchover and reinit plans, run inside the namespace of the member the plan names
 instead of over ssh, with the drill's layout (paths) in place of production's. Then what the
 plan's own expectation says must hold, checked by ops.expectation_problem on patronictl's JSON,
-and by PostgreSQL itself: which node takes writes, which one streams, and that the rebuilt
+and by PostgreSQL itself; before each plan, its preconditions (ops.precondition_problems) on the
+real patronictl's JSON and configuration: which node takes writes, which one streams, and that the rebuilt
 replica's data directory really is a new one.
 
 Bounds are generous (other work loads the machine); they only catch what did not happen.
@@ -26,9 +27,30 @@ pytestmark = pytest.mark.integration
 BOUND_S = 180
 
 
+def unmet_preconditions(drill: Drill, step: ops.Step) -> list[str]:
+    """What --execute reads before the first action, read in the member's namespace."""
+    assert step.server is not None
+    listed = drill.lab.exec(step.server.name, list(ops.patronictl_list_json(step)), check=False, timeout=30)
+    config = drill.lab.exec(step.server.name, list(ops.patronictl_show_config(step)), check=False, timeout=30)
+    assert listed.returncode == 0 and config.returncode == 0, listed.stderr + config.stderr
+    state = ops.ClusterState(ops.parse_members(listed.stdout), ops.is_paused(config.stdout))
+    return ops.precondition_problems(step.require, ops.scope_of(step), state)
+
+
+def wait_for_preconditions(drill: Drill, steps: list[ops.Step]) -> None:
+    """The plan's preconditions hold on the real cluster (Patroni reports a member's state once a
+    loop, so they may need a moment after the previous plan)."""
+    for step in (s for s in steps if s.require):
+        deadline = time.monotonic() + BOUND_S
+        while (unmet := unmet_preconditions(drill, step)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert unmet == [], unmet
+
+
 def run_plan(drill: Drill, steps: list[ops.Step]) -> float:
     """Each step's patronictl in its member's namespace; then wait for the step's expectation.
     Returns the seconds from the first command to the expected state."""
+    wait_for_preconditions(drill, steps)
     started = time.monotonic()
     for step in steps:
         assert step.server is not None
@@ -84,8 +106,11 @@ def test_switchover_and_reinit_from_the_ops_plans(lab_factory: Callable[[str], L
     wait_for("the rebuilt replica to replay new writes", lambda: drill.sql(
         primary, "SELECT note FROM drill WHERE id = 4242").stdout.strip() == "after reinit", BOUND_S)
 
-    # The leader refuses to be reinitialised: patronictl fails, nothing is wiped.
-    (leader_reinit, *_) = [s for s in ops.reinit_steps(shard, "replica", layout_for=layout_for) if s.expect]
+    # The leader refuses to be reinitialised: --execute stops before it, and patronictl itself
+    # fails, nothing is wiped.
+    rebuild_leader = ops.reinit_steps(shard, "replica", layout_for=layout_for)
+    assert any("is the Leader (running)" in line for line in unmet_preconditions(drill, rebuild_leader[0]))
+    (leader_reinit, *_) = [s for s in rebuild_leader if s.expect]
     assert leader_reinit.server is not None
     refused = drill.lab.exec(leader_reinit.server.name, list(leader_reinit.argv), check=False, timeout=60)
     assert refused.returncode != 0 and drill.writable(replica), refused.stdout + refused.stderr

@@ -52,8 +52,8 @@ def test_commands_other_than_preview_start_without_the_sdk(committed_previews, t
     require_tool("dot")  # diagram's SVG
     previews = [committed_previews(name)[1] for name in ("a", "b")]
     commands = [["validate"], ["scenarios"], ["cost"], ["plan", "--mau", "5000"],
-                ["runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00"],
-                ["diagram", "--out", str(tmp_path / "diagram")], ["ops", "switchover", "--shard", "0"],
+                ["runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00", "--now", "2026-11-25T00:00Z"],
+                ["diagram", "--out", str(tmp_path / "diagram")], ["ops", "switchover", "--shard", "0", "--to", "replica"],
                 ["diff", *map(str, previews)]]
     result = subprocess.run([sys.executable, "-c", SDK_FREE_COMMANDS, json.dumps(commands)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
@@ -157,13 +157,14 @@ def test_bad_shard_count_exits_2() -> None:
 
 
 def test_runbook_prints_the_shards_restore_and_refuses_a_target_without_time_zone() -> None:
-    restore = unde("runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00")
+    restore = unde("runbook", "restore", "--shard", "0", "--target", "2026-11-24 10:00:00+00:00",
+                   "--now", "2026-11-25 00:00:00+00:00")
     assert restore.returncode == 0, restore.stderr
     assert "--stanza=shard0" in restore.stdout and "--type=time" in restore.stdout
     assert "'--target=2026-11-24 10:00:00+00:00'" in restore.stdout and "patronictl" in restore.stdout
     assert "set -a; . /etc/unde/secrets/pgbackrest.env; set +a" in restore.stdout
     naive = unde("runbook", "restore", "--target", "2026-11-24 10:00")
-    assert naive.returncode == 2 and "give a time zone" in naive.stdout
+    assert naive.returncode == 2 and "give a time zone" in naive.stderr
     assert unde("runbook", "restore", "--shard", "5", "--target", "2026-11-24T10:00Z").returncode == 2
     replica = unde("runbook", "replica", "--shard", "0")
     assert replica.returncode == 0 and "reinit --force shard0 shard-replica-0" in replica.stdout

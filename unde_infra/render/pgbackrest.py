@@ -44,6 +44,9 @@ METRICS_INTERVAL_SECONDS = 300
 METRICS_FILE = "unde_pgbackrest.prom"
 # Two weekly fulls: point-in-time recovery reaches 7-14 days back; a diff for every other day.
 RETENTION_FULL = 2
+# How often a full backup runs (BACKUP_SCHEDULE's full timer: one day a week); the oldest kept
+# full is (RETENTION_FULL - 1) to RETENTION_FULL of these old (`runbook restore` estimates with it).
+FULL_BACKUP_INTERVAL_DAYS = 7
 RETENTION_DIFF = 7
 # While the repository is unreachable the spool holds WAL; past this much pgBackRest drops it
 # (the archive gets a gap, the primary's disk stays safe). The same bound as the replication
