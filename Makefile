@@ -22,7 +22,7 @@ TEST_PARTS := unit artifacts fuzz integration converge
 # module-scoped runs happen once, or the files that share a session run (tests/conftest.py).
 UNIT_PYTEST_ARGS := -n auto --dist loadgroup
 
-.PHONY: preview test lint deb-packages benchmark clean converge
+.PHONY: preview test lint deb-packages benchmark clean converge docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ lint: $(STAMP)
 
 # The converge lab (lab/, README "The converge lab"): every server of the default topology built
 # for real in systemd containers and checked; the last line is its summary.
+# The README's sample outputs, produced again by the commands they show.
+docs: $(STAMP)
+	$(PY) -m tests.readme_samples --write
+
 converge: $(STAMP) deb-packages
 	$(PY) -m lab
 

@@ -22,20 +22,41 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PROMPT = "$ unde-infra "
-BLOCK = re.compile(r"^```[a-z]*\n(\$ unde-infra [^\n]*)\n(.*?)^```$", flags=re.MULTILINE | re.DOTALL)
+BLOCK = re.compile(r"^(`{3,})[a-z]*\n(\$ unde-infra [^\n]*)\n(.*?)^\1$", flags=re.MULTILINE | re.DOTALL)
 
 
 def _bad_topology(path: Path) -> None:
     """Three problems of three kinds, as the README's "Input" section shows them."""
     data = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
-    data["servers"]["local-mood"]["task"] = "mood\nrm -rf /"
+    data["servers"]["local-mood"]["ip"] = data["servers"]["local-voice"]["ip"]
     data["servers"]["scraper"]["public_ipv4"] = "10.1.0.99"
     data["etcd"]["placements"]["three-sites"] = data["etcd"]["placements"]["three-sites"][:1]
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
+def _preview(path: Path, topology: Path | None = None) -> None:
+    args = ["preview", "--out", str(path)] + (["--topology", str(topology)] if topology else [])
+    subprocess.run([sys.executable, "-m", "unde_infra", *args], cwd=path.parent, check=True, capture_output=True,
+                   timeout=600, env=_env())
+
+
+def _resized_preview(path: Path) -> None:
+    """The preview of a change that resizes posthog (stateful, created by the program) to ccx43
+    and asks scraper (adopted, without `resize: true`) for cpx32."""
+    data = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
+    data["servers"]["posthog"]["type"] = "ccx43"
+    data["servers"]["scraper"]["type"] = "cpx32"
+    topology = path.parent / "resized-topology.yaml"
+    topology.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    _preview(path, topology)
+
+
 # Files a sample's command names, made in its directory before it runs.
-INPUTS: dict[str, Callable[[Path], None]] = {"bad.yaml": _bad_topology}
+INPUTS: dict[str, Callable[[Path], None]] = {
+    "bad.yaml": _bad_topology,
+    "base": _preview,
+    "resized": _resized_preview,
+}
 
 
 def readme_section(title: str) -> str:
@@ -49,7 +70,7 @@ def readme_section(title: str) -> str:
 def samples(text: str | None = None) -> list[tuple[str, str]]:
     """(the command line after the prompt, the output shown) of every sample of the README."""
     text = README.read_text(encoding="utf-8") if text is None else text
-    return [(first[len(PROMPT):], output) for first, output in BLOCK.findall(text)]
+    return [(first[len(PROMPT):], output) for _, first, output in BLOCK.findall(text)]
 
 
 def run(command_line: str) -> str:
@@ -77,7 +98,7 @@ def write() -> list[str]:
     changed = []
 
     def again(match: re.Match[str]) -> str:
-        first, shown = match.group(1), match.group(2)
+        first, shown = match.group(2), match.group(3)
         output = run(first[len(PROMPT):])
         if output != shown:
             changed.append(first)

@@ -155,7 +155,7 @@ def run_stacks(
     for item in prepared:
         public = {s.name: str(s.public_address) for s in item.inventory.servers.values() if s.public_address}
         started = time.perf_counter()
-        with topology_for_program(item.topology), readiness.reported_by_preview():
+        with topology_for_program(item.topology.resolve()), readiness.reported_by_preview():
             run = run_program(
                 item.stack,
                 item.config,

@@ -227,7 +227,7 @@ def check_stacks(
         if problems:
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
             continue
-        path = topology.resolve() if topology is not None else settings.topology_path(project_dir)
+        path = topology if topology is not None else settings.topology_path(project_dir)
         inventory = load_topology(path, shards=settings.shards)
         check_against_inventory(settings, inventory, problems)
         if problems:

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from tests.conftest import unde
-from tests.readme_samples import readme_samples
 from unde_infra.capacity import by_stages, by_users_per_shard, load_capacity, make_plan
 from unde_infra.cost import topology_cost
 from unde_infra.errors import TopologyError
@@ -263,10 +262,3 @@ def test_the_cost_change_against_today_in_eur() -> None:
     assert rows["local"] == [f"{today.total(stack='local'):,.2f}*", f"{planned.total(stack='local'):,.2f}*", f"+{change:,.2f}"]
     assert rows["helsinki"] == [f"{today.total(stack='helsinki'):,.2f}"] * 2 + ["+0.00"]
     assert "each server's price, and what is already paid and what is new: `unde-infra cost --shards 16`" in lines
-
-
-def test_the_readme_samples_are_what_plan_prints() -> None:
-    samples = readme_samples("Capacity planning")
-    assert samples, "README's Capacity planning section has no `$ unde-infra plan` sample"
-    for args, expected in samples:
-        assert unde(*args).stdout == expected, args

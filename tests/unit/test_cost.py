@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from tests.conftest import unde
-from tests.readme_samples import readme_samples
 from unde_infra.cost import compare_with_plan, resources_cost, topology_cost
 from unde_infra.errors import Problems, TopologyError
 from unde_infra.model import DEFAULT_TOPOLOGY, LOCAL, ROOT, load_server_types, load_topology
@@ -289,10 +288,3 @@ def test_a_type_not_sold_at_its_location_is_marked(tmp_path: Path) -> None:
     assert ("note: cannot be ordered: servers.local-voice.type: cx23 is not sold in sin (sold in: fsn1, hel1, nbg1; "
             "in sin: cpx12, cpx22, ccx13, cpx32, ccx23, cpx42, cpx52, ccx33, cpx62, ccx43); the cheapest there with at "
             "least its 2 vCPU / 4 GB: cpx22") in text.splitlines()
-
-
-def test_the_readme_samples_are_what_cost_prints() -> None:
-    samples = readme_samples("Cost")
-    assert samples, "README's Cost section has no `$ unde-infra cost` sample"
-    for args, expected in samples:
-        assert unde(*args).stdout == expected, args

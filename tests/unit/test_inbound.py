@@ -57,8 +57,9 @@ def test_declared_inbound_stays_open_on_that_server(run_stack, tmp_path) -> None
     # The 13 other running servers with a public interface say nothing: a real run waits for them.
     silent = [b.path for b in result.blockers if b.path.endswith(".inbound")]
     assert len(silent) == 13 and "topology: servers.scraper.inbound" not in silent
-    assert ("topology: servers.<name>.inbound: running servers that do not say what they serve publicly: 13 "
-            "(helsinki-gw, push, ") in summary(result)
+    (line,) = [line for line in summary(result).splitlines() if "servers.<name>.inbound" in line]
+    assert "running servers that do not say what they serve publicly: 13 (" in line
+    assert "helsinki-gw" in line and "scraper" not in line
 
 
 def test_an_entry_the_base_firewall_allows_gets_no_rule_of_its_own(run_stack, tmp_path) -> None:

@@ -350,16 +350,3 @@ def test_a_bad_local_stack_config_is_reported_not_passed_over(inventory: Invento
     with pytest.raises(TopologyError) as raised:
         ops.reach_from_stack_config(inventory, project)
     assert [p.path for p in raised.value.problems] == ["provider"]
-
-
-def test_the_readmes_ops_samples_are_what_ops_prints() -> None:
-    """Every ```console block of README.md that runs `unde-infra ops`: the command's output, verbatim."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    samples = [block.split("\n", 1) for block in readme.split("```console\n")[1:]]
-    ops_samples = [(first, rest.split("```", 1)[0]) for first, rest in samples
-                   if first.startswith("$ .venv/bin/unde-infra ops ")]
-    assert len(ops_samples) == 3
-    for command, printed in ops_samples:
-        args = command.removeprefix("$ .venv/bin/unde-infra ").split("#", 1)[0].split()
-        result = unde(*args)
-        assert (result.returncode, result.stdout) == (0, printed), command

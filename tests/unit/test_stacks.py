@@ -146,7 +146,8 @@ def test_local_stack_on_existing_hosts(run_stack, inventory) -> None:
 
 
 def test_existing_hosts_need_an_address_each(fresh_event_loop) -> None:
-    from unde_infra.preview import PreviewInputError, prepare
+    from unde_infra.errors import PreviewInputError
+    from unde_infra.preview import prepare
 
     with pytest.raises(PreviewInputError) as caught:
         prepare(["local"], None, None, config_overrides={"provider": "existing", "hosts": {}})
