@@ -29,12 +29,13 @@ from unde_infra.preview import OFFLINE_ENTRY_SETTINGS
 from unde_infra.render import patroni
 from unde_infra.render.app_secrets import MEK_PRESENCE_METRIC
 
-from . import apt_proxy, health, netns, roots
+from . import apt_proxy, drills, health, netns, roots, wan_relay
 from .containers import Container, cgroup_hierarchies
 from .delivery import DeliveryRun, Operator, Outcome, changed, deliver, failure_lines, per_server, state_of
 from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, S3_ADDRESS, S3_ADDRESS6, LabNetwork
 from .s3 import S3StandIn, write_ca
 from .servers import LabPreview, run_preview
+from .wan_relay import DEFAULT_DELAY_MS
 
 CACHE = Path("/var/tmp/unde-lab")
 # Where a role cannot converge here, and why: each such command's failure is reported as a stop
@@ -68,6 +69,8 @@ class Lab:
     proxies: list[object] = field(default_factory=list)
     stand_ins: list[S3StandIn] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    # The distance between the sites, each way (0: none); SPEC's round trip is 120 ms.
+    wan_delay_ms: float = DEFAULT_DELAY_MS
 
     def say(self, text: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {text}"
@@ -99,18 +102,22 @@ def _proxy_in(namespace: str | None, host: str, port: int) -> tuple[object, int]
     return server, sock.getsockname()[1]
 
 
-def build_lab(run_dir: Path, config_overrides: dict[str, object] | None = None) -> Lab:
+def build_lab(run_dir: Path, config_overrides: dict[str, object] | None = None,
+              wan_delay_ms: float = DEFAULT_DELAY_MS) -> Lab:
     run_dir.mkdir(parents=True, exist_ok=True)
     key, public = _keypair(run_dir)
     preview = run_preview(public, config_overrides)
     network = LabNetwork(preview.hosts, preview.networks, OPERATOR_ADDRESS)
-    lab = Lab(run_dir, preview, network, Operator(network.operator, key), public)
+    lab = Lab(run_dir, preview, network, Operator(network.operator, key), public, wan_delay_ms=wan_delay_ms)
     return lab
 
 
 def start(lab: Lab) -> None:
     lab.say(f"network: {len(lab.preview.hosts)} servers, hubs {[n.hub for n in lab.preview.networks]} + inet")
     lab.network.up()
+    if lab.wan_delay_ms:
+        lab.network.start_wan(lab.run_dir, lab.wan_delay_ms)
+        lab.say(f"WAN: {lab.wan_delay_ms:g} ms each way between the local site and the others (lab/wan_relay.py)")
     host_proxy, host_port = _proxy_in(None, "127.0.0.1", 0)
     lab.proxies.append(host_proxy)
     lab.host_proxy = f"http://127.0.0.1:{host_port}"
@@ -240,7 +247,9 @@ def deliver_stacks(lab: Lab, only: set[str] | None = None, boot: bool = False) -
 
 
 def clean(run_dir: Path, prefix: str = PREFIX) -> None:
-    """What an earlier run left (one stopped by force): its containers, disks and namespaces."""
+    """What an earlier run left (one stopped by force): its containers, disks, namespaces and
+    its WAN relay."""
+    netns.run(["pkill", "-f", f"lab.wan_relay --namespace {prefix}-"], check=False)
     for pid in netns.run(["pgrep", "-f", f"systemd-nspawn --boot .* -D {run_dir}/"], check=False).stdout.split():
         try:
             os.killpg(int(pid), signal.SIGKILL)
@@ -335,6 +344,44 @@ def check_all(lab: Lab, probes: dict[str, dict[str, health.Probe]]) -> list[heal
             lab.say(f"  CHECK FAILED {check.server}: {check.name}: {check.detail}")
     lab.say(f"checks: {sum(c.ok for c in checks)} of {len(checks)} passed")
     return checks
+
+
+# How far the measured round trip through a tunnel may be from the relay's: WireGuard and the
+# relay's own work, on a machine busy with 31 servers.
+WAN_TOLERANCE_MS = 10.0
+
+
+def wan_paths(lab: Lab) -> list[tuple[str, str, str]]:
+    """(from, to, its private address): the cross-site paths the data takes, each through its own
+    tunnel: every shard's replication, and the local etcd member's witness tunnel."""
+    inventory = lab.preview.inventory
+    paths = [(s.primary.name, s.replica.name, str(s.replica.ip)) for s in inventory.shards]
+    witness = next((s for s in inventory.servers.values() if s.site == "witness"), None)
+    local_etcd = next((m.host for m in inventory.etcd if m.host.site == "local"), None)
+    if witness is not None and local_etcd is not None:
+        paths.append((local_etcd.name, witness.name, str(witness.ip)))
+    return [p for p in paths if p[0] in lab.containers and p[1] in lab.containers]
+
+
+def measure_wan(lab: Lab) -> tuple[dict[str, object], list[str]]:
+    """The round trip of each cross-site path (ping through its tunnel), and the problems: a
+    path that does not cross the WAN at its distance."""
+    figures: dict[str, object] = {}
+    problems = []
+    for source, target, address in wan_paths(lab):
+        result = lab.containers[source].exec("ping", "-n", "-c", "20", "-i", "0.1", "-W", "2", address, timeout=60)
+        rtts = sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", result.stdout))
+        median = rtts[len(rtts) // 2] if rtts else None
+        figures[f"{source} -> {target}"] = {"replies": len(rtts), "median_ms": median,
+                                            "min_ms": rtts[0] if rtts else None, "max_ms": rtts[-1] if rtts else None}
+        lab.say(f"WAN: {source} -> {target} ({address}, through its tunnel): {len(rtts)}/20 replies, "
+                f"median {median} ms")
+        expected = 2 * lab.wan_delay_ms
+        if median is None or abs(median - expected) > WAN_TOLERANCE_MS:
+            problems.append(f"{source}: the round trip to {target} is {median} ms, not {expected:g} +- {WAN_TOLERANCE_MS:g}")
+    if lab.network.wan_control:
+        figures["relay"] = wan_relay.control(lab.network.wan_control)
+    return figures, problems
 
 
 def snapshot(lab: Lab) -> dict[str, dict[str, str]]:
@@ -434,12 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=CACHE / "run")
     parser.add_argument("--keep", action="store_true", help="leave the servers running (for a look inside)")
     parser.add_argument("--clean", action="store_true", help="only remove what an earlier run left")
+    parser.add_argument("--drills", action="store_true",
+                        help="after the converge run, the drills at the distance (lab/drills.py): figures in drills.json")
+    parser.add_argument("--wan-delay-ms", type=float, default=DEFAULT_DELAY_MS,
+                        help="the distance between the sites, each way (default 60: SPEC's 120 ms round trip; 0: none)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     clean(args.run_dir)
     if args.clean:
         return 0
-    lab = build_lab(args.run_dir)
+    lab = build_lab(args.run_dir, wan_delay_ms=args.wan_delay_ms)
     problems: list[str] = []
     figures: dict[str, object] = {}
     try:
@@ -460,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             probes.pop(outcome.server, None)
         checks = check_all(lab, probes)
         problems += [f"{c.server}: {c.name}: {c.detail}" for c in checks if not c.ok]
+        if lab.wan_delay_ms:
+            figures["wan"], wan_problems = measure_wan(lab)
+            problems += wan_problems
         all_commands = [c for _, commands in lab.preview.plans for c in commands]
         figures.update(known_stops=stops, booted=booted, delivery={s: {"run": r.to_json()} for s, r in runs.items()},
                        servers=per_server(list(runs.values()), all_commands,
@@ -484,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
         problems += [f"change: {o.server}: {o.name}: {o.reason}" for r in change_runs.values() for o in r.failed]
         figures.update(again={s: r.to_json() for s, r in again.items()}, changed_again=changed_again,
                        rebooted=rebooted, after_reboot=[c.__dict__ for c in after_reboot], mek=mek, change=ran)
+        if args.drills:
+            report = drills.run(lab.containers, lab.preview.inventory, lab.wan_delay_ms)
+            for line in drills.summary(report):
+                lab.say(line)
+            (lab.run_dir / "drills.json").write_text(json.dumps(report.figures, indent=1))
+            problems += [f"drill: {p}" for p in report.problems]
     finally:
         figures["seconds"] = time.monotonic() - started
         (lab.run_dir / "figures.json").write_text(json.dumps(figures, indent=1, default=str))

@@ -15,11 +15,18 @@ beyond: the only way out is the proxy, which listens inside `inet`."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import netns
 
 PREFIX = "unde-lab"
+# The hub of the local site's private network: its servers are the far side of the WAN.
+LOCAL_HUB = "sin"
 PUBLIC_GATEWAY4 = "172.31.1.1"
 PUBLIC_GATEWAY6 = "fe80::1"
 # The archive proxy and the operator, on the lab's internet.
@@ -60,6 +67,9 @@ class LabNetwork:
     operator4: str
     prefix: str = PREFIX
     created: list[str] = field(default_factory=list)
+    # The WAN relay between the local site and the others (lab/wan_relay.py), while it runs.
+    wan: subprocess.Popen[str] | None = None
+    wan_control: str = ""
 
     def namespace(self, hub: str) -> str:
         return f"{self.prefix}-{hub}"
@@ -95,7 +105,36 @@ class LabNetwork:
                 netns.ip(self.namespace(network.hub), "route", "replace", destination, "via", via, "dev", "br0", "onlink")
         self._operator()
 
+    def site_addresses(self) -> tuple[list[str], list[str]]:
+        """The public addresses of the local site's servers, and of every other server."""
+        local = [a for h in self.hosts if h.network == LOCAL_HUB for a in (h.public4, h.public6) if a]
+        others = [a for h in self.hosts if h.network != LOCAL_HUB for a in (h.public4, h.public6) if a]
+        return local, others
+
+    def start_wan(self, run_dir: Path, delay_ms: float) -> None:
+        """The distance between the sites: every packet between a local server's public address
+        and another server's crosses the relay in `inet`, `delay_ms` each way."""
+        local, others = self.site_addresses()
+        self.wan_control = str(run_dir / "wan.sock")
+        log = open(run_dir / "wan-relay.log", "w")  # noqa: SIM115 - the relay's for as long as it runs
+        self.wan = subprocess.Popen(
+            [sys.executable, "-m", "lab.wan_relay", "--namespace", self.inet, "--site-a", ",".join(local),
+             "--site-b", ",".join(others), "--delay-ms", str(delay_ms), "--control", self.wan_control],
+            cwd=Path(__file__).resolve().parent.parent, stdout=log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.wan_control):
+            if self.wan.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the WAN relay did not start: {(run_dir / 'wan-relay.log').read_text()[-500:]}")
+            time.sleep(0.1)
+
+    def stop_wan(self) -> None:
+        if self.wan is not None:
+            self.wan.terminate()
+            self.wan.wait(timeout=30)
+            self.wan = None
+
     def down(self) -> None:
+        self.stop_wan()
         for name in reversed(self.created):
             netns.delete(name)
         self.created.clear()

@@ -1,0 +1,229 @@
+"""Drills at the real distance, on the converge lab's own servers: PostgreSQL 17, pgvector,
+Patroni and etcd from Debian 13 as delivered, every cross-site packet through the topology's
+tunnels and across the WAN relay (120 ms round trip by default).
+
+Measured, not stated (each figure from the servers, printed and written to drills.json):
+- the commit latency of a single-row insert (p50, p99) and the write rate of one connection, in
+  asynchronous and in synchronous mode (Patroni's synchronous_mode, switched with patronictl);
+- the replication lag (write, flush, replay) at a steady write rate;
+- the etcd leader election across the WAN, with the leader at each member in turn.
+
+`python -m lab --drills` runs them after the converge run (the servers must have converged)."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from unde_infra.model import Inventory, Shard
+from unde_infra.render.postgres import layout_for
+
+from .containers import Container
+
+PSQL = "runuser -u postgres -- psql -X -At -p 5432 -h /var/run/postgresql -d postgres"
+WORKLOAD = "/var/tmp/unde-drill-insert.sql"
+DRILL_TABLE = "unde_drill_commits"
+
+
+@dataclass
+class DrillReport:
+    figures: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def sh(container: Container, script: str, timeout: float = 120) -> str:
+    result = container.exec("sh", "-c", script, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{container.host.name}: exit {result.returncode}: {(result.stdout + result.stderr).strip()[-400:]}")
+    return result.stdout.strip()
+
+
+def sql(container: Container, statement: str, timeout: float = 60) -> str:
+    return sh(container, f"{PSQL} -c \"{statement}\"", timeout=timeout)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+# --------------------------------------------------------------------------------------------
+# Commit latency, one connection's write rate, replication lag
+
+
+def _patronictl(shard: Shard, *args: str) -> str:
+    layout = layout_for(shard.primary.os)
+    return " ".join([layout.patronictl, "-c", layout.patroni_config, *args])
+
+
+def set_synchronous(primary: Container, shard: Shard, on: bool, timeout: float = 120) -> None:
+    """Patroni's synchronous_mode on or off for the shard, and wait until PostgreSQL commits
+    that way (pg_stat_replication's sync_state)."""
+    sh(primary, _patronictl(shard, "edit-config", "--force", "--set", f"synchronous_mode={'true' if on else 'false'}",
+                            shard.scope))
+    wanted = "sync" if on else "async"
+    deadline = time.monotonic() + timeout
+    while True:
+        state = sql(primary, "SELECT string_agg(sync_state, ',') FROM pg_stat_replication")
+        if state == wanted:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{shard.scope}: replication is {state!r}, not {wanted} after {timeout:.0f} s")
+        time.sleep(2)
+
+
+def pgbench(primary: Container, seconds: int, rate: int | None = None) -> list[float]:
+    """One connection inserting single rows for `seconds` (at `rate` a second, or as fast as it
+    commits): each transaction's latency in ms, from pgbench's per-transaction log."""
+    sql(primary, f"CREATE TABLE IF NOT EXISTS {DRILL_TABLE} (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), v int)")
+    sh(primary, f"printf 'INSERT INTO {DRILL_TABLE} (v) VALUES (1);\\n' > {WORKLOAD}; chmod 644 {WORKLOAD}; "
+                "rm -f /var/tmp/unde-drill-log*")
+    rate_args = f"-R {rate} " if rate else ""
+    sh(primary, "cd /var/tmp && runuser -u postgres -- $(ls /usr/lib/postgresql/*/bin/pgbench | tail -1) -n -c 1 "
+                f"-T {seconds} {rate_args}-f {WORKLOAD} -l --log-prefix=/var/tmp/unde-drill-log "
+                "-h /var/run/postgresql postgres >/dev/null", timeout=seconds + 120)
+    log = sh(primary, "cat /var/tmp/unde-drill-log*")
+    # client_id transaction_no time(us) script_no time_epoch time_us [schedule_lag]
+    return [int(line.split()[2]) / 1000 for line in log.splitlines() if line.strip()]
+
+
+def commit_figures(latencies: list[float], seconds: int) -> dict[str, float]:
+    return {"commits": len(latencies), "p50_ms": round(percentile(latencies, 0.50), 2),
+            "p99_ms": round(percentile(latencies, 0.99), 2), "mean_ms": round(statistics.fmean(latencies), 2),
+            "commits_per_s": round(len(latencies) / seconds, 1)}
+
+
+def replication_lag(primary: Container, seconds: int, rate: int) -> dict[str, float]:
+    """The standby's write, flush and replay lag (pg_stat_replication, ms) sampled every second
+    while one connection writes `rate` rows a second."""
+    import threading
+
+    samples: list[tuple[float, float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            row = sql(primary, "SELECT coalesce(extract(epoch FROM write_lag), 0) * 1000, "
+                               "coalesce(extract(epoch FROM flush_lag), 0) * 1000, "
+                               "coalesce(extract(epoch FROM replay_lag), 0) * 1000 FROM pg_stat_replication")
+            if row:
+                write, flush, replay = (float(x) for x in row.split("|"))
+                samples.append((write, flush, replay))
+            time.sleep(1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        pgbench(primary, seconds, rate)
+    finally:
+        done.set()
+        sampler.join(timeout=30)
+    steady = samples[2:] or samples  # after the first seconds of the run
+    if not steady:
+        raise RuntimeError("no replication lag sampled")
+    return {f"{name}_lag_{stat}_ms": round(fn([s[i] for s in steady]), 1)
+            for i, name in enumerate(("write", "flush", "replay"))
+            for stat, fn in (("median", statistics.median), ("max", max))} | {"rows_per_s": rate, "samples": len(steady)}
+
+
+def durability_drills(containers: dict[str, Container], shard: Shard, seconds: int = 15) -> dict[str, Any]:
+    primary = containers[shard.primary.name]
+    figures: dict[str, Any] = {}
+    set_synchronous(primary, shard, on=False)
+    figures["async"] = commit_figures(pgbench(primary, seconds), seconds)
+    figures["async"]["replication"] = replication_lag(primary, seconds, rate=50)
+    set_synchronous(primary, shard, on=True)
+    try:
+        figures["sync"] = commit_figures(pgbench(primary, seconds), seconds)
+    finally:
+        set_synchronous(primary, shard, on=shard.synchronous)
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# etcd: the leader election across the WAN
+
+
+ETCDCTL = "ETCDCTL_API=3 etcdctl --endpoints=$(grep -o 'http://[0-9.]*:2379' /etc/etcd/unde-etcd.yml | head -1)"
+
+
+def etcd_status(container: Container) -> list[dict[str, Any]]:
+    return json.loads(sh(container, f"{ETCDCTL} endpoint status --cluster -w json", timeout=30))  # type: ignore[no-any-return]
+
+
+def etcd_leader(container: Container) -> tuple[int, dict[int, str]]:
+    """The leader's member id, and each member's id -> its client endpoint."""
+    status = etcd_status(container)
+    members = {s["Status"]["header"]["member_id"]: s["Endpoint"] for s in status}
+    leaders = {s["Status"]["leader"] for s in status}
+    if len(leaders) != 1:
+        raise RuntimeError(f"etcd members disagree on the leader: {leaders}")
+    return leaders.pop(), members
+
+
+def etcd_election(containers: dict[str, Container], inventory: Inventory, timeout: float = 60) -> dict[str, Any]:
+    """For each member in turn: make it the leader (etcdctl move-leader), stop its etcd, and
+    time until the other two agree on a new leader; then start it again."""
+    hosts = {str(m.host.ip): m.host.name for m in inventory.etcd if m.host.name in containers}
+    figures: dict[str, Any] = {}
+    for host_ip, name in hosts.items():
+        observer = containers[next(n for ip, n in hosts.items() if ip != host_ip)]
+        leader, members = etcd_leader(observer)
+        target = next(member for member, endpoint in members.items() if host_ip in endpoint)
+        if leader != target:
+            sh(observer, f"ETCDCTL_API=3 etcdctl --endpoints={members[leader]} move-leader {target:x}", timeout=60)
+            time.sleep(2)
+        stopped = time.monotonic()
+        sh(containers[name], "systemctl kill -s SIGKILL etcd; systemctl stop etcd", timeout=60)
+        elected = None
+        while time.monotonic() - stopped < timeout:
+            try:
+                status = json.loads(sh(observer, f"{ETCDCTL} endpoint status -w json", timeout=10))
+                new = status[0]["Status"]["leader"]
+                if new and new != target:
+                    elected = time.monotonic() - stopped
+                    break
+            except (RuntimeError, ValueError, KeyError, IndexError):
+                pass
+            time.sleep(0.2)
+        sh(containers[name], "systemctl start etcd", timeout=120)
+        figures[name] = {"election_s": round(elected, 2) if elected is not None else None}
+        time.sleep(5)  # it rejoins before the next member is taken down
+    return figures
+
+
+def run(containers: dict[str, Container], inventory: Inventory, wan_delay_ms: float) -> DrillReport:
+    report = DrillReport()
+    report.figures["wan_rtt_ms"] = 2 * wan_delay_ms
+    shard = inventory.shards[0]
+    try:
+        report.figures["durability"] = durability_drills(containers, shard)
+    except RuntimeError as error:
+        report.problems.append(f"durability drills: {error}")
+    try:
+        report.figures["etcd_election"] = etcd_election(containers, inventory)
+    except (RuntimeError, ValueError) as error:
+        report.problems.append(f"etcd election drill: {error}")
+    return report
+
+
+def summary(report: DrillReport) -> list[str]:
+    lines = [f"drills at {report.figures.get('wan_rtt_ms', 0):g} ms RTT:"]
+    durability = report.figures.get("durability", {})
+    for mode in ("async", "sync"):
+        figures = durability.get(mode)
+        if figures:
+            lines.append(f"  {mode}: single-row commit p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; "
+                         f"one connection {figures['commits_per_s']} commits/s")
+    lag = durability.get("async", {}).get("replication")
+    if lag:
+        lines.append(f"  replication at {lag['rows_per_s']} rows/s: replay lag median {lag['replay_lag_median_ms']} ms, "
+                     f"max {lag['replay_lag_max_ms']} ms (write {lag['write_lag_median_ms']}, flush {lag['flush_lag_median_ms']})")
+    for name, figures in report.figures.get("etcd_election", {}).items():
+        lines.append(f"  etcd: leader on {name} killed, new leader after {figures['election_s']} s")
+    lines += [f"  PROBLEM {p}" for p in report.problems]
+    return [re.sub(r"\s+$", "", line) for line in lines]
