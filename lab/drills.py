@@ -63,16 +63,21 @@ def _patronictl(shard: Shard, *args: str) -> str:
 def set_synchronous(primary: Container, shard: Shard, on: bool, timeout: float = 120) -> None:
     """Patroni's synchronous_mode on or off for the shard, and wait until PostgreSQL commits
     that way (pg_stat_replication's sync_state)."""
+    # As the program renders a sync shard (render/postgres.cluster_parameters): synchronous_mode,
+    # and commits that wait for it (an async shard commits `local`).
+    commit = "on" if on else "local"
     sh(primary, _patronictl(shard, "edit-config", "--force", "--set", f"synchronous_mode={'true' if on else 'false'}",
-                            shard.scope))
-    wanted = "sync" if on else "async"
+                            "--pg", f"synchronous_commit={commit}", shard.scope))
+    wanted = ("sync" if on else "async", commit)
     deadline = time.monotonic() + timeout
     while True:
-        state = sql(primary, "SELECT string_agg(sync_state, ',') FROM pg_stat_replication")
+        state = (sql(primary, "SELECT coalesce(string_agg(sync_state, ','), '') FROM pg_stat_replication"),
+                 sql(primary, "SHOW synchronous_commit"))
         if state == wanted:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{shard.scope}: replication is {state!r}, not {wanted} after {timeout:.0f} s")
+            raise RuntimeError(f"{shard.scope}: replication, synchronous_commit are {state}, not {wanted} "
+                               f"after {timeout:.0f} s")
         time.sleep(2)
 
 
@@ -155,14 +160,19 @@ def etcd_status(container: Container) -> list[dict[str, Any]]:
     return json.loads(sh(container, f"{ETCDCTL} endpoint status --cluster -w json", timeout=30))  # type: ignore[no-any-return]
 
 
-def etcd_leader(container: Container) -> tuple[int, dict[int, str]]:
-    """The leader's member id, and each member's id -> its client endpoint."""
-    status = etcd_status(container)
-    members = {s["Status"]["header"]["member_id"]: s["Endpoint"] for s in status}
-    leaders = {s["Status"]["leader"] for s in status}
-    if len(leaders) != 1:
-        raise RuntimeError(f"etcd members disagree on the leader: {leaders}")
-    return leaders.pop(), members
+def etcd_leader(container: Container, timeout: float = 30) -> tuple[int, dict[int, str]]:
+    """The leader's member id, once every member names the same one, and each member's id -> its
+    client endpoint."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = etcd_status(container)
+        members = {s["Status"]["header"]["member_id"]: s["Endpoint"] for s in status}
+        leaders = {s["Status"]["leader"] for s in status}
+        if len(leaders) == 1 and len(members) == len(status):
+            return leaders.pop(), members
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"etcd members disagree on the leader for {timeout:.0f} s: {leaders}")
+        time.sleep(1)
 
 
 def etcd_election(containers: dict[str, Container], inventory: Inventory, timeout: float = 60) -> dict[str, Any]:
@@ -176,7 +186,11 @@ def etcd_election(containers: dict[str, Container], inventory: Inventory, timeou
         target = next(member for member, endpoint in members.items() if host_ip in endpoint)
         if leader != target:
             sh(observer, f"ETCDCTL_API=3 etcdctl --endpoints={members[leader]} move-leader {target:x}", timeout=60)
-            time.sleep(2)
+        deadline = time.monotonic() + 30
+        while etcd_leader(observer)[0] != target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd: the leadership did not move to {name}")
+            time.sleep(0.5)
         stopped = time.monotonic()
         sh(containers[name], "systemctl kill -s SIGKILL etcd; systemctl stop etcd", timeout=60)
         elected = None
@@ -196,11 +210,43 @@ def etcd_election(containers: dict[str, Container], inventory: Inventory, timeou
     return figures
 
 
+def leader_of(containers: dict[str, Any], shard: Shard) -> str:
+    """The member of `shard` that leads now, as Patroni says."""
+    node = containers[shard.replica.name]
+    members = json.loads(sh(node, _patronictl(shard, "list", "-f", "json", shard.scope)))
+    leaders = [m["Member"] for m in members if m.get("Role") == "Leader"]
+    if len(leaders) != 1:
+        raise RuntimeError(f"{shard.scope}: leaders {leaders}")
+    return str(leaders[0])
+
+
+def lead_at_home(containers: dict[str, Any], shard: Shard, timeout: float = 180) -> None:
+    """The drills start as production runs: the shard led from the local site, its replica
+    streaming (after the lab's reboots either node may lead)."""
+    if leader_of(containers, shard) != shard.primary.name:
+        sh(containers[shard.replica.name], _patronictl(shard, "switchover", "--leader", shard.replica.name,
+                                                        "--candidate", shard.primary.name, "--force", shard.scope),
+           timeout=120)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if (leader_of(containers, shard) == shard.primary.name
+                    and sql(containers[shard.primary.name], "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") == "1"):
+                return
+        except RuntimeError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{shard.scope}: not led from {shard.primary.name} with its replica streaming "
+                               f"after {timeout:.0f} s")
+        time.sleep(3)
+
+
 def run(containers: dict[str, Container], inventory: Inventory, wan_delay_ms: float) -> DrillReport:
     report = DrillReport()
     report.figures["wan_rtt_ms"] = 2 * wan_delay_ms
     shard = inventory.shards[0]
     try:
+        lead_at_home(containers, shard)
         report.figures["durability"] = durability_drills(containers, shard)
     except RuntimeError as error:
         report.problems.append(f"durability drills: {error}")
@@ -227,3 +273,68 @@ def summary(report: DrillReport) -> list[str]:
         lines.append(f"  etcd: leader on {name} killed, new leader after {figures['election_s']} s")
     lines += [f"  PROBLEM {p}" for p in report.problems]
     return [re.sub(r"\s+$", "", line) for line in lines]
+
+
+# --------------------------------------------------------------------------------------------
+# A lab left running (`python -m lab --keep`): the drills again, without building it again
+
+
+@dataclass
+class KeptHost:
+    name: str
+
+
+@dataclass
+class Kept:
+    """A server of a lab left running, found by its systemd-nspawn process."""
+
+    host: KeptHost
+    pid: int
+
+    def exec(self, *command: str, timeout: float = 60, stdin: str | None = None) -> Any:
+        import subprocess
+
+        return subprocess.run(["nsenter", "-t", str(self.pid), "-a", *command], capture_output=True, text=True,
+                              timeout=timeout, input=stdin)
+
+
+def kept_servers(run_dir: str) -> dict[str, Kept]:
+    import subprocess
+    from pathlib import Path
+
+    found = {}
+    listing = subprocess.run(["pgrep", "-af", "systemd-nspawn --boot"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        match = re.search(rf" -D {re.escape(run_dir)}/servers/([^/]+)/root ", line)
+        if match:
+            nspawn = int(line.split()[0])
+            children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
+            if children:
+                found[match.group(1)] = Kept(KeptHost(match.group(1)), int(children[0]))
+    return found
+
+
+def main() -> int:
+    import argparse
+
+    from unde_infra.model import load_topology
+
+    from .wan_relay import DEFAULT_DELAY_MS
+
+    parser = argparse.ArgumentParser(prog="python -m lab.drills", description="the drills, on a lab left running")
+    parser.add_argument("--run-dir", default="/var/tmp/unde-lab/run")
+    parser.add_argument("--wan-delay-ms", type=float, default=DEFAULT_DELAY_MS, help="the relay's, as the lab runs it")
+    args = parser.parse_args()
+    servers = kept_servers(args.run_dir)
+    if not servers:
+        print(f"no lab running from {args.run_dir} (`python -m lab --keep` leaves one)")
+        return 2
+    report = run(servers, load_topology(), args.wan_delay_ms)  # type: ignore[arg-type]
+    for line in summary(report):
+        print(line)
+    print(json.dumps(report.figures, indent=1))
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
