@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from unde_infra import timings
 from unde_infra.model import Inventory, Shard
 from unde_infra.render.postgres import layout_for
 
@@ -254,7 +255,24 @@ def run(containers: dict[str, Container], inventory: Inventory, wan_delay_ms: fl
         report.figures["etcd_election"] = etcd_election(containers, inventory)
     except (RuntimeError, ValueError) as error:
         report.problems.append(f"etcd election drill: {error}")
+    report.problems += disagreements(report.figures)
     return report
+
+
+def disagreements(figures: dict[str, Any]) -> list[str]:
+    """Where a drill measured more than the timings the failure model (`scenarios`) assumes: the
+    model or the timings must change, not the drill."""
+    found = []
+    for name, measured in figures.get("etcd_election", {}).items():
+        seconds = measured["election_s"]
+        if seconds is None or seconds > timings.ETCD_ELECTION_MAX_SECONDS:
+            found.append(f"etcd election with the leader on {name} took {seconds} s; the model assumes at most "
+                         f"{timings.ETCD_ELECTION_MAX_SECONDS:g} s (timings.ETCD_ELECTION_MAX_SECONDS)")
+    lag = figures.get("durability", {}).get("async", {}).get("replication")
+    if lag and lag["replay_lag_max_ms"] > timings.REPLICATION_LAG_SECONDS * 1000:
+        found.append(f"replication lag reached {lag['replay_lag_max_ms']} ms; the model assumes "
+                     f"{timings.REPLICATION_LAG_SECONDS} s (timings.REPLICATION_LAG_SECONDS)")
+    return found
 
 
 def summary(report: DrillReport) -> list[str]:
