@@ -25,7 +25,9 @@ from unde_infra.render.postgres import layout_for
 
 from .containers import Container
 
-PSQL = "runuser -u postgres -- psql -X -At -p 5432 -h /var/run/postgresql -d postgres"
+PSQL = "runuser -u postgres -- psql -X -At -p 5432 -h /var/run/postgresql"
+# The application's database on a shard (shard-credentials.env's SHARD<n>_DATABASE).
+APP_DATABASE = "unde"
 WORKLOAD = "/var/tmp/unde-drill-insert.sql"
 DRILL_TABLE = "unde_drill_commits"
 
@@ -43,8 +45,8 @@ def sh(container: Container, script: str, timeout: float = 120) -> str:
     return result.stdout.strip()
 
 
-def sql(container: Container, statement: str, timeout: float = 60) -> str:
-    return sh(container, f"{PSQL} -c \"{statement}\"", timeout=timeout)
+def sql(container: Container, statement: str, timeout: float = 60, database: str = "postgres") -> str:
+    return sh(container, f"{PSQL} -d {database} -c \"{statement}\"", timeout=timeout)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -221,25 +223,170 @@ def leader_of(containers: dict[str, Any], shard: Shard) -> str:
     return str(leaders[0])
 
 
-def lead_at_home(containers: dict[str, Any], shard: Shard, timeout: float = 180) -> None:
+def lead_at_home(containers: dict[str, Any], shard: Shard, timeout: float = 300) -> None:
     """The drills start as production runs: the shard led from the local site, its replica
-    streaming (after the lab's reboots either node may lead)."""
-    if leader_of(containers, shard) != shard.primary.name:
-        sh(containers[shard.replica.name], _patronictl(shard, "switchover", "--leader", shard.replica.name,
-                                                        "--candidate", shard.primary.name, "--force", shard.scope),
-           timeout=120)
+    streaming (after the lab's reboots, or a drill, either node may lead; a rewound old primary
+    streams only once the new one has written past the rewind)."""
+    replica = containers[shard.replica.name]
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            if (leader_of(containers, shard) == shard.primary.name
-                    and sql(containers[shard.primary.name], "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") == "1"):
-                return
-        except RuntimeError:
-            pass
+        members = {m["Member"]: m for m in json.loads(sh(replica, _patronictl(shard, "list", "-f", "json", shard.scope)))}
+        leader = next((name for name, m in members.items() if m.get("Role") == "Leader"), None)
+        home = members.get(shard.primary.name, {})
+        if leader == shard.primary.name and members.get(shard.replica.name, {}).get("State") == "streaming":
+            return
+        if leader == shard.replica.name and home.get("State") == "streaming":
+            replica.exec("sh", "-c", _patronictl(shard, "switchover", "--leader", shard.replica.name, "--candidate",
+                                                 shard.primary.name, "--force", shard.scope), timeout=120)
+        elif leader is not None:
+            # WAL past the rewind point, so that the rewound member becomes consistent and streams.
+            sql(containers[leader], "SELECT pg_switch_wal()")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{shard.scope}: not led from {shard.primary.name} with its replica streaming "
-                               f"after {timeout:.0f} s")
+                               f"after {timeout:.0f} s: {members}")
+        time.sleep(5)
+
+
+# --------------------------------------------------------------------------------------------
+# SPEC scenario 1: the local primary dies under writes
+
+
+WRITER = """
+import sys, time, psycopg2
+env = dict(line.split("=", 1) for line in open("/etc/unde/secrets/shard-credentials.env").read().split())
+dsn = (f"host={env['SHARD0_HOST']} port={env['SHARD0_PORT']} dbname={env['SHARD0_DATABASE']} "
+       f"user={env['SHARD0_USER']} password={env['SHARD0_PASSWORD']} target_session_attrs=read-write connect_timeout=2 "
+       # A primary that vanishes mid-statement answers nothing: without these the client waits forever.
+       "keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000")
+log = open(sys.argv[1], "w", buffering=1)
+deadline = time.monotonic() + float(sys.argv[2])
+n, conn = 0, None
+while time.monotonic() < deadline:
+    try:
+        if conn is None:
+            conn = psycopg2.connect(dsn)
+            conn.autocommit = True
+        n += 1
+        conn.cursor().execute("INSERT INTO unde_drill_acks (id) VALUES (%s)", (n,))
+        log.write(f"{time.time():.3f} {n} ok\\n")
+        time.sleep(0.02)
+    except Exception as error:
+        log.write(f"{time.time():.3f} {n} err {type(error).__name__}\\n")
+        conn = None
+        time.sleep(0.2)
+"""
+WRITER_PATH = "/var/tmp/unde-drill-writer.py"
+WRITER_LOG = "/var/tmp/unde-drill-writer.log"
+
+
+def _pids_of(leader: int) -> list[int]:
+    """Every process of the container whose init is `leader` (its pid namespace)."""
+    import os
+
+    own = os.readlink(f"/proc/{leader}/ns/pid")
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == own:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+# Everything in and out of a server dropped: its addresses and routes stay (a link set down
+# would take them), packets to it vanish as they do when a machine dies.
+VANISHED = ("table inet unde_drill_down {\n"
+            "  chain input { type filter hook input priority -400; policy drop; }\n"
+            "  chain output { type filter hook output priority -400; policy drop; }\n}\n")
+
+
+def server_down(server: Any, down: bool) -> None:
+    """The server stops as a dead one does: every process frozen, every packet to and from it
+    dropped; and back (thawed, its packets flowing), as after a power cycle that kept its disk."""
+    import os
+    import signal
+    import subprocess
+
+    leader = server.pid if hasattr(server, "pid") else server.leader()
+    namespace = server.host.namespace
+    if down:
+        subprocess.run(["ip", "netns", "exec", namespace, "nft", "-f", "-"], input=VANISHED, text=True,
+                       capture_output=True, check=True)
+    for pid in _pids_of(leader):
+        try:
+            os.kill(pid, signal.SIGSTOP if down else signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    if not down:
+        subprocess.run(["ip", "netns", "exec", namespace, "nft", "delete", "table", "inet", "unde_drill_down"],
+                       capture_output=True, check=True)
+
+
+def primary_dies(containers: dict[str, Any], shard: Shard, before_s: float = 10, after_s: float = 60) -> dict[str, Any]:
+    """SPEC scenario 1 under writes from the application's server (local-orchestrator, through
+    PgBouncer with target_session_attrs=read-write, as the services connect): the local primary
+    dies; measured: the write outage (RTO), acknowledged rows missing on the new primary, whether
+    two members ever led at once, and the old primary's rejoin once it is back."""
+    client = containers["local-orchestrator"]
+    primary, replica = containers[shard.primary.name], containers[shard.replica.name]
+    sh(client, "python3 -c 'import psycopg2' 2>/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+               "--no-install-recommends python3-psycopg2 >/dev/null", timeout=300)
+    sql(primary, "CREATE TABLE IF NOT EXISTS unde_drill_acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now()); "
+                 "TRUNCATE unde_drill_acks; GRANT INSERT, SELECT ON unde_drill_acks TO orchestrator",
+        database=APP_DATABASE)
+    sh(client, f"cat > {WRITER_PATH} <<'EOF'\n{WRITER}\nEOF")
+    total = before_s + after_s
+    writer = client.exec("sh", "-c", f"nohup python3 {WRITER_PATH} {WRITER_LOG} {total} >/dev/null 2>&1 & echo started")
+    assert writer.returncode == 0, writer.stderr
+    time.sleep(before_s)
+    died = time.time()
+    server_down(primary, True)
+    leaders_seen: set[tuple[str, ...]] = set()
+    promoted = None
+    try:
+        deadline = time.monotonic() + after_s
+        while time.monotonic() < deadline:
+            try:
+                members = json.loads(sh(replica, _patronictl(shard, "list", "-f", "json", shard.scope), timeout=15))
+                leading = tuple(sorted(m["Member"] for m in members if m.get("Role") == "Leader"))
+                leaders_seen.add(leading)
+                if promoted is None and leading == (shard.replica.name,):
+                    promoted = time.time() - died
+            except (RuntimeError, ValueError):
+                pass
+            time.sleep(1)
+    finally:
+        server_down(primary, False)
+    time.sleep(5)
+    log = sh(client, f"cat {WRITER_LOG}")
+    events = [line.split() for line in log.splitlines() if line.strip()]
+    acked = {int(e[1]) for e in events if e[2] == "ok"}
+    # The write outage: the gap between the last acknowledged write before the failure and the
+    # first one after it.
+    oks = sorted(float(e[0]) for e in events if e[2] == "ok")
+    outage = max((after - before for before, after in zip(oks, oks[1:], strict=False) if before <= died + 1 and after > died),
+                 default=None)
+    stored = {int(x) for x in sql(replica, "SELECT id FROM unde_drill_acks", database=APP_DATABASE).split() if x}
+    lost = sorted(acked - stored)
+    rejoined = None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        members = json.loads(sh(replica, _patronictl(shard, "list", "-f", "json", shard.scope), timeout=15))
+        old: dict[str, Any] = next((m for m in members if m["Member"] == shard.primary.name), {})
+        if old.get("State") == "streaming":
+            rejoined = True
+            break
+        # WAL past the rewind point: the rewound member streams once it is consistent.
+        sql(replica, "SELECT pg_switch_wal()")
         time.sleep(3)
+    return {"rto_s": round(outage, 1) if outage is not None else None,
+            "promoted_after_s": round(promoted, 1) if promoted else None,
+            "acked": len(acked), "acked_lost": len(lost), "lost_ids": lost[:20],
+            "two_leaders": any(len(group) > 1 for group in leaders_seen),
+            "old_primary_streams_again": bool(rejoined),
+            "model_rto_s": timings.failover_rto_seconds()}
 
 
 def run(containers: dict[str, Container], inventory: Inventory, wan_delay_ms: float) -> DrillReport:
@@ -251,6 +398,12 @@ def run(containers: dict[str, Container], inventory: Inventory, wan_delay_ms: fl
         report.figures["durability"] = durability_drills(containers, shard)
     except RuntimeError as error:
         report.problems.append(f"durability drills: {error}")
+    try:
+        lead_at_home(containers, shard)
+        report.figures["primary_dies"] = primary_dies(containers, shard)
+        lead_at_home(containers, shard)
+    except (RuntimeError, ValueError) as error:
+        report.problems.append(f"primary failure drill: {error}")
     try:
         report.figures["etcd_election"] = etcd_election(containers, inventory)
     except (RuntimeError, ValueError) as error:
@@ -268,6 +421,15 @@ def disagreements(figures: dict[str, Any]) -> list[str]:
         if seconds is None or seconds > timings.ETCD_ELECTION_MAX_SECONDS:
             found.append(f"etcd election with the leader on {name} took {seconds} s; the model assumes at most "
                          f"{timings.ETCD_ELECTION_MAX_SECONDS:g} s (timings.ETCD_ELECTION_MAX_SECONDS)")
+    failure = figures.get("primary_dies")
+    if failure:
+        if failure["rto_s"] is None or failure["rto_s"] > failure["model_rto_s"]:
+            found.append(f"writes stopped for {failure['rto_s']} s when the primary died; the model says "
+                         f"{failure['model_rto_s']} s (timings.failover_rto_seconds)")
+        if failure["two_leaders"]:
+            found.append("two members led at once")
+        if not failure["old_primary_streams_again"]:
+            found.append("the old primary did not stream again within 3 minutes of coming back")
     lag = figures.get("durability", {}).get("async", {}).get("replication")
     if lag and lag["replay_lag_max_ms"] > timings.REPLICATION_LAG_SECONDS * 1000:
         found.append(f"replication lag reached {lag['replay_lag_max_ms']} ms; the model assumes "
@@ -300,6 +462,7 @@ def summary(report: DrillReport) -> list[str]:
 @dataclass
 class KeptHost:
     name: str
+    namespace: str = ""
 
 
 @dataclass
@@ -324,11 +487,13 @@ def kept_servers(run_dir: str) -> dict[str, Kept]:
     listing = subprocess.run(["pgrep", "-af", "systemd-nspawn --boot"], capture_output=True, text=True).stdout
     for line in listing.splitlines():
         match = re.search(rf" -D {re.escape(run_dir)}/servers/([^/]+)/root ", line)
+        namespace = re.search(r"--network-namespace-path=/run/netns/(\S+)", line)
         if match:
             nspawn = int(line.split()[0])
             children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
             if children:
-                found[match.group(1)] = Kept(KeptHost(match.group(1)), int(children[0]))
+                host = KeptHost(match.group(1), namespace.group(1) if namespace else "")
+                found[match.group(1)] = Kept(host, int(children[0]))
     return found
 
 

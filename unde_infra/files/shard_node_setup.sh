@@ -8,8 +8,8 @@
 # data directory. Delivered by unde-infra and run after any of the node's files changed. Its
 # parameters are in "$0.env" beside it: CODENAME (the system it was rendered for), PG_VERSION,
 # PGDG_KEY, PGDG_KEY_URL, PGDG_SOURCE (empty: no PGDG), PACKAGES, PATRONI_INSTALL and
-# PATRONI_VENV (empty: Debian's Patroni), RELOADED (services reloaded or restarted) and
-# BACKUP_TIMERS.
+# PATRONI_VENV (empty: Debian's Patroni), RELOADED (services reloaded or restarted),
+# BACKUP_TIMERS and WATCHERS (path units: PgBouncer follows the node's role).
 set -eu
 # shellcheck source=/dev/null
 . "$0.env"
@@ -39,7 +39,7 @@ if [ -n "$PATRONI_INSTALL" ]; then
 fi
 systemctl daemon-reload
 # shellcheck disable=SC2086
-systemctl enable patroni $RELOADED $BACKUP_TIMERS
+systemctl enable patroni $RELOADED $BACKUP_TIMERS $WATCHERS
 # shellcheck disable=SC2086
 systemctl reload-or-restart $RELOADED
 # Started once; afterwards a changed patroni.yml is re-read on reload (SIGHUP): a restart of
@@ -50,4 +50,4 @@ else
     systemctl start patroni
 fi
 # shellcheck disable=SC2086
-systemctl start $BACKUP_TIMERS
+systemctl start $BACKUP_TIMERS $WATCHERS

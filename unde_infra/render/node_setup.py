@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..files import SetupStep
 from ..model import CREATED_OS, OS_CODENAMES
 from .etcd import DEFAULT_ETCD_LAYOUT, LEADER_AFFINITY_UNIT
+from .patroni import ROLE_CHANGE_UNIT
 from .pgbackrest import BACKUP_TIMERS
 from .postgres import DEFAULT_LAYOUT, PG_VERSION
 
@@ -72,7 +73,8 @@ def shard_node_setup(os: str = CREATED_OS, pg_version: int = PG_VERSION) -> Setu
             "PACKAGES": " ".join(BOOKWORM_SHARD_PACKAGES),
             "PATRONI_INSTALL": PATRONI_INSTALL_PATH, "PATRONI_VENV": DEFAULT_LAYOUT.patroni_venv,
         }
-    settings |= {"RELOADED": " ".join(SHARD_NODE_SERVICES), "BACKUP_TIMERS": " ".join(BACKUP_TIMERS)}
+    settings |= {"RELOADED": " ".join(SHARD_NODE_SERVICES), "BACKUP_TIMERS": " ".join(BACKUP_TIMERS),
+                 "WATCHERS": f"{ROLE_CHANGE_UNIT}.path"}
     return SetupStep(f"{TOOLS_DIR}/shard-node-setup", "shard_node_setup.sh", settings)
 
 

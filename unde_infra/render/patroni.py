@@ -42,6 +42,11 @@ NAMESPACE = "/unde/"
 # crashed PostgreSQL this long to come back before the replica takes over.
 PRIMARY_START_TIMEOUT = 60
 POST_BOOTSTRAP_SCRIPT = "post_bootstrap.sh"
+# Patroni's on_role_change callback and what it touches (files/pgbouncer_role_change.sh): a root
+# path unit restarts PgBouncer on every role change, so clients see the node's new role.
+ROLE_CHANGE_SCRIPT = "pgbouncer_role_change.sh"
+ROLE_CHANGE_FILE = "/run/postgresql/unde-role-change"
+ROLE_CHANGE_UNIT = "unde-pgbouncer-role-change"
 POST_BOOTSTRAP_SQL = "post_bootstrap.sql"
 POST_BOOTSTRAP_SETTINGS = f"{POST_BOOTSTRAP_SCRIPT}.env"  # beside the script, which sources it as "$0.env"
 PATRONI_ENV = "patroni.env"
@@ -143,6 +148,7 @@ def patroni_config(
             },
             "parameters": {**node_parameters(server), "unix_socket_directories": layout.socket_dir},
             "pg_hba": hba,
+            "callbacks": {"on_role_change": f"{layout.patroni_dir}/{ROLE_CHANGE_SCRIPT}"},
             "use_pg_rewind": True,
             "remove_data_directory_on_rewind_failure": True,
             "remove_data_directory_on_diverged_timelines": True,
@@ -251,6 +257,8 @@ def patroni_unit(shard: Shard, layout: NodeLayout = DEFAULT_LAYOUT) -> str:
             # systemd reads these root-only files before it drops to the postgres user.
             f"EnvironmentFile={layout.secrets_dir}/{PATRONI_ENV}",
             f"EnvironmentFile={layout.secrets_dir}/{pgbackrest.ENV_FILE_NAME}",
+            # Where the on_role_change callback tells the root path unit (ROLE_CHANGE_UNIT).
+            f"Environment=UNDE_ROLE_CHANGE_FILE={ROLE_CHANGE_FILE}",
             # Directories the postgres user writes to but cannot create itself.
             f"ExecStartPre=+/usr/bin/install -d -o postgres -g postgres -m 0750 {layout.patroni_log_dir} "
             f"{layout.pgbackrest_log_dir} {layout.pgbackrest_spool_dir}",
@@ -298,6 +306,32 @@ def shard_node_bundle(
     }
 
 
+def role_change_path_unit() -> str:
+    return "\n".join([
+        "[Unit]",
+        "Description=PgBouncer follows its node's role changes (unde-infra)",
+        "",
+        "[Path]",
+        f"PathChanged={ROLE_CHANGE_FILE}",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+def role_change_service_unit() -> str:
+    return "\n".join([
+        "[Unit]",
+        "Description=Restart PgBouncer after its node's role changed (unde-infra)",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "ExecStart=/usr/bin/systemctl try-restart pgbouncer.service",
+        "",
+    ])
+
+
 def _pg(content: str, mode: str = "0640") -> RenderedFile:
     return RenderedFile(content, owner="postgres", group="postgres", mode=mode)
 
@@ -329,6 +363,9 @@ def shard_node_config_files(
         f"{layout.patroni_dir}/{POST_BOOTSTRAP_SETTINGS}": _pg(post_bootstrap_settings(layout)),
         f"{layout.patroni_dir}/{POST_BOOTSTRAP_SQL}": _pg(post_bootstrap_sql(layout)),
         f"{layout.systemd_dir}/patroni.service": RenderedFile(patroni_unit(shard, layout)),
+        f"{layout.patroni_dir}/{ROLE_CHANGE_SCRIPT}": _pg(source(ROLE_CHANGE_SCRIPT), mode="0750"),
+        f"{layout.systemd_dir}/{ROLE_CHANGE_UNIT}.path": RenderedFile(role_change_path_unit()),
+        f"{layout.systemd_dir}/{ROLE_CHANGE_UNIT}.service": RenderedFile(role_change_service_unit()),
         layout.pgbackrest_config: _pg(pgbackrest.pgbackrest_conf(shard, repo, layout)),
         f"{layout.pgbouncer_dir}/pgbouncer.ini": _pg(pgbouncer.pgbouncer_ini(server, layout)),
         f"{layout.exporter_dir}/queries.yaml": RenderedFile(postgres_exporter.queries_yaml()),
