@@ -255,9 +255,11 @@ WRITER = """
 import sys, time, psycopg2
 env = dict(line.split("=", 1) for line in open("/etc/unde/secrets/shard-credentials.env").read().split())
 dsn = (f"host={env['SHARD0_HOST']} port={env['SHARD0_PORT']} dbname={env['SHARD0_DATABASE']} "
-       f"user={env['SHARD0_USER']} password={env['SHARD0_PASSWORD']} target_session_attrs=read-write connect_timeout=2 "
-       # A primary that vanishes mid-statement answers nothing: without these the client waits forever.
-       "keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000")
+       f"user={env['SHARD0_USER']} password={env['SHARD0_PASSWORD']} "
+       f"target_session_attrs={env['SHARD0_TARGET_SESSION_ATTRS']} connect_timeout={env['SHARD0_CONNECT_TIMEOUT']} "
+       f"tcp_user_timeout={env['SHARD0_TCP_USER_TIMEOUT']} keepalives={env['SHARD0_KEEPALIVES']} "
+       f"keepalives_idle={env['SHARD0_KEEPALIVES_IDLE']} keepalives_interval={env['SHARD0_KEEPALIVES_INTERVAL']} "
+       f"keepalives_count={env['SHARD0_KEEPALIVES_COUNT']}")
 log = open(sys.argv[1], "w", buffering=1)
 deadline = time.monotonic() + float(sys.argv[2])
 n, conn = 0, None

@@ -94,6 +94,8 @@ def test_the_standby_orchestrator_gets_the_key_and_the_replicas(run_stack) -> No
     # writable one chosen by libpq; the local orchestrator's list is the other way round.
     assert "SHARD0_HOST=10.1.2.10,10.2.0.10\n" in credentials and "SHARD1_HOST=10.1.2.11,10.2.0.129\n" in credentials
     assert "SHARD0_TARGET_SESSION_ATTRS=read-write\n" in credentials
+    # A client on a primary that vanishes mid-statement gives up and tries the next host.
+    assert "SHARD0_TCP_USER_TIMEOUT=5000\n" in credentials and "SHARD0_KEEPALIVES_IDLE=5\n" in credentials
     local = result.artifacts["local-orchestrator"]["/etc/unde/secrets/shard-credentials.env"]
     assert "SHARD0_HOST=10.2.0.10,10.1.2.10\n" in local and "SHARD1_HOST=10.2.0.129,10.1.2.11\n" in local
     assert "SHARD0_USER=orchestrator\n" in credentials

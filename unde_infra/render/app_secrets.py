@@ -40,6 +40,14 @@ MEK_PRESENCE_INTERVAL = "1min"
 # side Patroni has made primary; a dead first host costs it this long before the next.
 TARGET_SESSION_ATTRS = "read-write"
 CONNECT_TIMEOUT_SECONDS = 3
+# A primary that dies mid-statement answers nothing: without these a client waits on its
+# connection forever and never tries the promoted member (the lab's primary-failure drill found
+# its writer hung so). libpq's own parameters: unacknowledged data gives up after
+# TCP_USER_TIMEOUT_MS, an idle connection is probed after KEEPALIVES_IDLE seconds, every
+# KEEPALIVES_INTERVAL, KEEPALIVES_COUNT times. Well below the failover's ~25 s, well above the
+# 120 ms round trip to Helsinki.
+TCP_USER_TIMEOUT_MS = 5000
+KEEPALIVES = {"KEEPALIVES": "1", "KEEPALIVES_IDLE": "5", "KEEPALIVES_INTERVAL": "2", "KEEPALIVES_COUNT": "3"}
 
 
 def shard_hosts(inventory: Inventory, server: Server) -> list[tuple[int, str]]:
@@ -65,6 +73,8 @@ def shard_credentials(passwords: Mapping[tuple[int, str], str], *, user: str, sh
         values[f"SHARD{index}_PORT"] = "6432"  # libpq: one port for every host
         values[f"SHARD{index}_TARGET_SESSION_ATTRS"] = TARGET_SESSION_ATTRS
         values[f"SHARD{index}_CONNECT_TIMEOUT"] = str(CONNECT_TIMEOUT_SECONDS)
+        values[f"SHARD{index}_TCP_USER_TIMEOUT"] = str(TCP_USER_TIMEOUT_MS)
+        values.update({f"SHARD{index}_{key}": value for key, value in KEEPALIVES.items()})
         values[f"SHARD{index}_USER"] = user
         values[f"SHARD{index}_DATABASE"] = APP_DATABASE
         values[f"SHARD{index}_PASSWORD"] = passwords[(index, user)]
