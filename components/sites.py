@@ -82,8 +82,7 @@ def load_stack() -> tuple[StackSettings, Inventory]:
     # A secret set without --secret reaches the program as plain config: refused, by its name.
     secrets = {
         **{key: is_config_secret(f"{config.name}:{key}") for key in SECRET_KEYS if config.get(key) is not None},
-        **{key: is_config_secret(key) for key in PROVIDER_SECRET_KEYS
-           if pulumi.Config(key.split(":")[0]).get(key.split(":")[1]) is not None},
+        **{key: is_config_secret(key) for key in PROVIDER_SECRET_KEYS if _provider_config(key) is not None},
     }
     plaintext_secret_problems(stack, secrets, problems)
     problems.raise_if_any(f"Pulumi.{stack}.yaml")
@@ -94,13 +93,18 @@ def load_stack() -> tuple[StackSettings, Inventory]:
         problems.add(path, message)
     # Each secret's shape, read here where the real run has them in plain (never printed).
     values = {key: value for key in SECRET_KEYS if (value := config.get(key)) is not None}
-    values |= {key: value for key in PROVIDER_SECRET_KEYS
-               if (value := pulumi.Config(key.split(":")[0]).get(key.split(":")[1])) is not None}
+    values |= {key: value for key in PROVIDER_SECRET_KEYS if (value := _provider_config(key)) is not None}
     for key, problem in secret_problems(values):
         problems.add(key, problem)
     problems.raise_if_any(f"Pulumi.{stack}.yaml")
     enforce(settings, inventory)
     return settings, inventory
+
+
+def _provider_config(key: str) -> str | None:
+    """A provider's setting (`hcloud:token`) as the program reads it."""
+    namespace, _, name = key.partition(":")
+    return pulumi.Config(namespace).get(name)
 
 
 def _config_value(text: str) -> Any:

@@ -32,6 +32,12 @@ def cgroup_hierarchies() -> list[Path]:
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
 
 
+def exec_in(leader: int, *command: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`command` inside the container whose init is `leader`, in all its namespaces."""
+    return subprocess.run(["nsenter", "-t", str(leader), "-a", *command], capture_output=True, text=True,
+                          timeout=timeout, input=stdin)
+
+
 @dataclass
 class Container:
     host: LabHost
@@ -139,8 +145,7 @@ class Container:
         leader = self.leader()
         if leader is None:
             raise RuntimeError(f"{self.host.name}: container is not running")
-        return subprocess.run(["nsenter", "-t", str(leader), "-a", *command], capture_output=True, text=True,
-                              timeout=timeout, input=stdin)
+        return exec_in(leader, *command, timeout=timeout, stdin=stdin)
 
     def wait_sshd(self, timeout: float = BOOT_TIMEOUT) -> bool:
         """Waits until sshd listens: what a `pulumi up` waits for before its commands dial (the

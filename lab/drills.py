@@ -12,18 +12,25 @@ Measured, not stated (each figure from the servers, printed and written to drill
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
+import signal
 import statistics
+import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from unde_infra import timings
-from unde_infra.model import Inventory, Shard
+from unde_infra.model import Inventory, Shard, load_topology
 from unde_infra.render.postgres import layout_for
 
-from .containers import Container
+from .containers import Container, exec_in
+from .wan_relay import DEFAULT_DELAY_MS
 
 PSQL = "runuser -u postgres -- psql -X -At -p 5432 -h /var/run/postgresql"
 # The application's database on a shard (shard-credentials.env's SHARD<n>_DATABASE).
@@ -108,8 +115,6 @@ def commit_figures(latencies: list[float], seconds: int) -> dict[str, float]:
 def replication_lag(primary: Container, seconds: int, rate: int) -> dict[str, float]:
     """The standby's write, flush and replay lag (pg_stat_replication, ms) sampled every second
     while one connection writes `rate` rows a second."""
-    import threading
-
     samples: list[tuple[float, float, float]] = []
     done = threading.Event()
 
@@ -283,8 +288,6 @@ WRITER_LOG = "/var/tmp/unde-drill-writer.log"
 
 def _pids_of(leader: int) -> list[int]:
     """Every process of the container whose init is `leader` (its pid namespace)."""
-    import os
-
     own = os.readlink(f"/proc/{leader}/ns/pid")
     pids = []
     for entry in os.listdir("/proc"):
@@ -307,10 +310,6 @@ VANISHED = ("table inet unde_drill_down {\n"
 def server_down(server: Any, down: bool) -> None:
     """The server stops as a dead one does: every process frozen, every packet to and from it
     dropped; and back (thawed, its packets flowing), as after a power cycle that kept its disk."""
-    import os
-    import signal
-    import subprocess
-
     leader = server.pid if hasattr(server, "pid") else server.leader()
     namespace = server.host.namespace
     if down:
@@ -474,17 +473,11 @@ class Kept:
     host: KeptHost
     pid: int
 
-    def exec(self, *command: str, timeout: float = 60, stdin: str | None = None) -> Any:
-        import subprocess
-
-        return subprocess.run(["nsenter", "-t", str(self.pid), "-a", *command], capture_output=True, text=True,
-                              timeout=timeout, input=stdin)
+    def exec(self, *command: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return exec_in(self.pid, *command, timeout=timeout, stdin=stdin)
 
 
 def kept_servers(run_dir: str) -> dict[str, Kept]:
-    import subprocess
-    from pathlib import Path
-
     found = {}
     listing = subprocess.run(["pgrep", "-af", "systemd-nspawn --boot"], capture_output=True, text=True).stdout
     for line in listing.splitlines():
@@ -500,12 +493,6 @@ def kept_servers(run_dir: str) -> dict[str, Kept]:
 
 
 def main() -> int:
-    import argparse
-
-    from unde_infra.model import load_topology
-
-    from .wan_relay import DEFAULT_DELAY_MS
-
     parser = argparse.ArgumentParser(prog="python -m lab.drills", description="the drills, on a lab left running")
     parser.add_argument("--run-dir", default="/var/tmp/unde-lab/run")
     parser.add_argument("--wan-delay-ms", type=float, default=DEFAULT_DELAY_MS, help="the relay's, as the lab runs it")

@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from . import netns
 
@@ -70,6 +71,7 @@ class LabNetwork:
     # The WAN relay between the local site and the others (lab/wan_relay.py), while it runs.
     wan: subprocess.Popen[str] | None = None
     wan_control: str = ""
+    wan_log: TextIO | None = None
 
     def namespace(self, hub: str) -> str:
         return f"{self.prefix}-{hub}"
@@ -116,11 +118,11 @@ class LabNetwork:
         and another server's crosses the relay in `inet`, `delay_ms` each way."""
         local, others = self.site_addresses()
         self.wan_control = str(run_dir / "wan.sock")
-        log = open(run_dir / "wan-relay.log", "w")  # noqa: SIM115 - the relay's for as long as it runs
+        self.wan_log = open(run_dir / "wan-relay.log", "w")  # noqa: SIM115 - the relay's for as long as it runs
         self.wan = subprocess.Popen(
             [sys.executable, "-m", "lab.wan_relay", "--namespace", self.inet, "--site-a", ",".join(local),
              "--site-b", ",".join(others), "--delay-ms", str(delay_ms), "--control", self.wan_control],
-            cwd=Path(__file__).resolve().parent.parent, stdout=log, stderr=subprocess.STDOUT, text=True)
+            cwd=Path(__file__).resolve().parent.parent, stdout=self.wan_log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 30
         while not os.path.exists(self.wan_control):
             if self.wan.poll() is not None or time.monotonic() > deadline:
@@ -132,6 +134,9 @@ class LabNetwork:
             self.wan.terminate()
             self.wan.wait(timeout=30)
             self.wan = None
+        if self.wan_log is not None:
+            self.wan_log.close()
+            self.wan_log = None
 
     def down(self) -> None:
         self.stop_wan()

@@ -36,14 +36,18 @@ from .settings import (
     parse_settings,
     read_stack_config,
     required_secrets,
+    secret_shape_problem,
 )
 
-# Address ranges reserved for documentation: no admin's traffic ever comes from them.
-DOCUMENTATION_RANGES = tuple(ip_network(n) for n in (
-    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # RFC 5737
-    "2001:db8::/32",  # RFC 3849
-    "3fff::/20",  # RFC 9637
-))
+# Address ranges reserved for documentation, each with the RFC that reserves it: no admin's
+# traffic ever comes from them.
+DOCUMENTATION_RANGES = {
+    ip_network("192.0.2.0/24"): "RFC 5737",
+    ip_network("198.51.100.0/24"): "RFC 5737",
+    ip_network("203.0.113.0/24"): "RFC 5737",
+    ip_network("2001:db8::/32"): "RFC 3849",
+    ip_network("3fff::/20"): "RFC 9637",
+}
 # An SSH public key's comment that says it is not one yet.
 PLACEHOLDER_COMMENT = re.compile(r"replace|placeholder|example|changeme|your[-_ ]", re.IGNORECASE)
 # Key material published in this repository's own examples: whoever holds its private half is not
@@ -64,9 +68,12 @@ class Blocker:
     group: str = ""
     subject: str = ""
 
+    def where(self, stack: str) -> str:
+        """Its path with the file it is in."""
+        return self.path if self.path.startswith("topology:") else f"Pulumi.{stack}.yaml: {self.path}"
+
     def line(self, stack: str) -> str:
-        where = self.path if self.path.startswith("topology:") else f"Pulumi.{stack}.yaml: {self.path}"
-        return f"{where}: {self.message}; fix: {self.fix}"
+        return f"{self.where(stack)}: {self.message}; fix: {self.fix}"
 
 
 def blockers(settings: StackSettings, inventory: Inventory, config_keys: set[str] | None = None) -> list[Blocker]:
@@ -127,9 +134,8 @@ def _admin_network_blockers(settings: StackSettings) -> list[Blocker]:
 
 
 def _not_an_admin_source(net: IPv4Network | IPv6Network) -> str:
-    for reserved in DOCUMENTATION_RANGES:
+    for reserved, rfc in DOCUMENTATION_RANGES.items():
         if net.version == reserved.version and net.subnet_of(reserved):  # type: ignore[arg-type]
-            rfc = "RFC 5737" if net.version == 4 else ("RFC 9637" if net.subnet_of(ip_network("3fff::/20")) else "RFC 3849")  # type: ignore[arg-type]
             return f"a documentation range ({rfc})"
     if not net.network_address.is_global:
         return "not a public range (hcloud firewalls see only traffic from the internet)"
@@ -234,7 +240,7 @@ def check_stacks(
             errors.append(TopologyError(f"Pulumi.{stack}.yaml", problems.items).report())
             continue
         # hcloud refuses a type where it is not sold only when `pulumi up` orders the server.
-        unsold = [Problem(path, message) for path, message in type_location_problems(inventory, settings)]
+        unsold = [Problem(where, message) for where, message in type_location_problems(inventory, settings)]
         if unsold:
             errors.append(TopologyError(f"{path.name} (as the {stack} stack builds it, Pulumi.{stack}.yaml)", unsold).report())
             continue
@@ -246,22 +252,28 @@ def check_stacks(
 
 def summary_lines(found: list[Blocker], stack: str) -> list[str]:
     """The blockers as a person reads them at a glance: one line each, those of one group in one
-    line, without the fixes (`validate --real-run` gives each with its fix)."""
-    lines: list[str] = []
+    line (where its first one stands), without the fixes (`validate --real-run` gives each with
+    its fix)."""
+    entries: list[Blocker | list[Blocker]] = []
     groups: dict[str, list[Blocker]] = {}
     for blocker in found:
-        if blocker.group:
-            if blocker.group not in groups:
-                lines.append(blocker.group)  # its place in the list
-            groups.setdefault(blocker.group, []).append(blocker)
+        if not blocker.group:
+            entries.append(blocker)
+        elif blocker.group in groups:
+            groups[blocker.group].append(blocker)
         else:
-            stood = f" [the preview stood in: {blocker.stand_in}]" if blocker.stand_in else ""
-            lines.append(f"{blocker.line(stack).split('; fix: ')[0]}{stood}")
-    for group, members in groups.items():
-        stand_ins = sorted({m.stand_in for m in members if m.stand_in})
+            groups[blocker.group] = [blocker]
+            entries.append(groups[blocker.group])
+    lines = []
+    for entry in entries:
+        if isinstance(entry, Blocker):
+            stood = f" [the preview stood in: {entry.stand_in}]" if entry.stand_in else ""
+            lines.append(f"{entry.where(stack)}: {entry.message}{stood}")
+            continue
+        stand_ins = sorted({m.stand_in for m in entry if m.stand_in})
         shown_stand_ins = ", ".join(stand_ins) if len(stand_ins) <= 2 else f"{stand_ins[0]} .. {stand_ins[-1]}"
         stood = f" [the preview stood in: {shown_stand_ins}]" if stand_ins else ""
-        lines[lines.index(group)] = f"{group}: {len(members)} ({', '.join(m.subject for m in members)}){stood}"
+        lines.append(f"{entry[0].group}: {len(entry)} ({', '.join(m.subject for m in entry)}){stood}")
     return lines
 
 
@@ -297,6 +309,4 @@ def enforce(settings: StackSettings, inventory: Inventory) -> None:
 
 
 def secret_problems(values: Mapping[str, str]) -> list[tuple[str, str]]:
-    from .settings import secret_shape_problem
-
     return [(key, problem) for key, value in sorted(values.items()) if (problem := secret_shape_problem(key, value))]
