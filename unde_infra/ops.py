@@ -129,6 +129,11 @@ class ClusterState:
     paused: bool | None = None
 
 
+def _seen(member: dict[str, Any] | None) -> str:
+    """A member's role and state as patronictl lists them, for a precondition's report."""
+    return f"{member.get('Role')}, {member.get('State')}" if member else "not listed"
+
+
 @dataclass(frozen=True)
 class Leads:
     """`member` is the shard's leader, running."""
@@ -142,8 +147,7 @@ class Leads:
         found = state.members.get(self.member)
         if found is not None and found.get("Role") == "Leader" and found.get("State") == "running":
             return None
-        seen = f"{found.get('Role')}, {found.get('State')}" if found else "not listed"
-        return f"{self.member} is not the running leader ({seen}; leader: {_leader(state.members)})"
+        return f"{self.member} is not the running leader ({_seen(found)}; leader: {_leader(state.members)})"
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,7 @@ class Streams:
     def problem(self, state: ClusterState) -> str | None:
         found = state.members.get(self.member)
         if found is None or found.get("Role") in LEADER_ROLES or found.get("State") != "streaming":
-            seen = f"{found.get('Role')}, {found.get('State')}" if found else "not listed"
-            return f"{self.member} is not streaming ({seen})"
+            return f"{self.member} is not streaming ({_seen(found)})"
         if self.max_lag_mb is None:
             return None
         lag = lag_mb(found)
