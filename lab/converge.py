@@ -34,7 +34,7 @@ from .containers import Container, cgroup_hierarchies
 from .delivery import DeliveryRun, Operator, Outcome, changed, deliver, failure_lines, per_server, state_of
 from .network import PREFIX, PROXY4, PROXY6, PROXY_NAME, PROXY_PORT, S3_ADDRESS, S3_ADDRESS6, LabNetwork
 from .s3 import S3StandIn, write_ca
-from .servers import LabPreview, run_preview
+from .servers import LabPreview, lab_topology, run_preview
 from .wan_relay import DEFAULT_DELAY_MS
 
 CACHE = Path("/var/tmp/unde-lab")
@@ -106,7 +106,7 @@ def build_lab(run_dir: Path, config_overrides: dict[str, object] | None = None,
               wan_delay_ms: float = DEFAULT_DELAY_MS) -> Lab:
     run_dir.mkdir(parents=True, exist_ok=True)
     key, public = _keypair(run_dir)
-    preview = run_preview(public, config_overrides)
+    preview = run_preview(public, lab_topology(run_dir), config_overrides)
     network = LabNetwork(preview.hosts, preview.networks, OPERATOR_ADDRESS)
     lab = Lab(run_dir, preview, network, Operator(network.operator, key), public, wan_delay_ms=wan_delay_ms)
     return lab
@@ -465,7 +465,7 @@ def change_one_file(lab: Lab) -> tuple[list[str], dict[str, DeliveryRun]]:
     saved = patroni.PRIMARY_START_TIMEOUT
     patroni.PRIMARY_START_TIMEOUT = saved + 30
     try:
-        changed_preview = run_preview(lab.admin_key)
+        changed_preview = run_preview(lab.admin_key, lab.run_dir / "topology.yaml")
     finally:
         patroni.PRIMARY_START_TIMEOUT = saved
     lab.preview.plans = changed_preview.plans

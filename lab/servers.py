@@ -5,10 +5,13 @@ remote commands of every server."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from unde_infra.delivery_plan import PlannedCommand, plan_from_run
-from unde_infra.model import LOCAL, Inventory
+from unde_infra.model import LOCAL, ROOT, Inventory
 from unde_infra.naming import REMOTE_COMMAND_TYPE
 from unde_infra.offline import Record, unwrap_secrets
 from unde_infra.preview import StackResult, prepare, run_stacks
@@ -25,6 +28,21 @@ LAB_SECRETS = {"slackWebhookUrl": "https://hooks.slack.unde-lab.invalid/services
               "heartbeatUrl": "https://heartbeat.unde-lab.invalid/ping/lab"}
 
 
+# The lab builds the default topology plus a second shard that commits synchronously: a derived
+# shard (its addresses and tunnel from the pools, not the plan's) is built for real, and every
+# drill measures both durability modes under the same failure.
+LAB_SHARDS = {"count": 2, "durability_overrides": {1: "sync"}}
+
+
+def lab_topology(run_dir: Path) -> Path:
+    """The default topology with the lab's shards, written into the run's directory."""
+    topology = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text())
+    topology["shards"].update(LAB_SHARDS)
+    path = run_dir / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology, sort_keys=False))
+    return path
+
+
 @dataclass
 class LabPreview:
     results: list[StackResult]
@@ -38,11 +56,12 @@ class LabPreview:
         return self.results[0].inventory
 
 
-def run_preview(admin_key: str, config_overrides: dict[str, Any] | None = None, shards: int | None = None) -> LabPreview:
-    """Both stacks offline, as `make preview` runs them, with the lab operator's key as the
-    stacks' admin key (hcloud's ssh_keys and the admin user's authorized keys)."""
+def run_preview(admin_key: str, topology: Path | None, config_overrides: dict[str, Any] | None = None) -> LabPreview:
+    """Both stacks offline, as `make preview` runs them (of `topology`, else the project's), with
+    the lab operator's key as the stacks' admin key (hcloud's ssh_keys and the admin user's
+    authorized keys)."""
     overrides = {"sshKeys": [admin_key], **(config_overrides or {})}
-    results = run_stacks(prepare(STACKS, None, shards, config_overrides=overrides), secret_values=LAB_SECRETS)
+    results = run_stacks(prepare(STACKS, topology, None, config_overrides=overrides), secret_values=LAB_SECRETS)
     return LabPreview(results, _hosts(results), _networks(results), _plans(results))
 
 
