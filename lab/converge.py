@@ -102,6 +102,11 @@ def _proxy_in(namespace: str | None, host: str, port: int) -> tuple[object, int]
     return server, sock.getsockname()[1]
 
 
+def serve_archive_proxies(inet: str = f"{PREFIX}-inet") -> list[object]:
+    """The archive proxy where the servers' apt looks for it, on the lab's internet."""
+    return [_proxy_in(inet, address, PROXY_PORT)[0] for address in (PROXY4, PROXY6)]
+
+
 def build_lab(run_dir: Path, config_overrides: dict[str, object] | None = None,
               wan_delay_ms: float = DEFAULT_DELAY_MS) -> Lab:
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -121,8 +126,7 @@ def start(lab: Lab) -> None:
     host_proxy, host_port = _proxy_in(None, "127.0.0.1", 0)
     lab.proxies.append(host_proxy)
     lab.host_proxy = f"http://127.0.0.1:{host_port}"
-    for address in (PROXY4, PROXY6):
-        lab.proxies.append(_proxy_in(lab.network.inet, address, PROXY_PORT)[0])
+    lab.proxies += serve_archive_proxies(lab.network.inet)
     ca = lab_ca()
     endpoint = lab.preview.inventory.object_storage.endpoint
     s3 = S3StandIn(lab.network.inet, [S3_ADDRESS, S3_ADDRESS6], [endpoint], list(lab.preview.inventory.object_storage.buckets),
@@ -493,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = build_lab(args.run_dir, wan_delay_ms=args.wan_delay_ms)
     problems: list[str] = []
     figures: dict[str, object] = {}
+    drill_lines: list[str] = ["drills: none ran (the lab stopped before them)"]
     try:
         start(lab)
         lab.boot_started = boot_started = time.monotonic()
@@ -539,8 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         figures.update(again={s: r.to_json() for s, r in again.items()}, changed_again=changed_again,
                        rebooted=rebooted, after_reboot=[c.__dict__ for c in after_reboot], mek=mek, change=ran)
         if args.drills:
-            report = drills.run(lab.containers, lab.preview.inventory, lab.wan_delay_ms)
-            for line in drills.summary(report):
+            relay = lab.network.wan_control if lab.wan_delay_ms else None
+            report = drills.run(lab.containers, lab.preview.inventory, lab.wan_delay_ms, relay, say=lab.say)
+            drill_lines = drills.summary(report)
+            for line in drill_lines[:-1]:
                 lab.say(line)
             (lab.run_dir / "drills.json").write_text(json.dumps(report.figures, indent=1))
             problems += [f"drill: {p}" for p in report.problems]
@@ -554,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(len(c) for _, c in lab.preview.plans)
     print(f"converge: {len(lab.containers)} servers, {total} commands, {len(problems)} problems, "
           f"{time.monotonic() - started:.0f} s", flush=True)
+    if args.drills:
+        print(drill_lines[-1], flush=True)
     return 0 if not problems else 1
 
 
