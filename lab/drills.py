@@ -174,9 +174,12 @@ def run(containers: dict[str, Any], inventory: Inventory, wan_delay_ms: float, r
         except RuntimeError as error:
             report.problems.append(f"durability drills: {error}")
         try:
+            failover_drills.leader_affinity(containers, inventory, on=False)
             report.figures["etcd_election"] = etcd_election(containers, inventory)
         except (RuntimeError, ValueError) as error:
             report.problems.append(f"etcd election drill: {error}")
+        finally:
+            failover_drills.leader_affinity(containers, inventory, on=True)
         report.problems += disagreements(report.figures)
     results = failover_drills.run(containers, inventory, chosen, say=say)
     report.figures["scenarios"] = [r.as_json() for r in results]

@@ -28,6 +28,7 @@ from typing import Any
 
 from unde_infra import scenarios, timings
 from unde_infra.model import HELSINKI, LOCAL, Inventory, Server, Shard
+from unde_infra.render.etcd import LEADER_AFFINITY_UNIT
 
 from .cluster import APP_DATABASE, ETCDCTL, etcd_leader, lead_at_home, patronictl, server_down, sh, sql
 from .wan_relay import control
@@ -217,6 +218,14 @@ def etcd_members(containers: dict[str, Any], inventory: Inventory) -> dict[str, 
     return {m.member: next(i for i, e in endpoints.items() if f"//{m.host.ip}:" in e) for m in inventory.etcd}
 
 
+def leader_affinity(containers: dict[str, Any], inventory: Inventory, on: bool) -> None:
+    """The local member's timer that brings the etcd leader home (render/etcd.py), stopped while a
+    drill holds the leader elsewhere, and started again."""
+    for member in inventory.etcd:
+        if member.site == LOCAL:
+            sh(containers[member.host.name], f"systemctl {'start' if on else 'stop'} {LEADER_AFFINITY_UNIT}.timer")
+
+
 def place_etcd_leader(containers: dict[str, Any], inventory: Inventory, member: str, timeout: float = 30) -> int:
     ids = etcd_members(containers, inventory)
     observer = next(containers[m.host.name] for m in inventory.etcd if m.member != member)
@@ -344,6 +353,7 @@ def drill(containers: dict[str, Any], inventory: Inventory, scenario: str, leade
     """One failure with the etcd leader on `leader`, both shards under writes."""
     _settle(containers, inventory)
     ids = etcd_members(containers, inventory)
+    leader_affinity(containers, inventory, on=False)
     place_etcd_leader(containers, inventory, leader)
     failure = next(f for f in scenarios.failures(inventory, inventory.shards[0]) if f.name == scenario)
     expected = {s.index: scenarios.evaluate(inventory, s, failure if scenario != "shard-down" else
@@ -427,6 +437,7 @@ def run(containers: dict[str, Any], inventory: Inventory, chosen: list[tuple[str
             result = DrillResult(scenario, leader, None, problems=[f"{scenario}, etcd leader {leader}: {error}"])
         say(line_of(result.as_json()) + f" ({time.monotonic() - started:.0f} s)")
         results.append(result)
+    leader_affinity(containers, inventory, on=True)
     return results
 
 
@@ -463,6 +474,7 @@ def hiccup(containers: dict[str, Any], inventory: Inventory, relay: str, *, blac
     primaries; measured, each shard's write outage."""
     _settle(containers, inventory)
     ids = etcd_members(containers, inventory)
+    leader_affinity(containers, inventory, on=False)
     place_etcd_leader(containers, inventory, leader)
     homes = {s.index: leader_name(containers, s) for s in inventory.shards}
     watch = blackout_s + QUIET_WATCH_SECONDS if blackout_s else seconds
@@ -518,4 +530,5 @@ def hiccups(containers: dict[str, Any], inventory: Inventory, relay: str,
             result = DrillResult(f"hiccup {case}", HICCUP_ETCD_LEADER, None, problems=[f"hiccup {case}: {error}"])
         say(line_of(result.as_json()) + f" ({time.monotonic() - started:.0f} s)")
         results.append(result)
+    leader_affinity(containers, inventory, on=True)
     return results
