@@ -22,7 +22,7 @@ TEST_PARTS := unit artifacts fuzz integration converge
 # module-scoped runs happen once, or the files that share a session run (tests/conftest.py).
 UNIT_PYTEST_ARGS := -n auto --dist loadgroup
 
-.PHONY: preview test lint deb-packages benchmark clean converge docs
+.PHONY: preview test lint deb-packages benchmark clean converge drills docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,14 +62,19 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy lab
 	shellcheck --shell=sh --severity=style unde_infra/files/*.sh
 
-# The converge lab (lab/, README "The converge lab"): every server of the default topology built
-# for real in systemd containers and checked; the last line is its summary.
 # The README's sample outputs, produced again by the commands they show.
 docs: $(STAMP)
 	$(PY) -m tests.readme_samples --write
 
+# The converge lab (lab/, README "The converge lab"): every server of the default topology built
+# for real in systemd containers and checked; the last line is its summary.
 converge: $(STAMP) deb-packages
 	$(PY) -m lab
+
+# The lab built as `converge` builds it, then the drills at 120 ms (lab/drills.py,
+# lab/failover_drills.py); the last line: how many failure drills agree with `unde-infra scenarios`.
+drills: $(STAMP) deb-packages
+	$(PY) -m lab --drills
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/preview_scale.py

@@ -303,7 +303,7 @@ def role_probes(lab: Lab) -> dict[str, dict[str, health.Probe]]:
         chosen = dict(health.every_server())
         if server.task == "shard":
             shard = next(s for s in inventory.shards if s.primary.name == name)
-            chosen.update(health.shard_primary(str(shard.primary.ip), str(shard.replica.ip)))
+            chosen.update(health.shard_primary(str(shard.primary.ip), str(shard.replica.ip), shard.synchronous))
         elif server.task == "shard-replica":
             chosen.update(health.shard_replica())
         if name in etcd_hosts:

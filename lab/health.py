@@ -85,7 +85,9 @@ def _psql(sql: str, port: int = 5432) -> str:
     return f"runuser -u postgres -- psql -X -At -p {port} -h /var/run/postgresql -d postgres -c \"{sql}\""
 
 
-def shard_primary(primary_ip: str, replica_ip: str) -> dict[str, Probe]:
+def shard_primary(primary_ip: str, replica_ip: str, synchronous: bool = False) -> dict[str, Probe]:
+    """The primary's checks; the replica's role is Patroni's: `sync_standby` on a sync shard."""
+    role = "sync_standby" if synchronous else "replica"
     vector = ("CREATE EXTENSION IF NOT EXISTS vector; "
               "CREATE TABLE IF NOT EXISTS lab_nn (id int PRIMARY KEY, embedding vector(3)); "
               "INSERT INTO lab_nn VALUES (1, '[1,1,1]'), (2, '[5,5,5]'), (3, '[9,0,9]') ON CONFLICT DO NOTHING; "
@@ -99,8 +101,8 @@ def shard_primary(primary_ip: str, replica_ip: str) -> dict[str, Probe]:
             f"state=$(curl -fsS --max-time 10 http://{primary_ip}:8008/cluster | "
             "python3 -c 'import json,sys; m=json.load(sys.stdin)[\"members\"]; "
             "print(sorted((x[\"role\"], x[\"state\"]) for x in m))'); "
-            "case \"$state\" in *streaming*leader*|*leader*streaming*) break;; esac; sleep 5; done; echo \"$state\"",
-            r"\('leader', 'running'\).*\('replica', 'streaming'\)|\('replica', 'streaming'\).*\('leader', 'running'\)",
+            f"case \"$state\" in *\"'{role}', 'streaming'\"*) break;; esac; sleep 5; done; echo \"$state\"",
+            rf"\('leader', 'running'\).*\('{role}', 'streaming'\)|\('{role}', 'streaming'\).*\('leader', 'running'\)",
             timeout=330),
         "PostgreSQL 17 serves": shell(_psql("SHOW server_version"), r"^17\."),
         "pgvector: HNSW index answers a nearest-neighbour query": shell(_psql(vector), r"^2$"),

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("systemd-nspaw
 
 @pytest.fixture(scope="module")
 def lab_run() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    result = subprocess.run([sys.executable, "-m", "lab", "--run-dir", str(RUN_DIR)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=3600)
+    result = subprocess.run([sys.executable, "-m", "lab", "--run-dir", str(RUN_DIR), "--drills"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=5400)
     (RUN_DIR / "report.txt").write_text(result.stdout + result.stderr)
     print(result.stdout[-6000:])
     figures = json.loads((RUN_DIR / "figures.json").read_text())
@@ -37,8 +37,10 @@ def lab_run() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
 
 def test_the_lab_converges_with_no_problem(lab_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     result, _ = lab_run
-    last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("converge: ") and " 0 problems," in last, result.stdout[-4000:]
+    # The converge line, then the drills' (their problems count among the run's).
+    *_, converged, drilled = result.stdout.strip().splitlines()
+    assert converged.startswith("converge: ") and " 0 problems," in converged, result.stdout[-4000:]
+    assert drilled.startswith("drills: "), result.stdout[-4000:]
     assert result.returncode == 0
 
 
@@ -107,3 +109,41 @@ def test_a_one_file_change_runs_only_that_file_and_its_apply_step(
     assert sorted(figures["change"]) == sorted(
         f"{server}:{what}" for server in ("local-shard-0", "shard-replica-0", "local-shard-1", "shard-replica-1")
         for what in ("/etc/patroni/patroni.yml", "apply"))
+
+
+# --------------------------------------------------------------------------------------------
+# The drills at 120 ms after the converge run (lab/drills.py, lab/failover_drills.py)
+
+
+@pytest.fixture(scope="module")
+def drills(lab_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> dict[str, Any]:
+    return json.loads((RUN_DIR / "drills.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_the_drills_ran_at_the_real_distance(drills: dict[str, Any]) -> None:
+    assert drills["wan_rtt_ms"] == 120
+    # A synchronous commit waits for the Helsinki replica: at least one round trip; an
+    # asynchronous one does not.
+    assert drills["durability"]["sync"]["p50_ms"] >= 120
+    assert drills["durability"]["async"]["p50_ms"] < 20
+
+
+def test_every_failure_drill_agrees_with_the_model(lab_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+                                                   drills: dict[str, Any]) -> None:
+    from unde_infra import scenarios
+
+    drilled = {(d["scenario"], d["etcd_leader"]) for d in drills["scenarios"]}
+    # Every scenario with the etcd leader on every member, each on both shards (async and sync).
+    assert drilled == {(s, m) for s in scenarios.SCENARIOS for m in ("etcd-1", "etcd-3", "etcd-witness")}
+    assert all(set(d["shards"]) == {"0", "1"} for d in drills["scenarios"])
+    assert [p for d in drills["scenarios"] for p in d["problems"]] == []
+    last = lab_run[0].stdout.strip().splitlines()[-1]
+    assert last == f"drills: {len(drilled)} of {len(drilled)} failure drills agree with `unde-infra scenarios`"
+
+
+def test_a_wan_hiccup_is_not_a_failover(drills: dict[str, Any]) -> None:
+    hiccups = drills["hiccups"]
+    assert [h["scenario"] for h in hiccups][:2] == ["blackout 1 s", "blackout 5 s"]
+    assert [p for h in hiccups for p in h["problems"]] == []
+    for hiccup in hiccups:
+        assert all(s["lost"] == 0 and not s["two_primaries"] for s in hiccup["shards"].values()), hiccup
