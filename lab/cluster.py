@@ -74,15 +74,21 @@ def leader_of(containers: dict[str, Any], shard: Shard) -> str:
 
 def lead_at_home(containers: dict[str, Any], shard: Shard, timeout: float = 300) -> None:
     """The drills start as production runs: the shard led from the local site, its replica
-    streaming (after the lab's reboots, or a drill, either node may lead; a rewound old primary
+    streaming (a sync shard's as its synchronous standby) (after the lab's reboots, or a drill, either node may lead; a rewound old primary
     streams only once the new one has written past the rewind)."""
     replica = containers[shard.replica.name]
+
+    def ready(member: dict[str, Any]) -> bool:
+        # A sync shard's replica may be promoted only once the primary names it its synchronous
+        # standby, some seconds after it streams (Patroni's /sync key).
+        return member.get("State") == "streaming" and (not shard.synchronous or member.get("Role") == "Sync Standby")
+
     deadline = time.monotonic() + timeout
     while True:
         members = {m["Member"]: m for m in json.loads(sh(replica, patronictl(shard, "list", "-f", "json", shard.scope)))}
         leader = next((name for name, m in members.items() if m.get("Role") == "Leader"), None)
         home = members.get(shard.primary.name, {})
-        if leader == shard.primary.name and members.get(shard.replica.name, {}).get("State") == "streaming":
+        if leader == shard.primary.name and ready(members.get(shard.replica.name, {})):
             return
         if leader == shard.replica.name and home.get("State") == "streaming":
             replica.exec("sh", "-c", patronictl(shard, "switchover", "--leader", shard.replica.name, "--candidate",

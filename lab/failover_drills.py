@@ -57,7 +57,7 @@ while time.monotonic() < deadline:
         if conn is None:
             conn = psycopg2.connect(dsn)
             conn.autocommit = True
-            host = conn.get_dsn_parameters()["host"]
+            host = conn.info.host  # the member it reached, of the list
         n += 1
         conn.cursor().execute("INSERT INTO unde_drill_acks (writer, id) VALUES (%s, %s)", (name, n))
         log.write(f"{time.time():.3f} {n} ok {host}\\n")

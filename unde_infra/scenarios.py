@@ -20,7 +20,8 @@ The model follows what Patroni and etcd actually do:
 * Durability: an async shard loses what its primary acknowledged but did not stream; when the
   primary lives on, cut off, that is everything it acknowledged until it demotes itself
   (timings.async_loss_window_seconds()). A sync shard acknowledges a commit only once the replica
-  has it, so a failover loses nothing.
+  has it, so a failover loses nothing; when its replica vanishes while the primary keeps the
+  lock, its commits wait until Patroni drops the replica (timings.sync_standby_drop_seconds()).
 """
 
 from __future__ import annotations
@@ -214,8 +215,14 @@ def _evaluate(inventory: Inventory, shard: Shard, failure: Failure, net: Network
                        election, False, entry, scenario_rto, (), why, routing)
 
     if net.alive(primary) and has_dcs(primary, inventory, net, etcd_leader):
-        risk = "none" if net.reach(primary, replica) else catching_up
-        return outcome(True, primary.site, 0, 0, risk, f"{primary.name} keeps the leader lock (it reaches the etcd leader)")
+        if net.reach(primary, replica):
+            return outcome(True, primary.site, 0, 0, "none", f"{primary.name} keeps the leader lock (it reaches the etcd leader)")
+        # A sync shard's commits wait for the vanished replica until Patroni drops it.
+        wait = timings.sync_standby_drop_seconds() if sync else 0
+        return outcome(True, primary.site, wait, 0, catching_up,
+                       f"{primary.name} keeps the leader lock (it reaches the etcd leader)"
+                       + (f"; commits wait up to {wait} s until Patroni drops {replica.name} from "
+                          "synchronous_standby_names" if sync else ""))
     if net.alive(primary) and net.reach(primary, replica):
         # failsafe_mode: without etcd, the primary stays primary because it reaches every member.
         return outcome(True, primary.site, 0, 0, "none",

@@ -58,6 +58,16 @@ def failover_rto_seconds(ttl: int = PATRONI_TTL, etcd_election: bool = False) ->
     return math.ceil(ttl + election + PATRONI_MEMBER_CHECK_SECONDS + PATRONI_PROMOTE_SECONDS)
 
 
+def sync_standby_drop_seconds(ttl: int = PATRONI_TTL) -> int:
+    """How long a sync shard's commits wait when its replica vanishes while the primary keeps the
+    leader lock (Helsinki down, or the link cut with the etcd leader on the local side): the
+    replica's member key in etcd lives up to ttl after its last update, and the primary's next HA
+    loop drops it from synchronous_standby_names; commits then go on unreplicated. A replica that
+    vanishes keeps its walsender connection open (nothing resets it), so pg_stat_replication
+    does not tell sooner. Measured at 120 ms: 24.5 s (lab/failover_drills.py)."""
+    return ttl + PATRONI_LOOP_WAIT
+
+
 def async_loss_window_seconds() -> int:
     """How long a primary that lost the DCS (and its replica) keeps acknowledging writes: the
     next HA loop starts up to loop_wait later, its DCS calls give up after retry_timeout (twice
