@@ -26,6 +26,7 @@ from .pricing import DEFAULT_PRICING, load_pricing
 from .schema import (
     FREE_TEXT,
     HCLOUD_TYPE,
+    MAPPING_SECTIONS,
     RETIRED_SECTION,
     SECTIONS,
     EtcdSpec,
@@ -360,13 +361,12 @@ def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not 0 < len(str(version)) <= 16:
         problems.add("plan_version", "required: the plan version this topology implements, like \"7.2\"")
     parsed: dict[str, Any] = {RETIRED_SECTION: _parse_retired(data.get(RETIRED_SECTION), problems)}
-    mapping_sections = {"sites", "tasks", "servers"}
     for name, model in SECTIONS.items():
         raw = data.get(name)
         if raw is None:
             problems.add(name, "required section is missing")
             continue
-        if name in mapping_sections:
+        if name in MAPPING_SECTIONS:
             entries = _parse_entries(name, raw, model, problems)
             if entries is not None:
                 parsed[name] = entries
