@@ -783,6 +783,11 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                     f"{net}: the RouterOS gateway script applies IPv4 admin CIDRs only (it does not manage "
                     "RouterOS's IPv6 firewall); give the admins' IPv4 networks",
                 )
+    if needs_entry_dns(settings, inventory) and settings.dns_zone is None and settings.entry_domain:
+        # Checked here, not only once dnsZone is set: else the name is refused only in the real run.
+        problems.add("entryDomain", "the stack manages the entry's DNS (the topology has a standby entry), so the "
+                                    "entry's name is its record's, entryHostname in dnsZone: set dnsZone (and "
+                                    "entryHostname, default api) and remove entryDomain")
     if needs_entry_dns(settings, inventory) and settings.provider == "existing":
         name = api_instances(inventory)[0].name
         entry = settings.hosts.get(name)
