@@ -127,7 +127,7 @@ class Server:
     inbound: tuple[Inbound, ...] = ()  # what it serves publicly today (servers.<name>.inbound)
     # Whether the topology says what it serves publicly (an empty list says "nothing").
     inbound_declared: bool = False
-    # The operating system it runs, as the hcloud image name (README "Operating system and where
+    # The operating system it runs, as the hcloud image name (docs/architecture.md, "Operating system and where
     # packages come from"): a server the program creates runs CREATED_OS; an adopted one keeps
     # its own (servers.<name>.os, ADOPTED_OS unless the topology says otherwise).
     os: str = "debian-13"

@@ -58,7 +58,7 @@ class ExistingHost:
     port: int = 22
     # What the host costs per month (EUR, excl. VAT), for `unde-infra cost`; None: not given.
     eur_month: float | None = None
-    # The system it runs (README "Operating system and where packages come from"); the program
+    # The system it runs (docs/architecture.md, "Operating system and where packages come from"); the program
     # never re-images it, so this says what is there, and the setup steps check it.
     os: str = ADOPTED_OS
 
@@ -266,7 +266,8 @@ SETTINGS: dict[str, Setting] = {
     "entryDomain": Setting(
         "DNS name", "The API entry point's public name, for its TLS certificate. Where the stack manages the "
         "entry's DNS (the topology has a standby entry) it is derived from `dnsZone` and `entryHostname` and may "
-        "only be set to that same name; otherwise a real run stops until it is set.",
+        "only be set to that same name (without `dnsZone` it is refused); otherwise a real run stops until it is "
+        "set.",
         default_note="`entryHostname`.`dnsZone`", stacks=(LOCAL,)),
     "acmeEmail": Setting(
         "email address", "The ACME (Let's Encrypt) account's email that certbot registers, wherever certbot gets "
