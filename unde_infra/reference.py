@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 
 from . import timings
 from .model import ENTRY_NAMES, ROOT
+from .schema import DEFAULT_NOTE
 from .validators import Kind
 
 DOCS = ROOT / "docs"
@@ -140,10 +141,10 @@ def _allowed(annotation: Any, metadata: list[Any]) -> str:
             if value is not None:
                 bounds[name] = value
     if "ge" in bounds and "le" in bounds:
-        parts.append(f"{bounds['ge']:g} to {bounds['le']:g}")
+        parts.append(f"{_number(bounds['ge'])} to {_number(bounds['le'])}")
     else:
         words = (("gt", "more than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most"))
-        parts += [", ".join(f"{word} {bounds[name]:g}" for name, word in words if name in bounds)]
+        parts += [", ".join(f"{word} {_number(bounds[name])}" for name, word in words if name in bounds)]
     is_text = annotation is str
     if "min_length" in bounds:
         parts.append(f"at least {bounds['min_length']} {'character' if is_text else 'entry'}"
@@ -155,7 +156,17 @@ def _allowed(annotation: Any, metadata: list[Any]) -> str:
     return "; ".join(filter(None, parts))
 
 
+def _number(value: float) -> str:
+    """A bound as people write it: 65535, 1,000,000, 0.5."""
+    if not float(value).is_integer():
+        return f"{value:g}"
+    return f"{int(value):,}" if abs(value) >= 100_000 else str(int(value))
+
+
 def _default(info: FieldInfo) -> str:
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and DEFAULT_NOTE in extra:
+        return str(extra[DEFAULT_NOTE])
     if info.is_required():
         return "required"
     value = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]

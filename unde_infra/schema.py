@@ -33,6 +33,10 @@ ROBOT_PRODUCT = r"^[A-Za-z][A-Za-z0-9-]{0,31}$"
 Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
 NetworkZone = Literal["eu-central", "us-east", "us-west", "ap-southeast"]
 FREE_TEXT = 200  # descriptions and reasons: one line
+# A field's `json_schema_extra={DEFAULT_NOTE: "..."}` says its default in words, for the generated
+# reference, where the model's own default is not what the program takes (a cross-check requires
+# the key, or another file gives it).
+DEFAULT_NOTE = "default_note"
 
 
 class Strict(BaseModel):
@@ -50,7 +54,7 @@ class ServerTypeSpec(Strict):
     disk_gb: int = Field(gt=0, le=1_000_000, description="The type's published local disk, GB.")
     cpu: Literal["shared", "dedicated"] = Field(description="Shared or dedicated vCPUs.")
     eur_month: float = Field(
-        gt=0, le=100_000,
+        gt=0, le=100_000, json_schema_extra={DEFAULT_NOTE: "not set here: config/pricing.yaml's"},
         description="Not read from this file: prices live in config/pricing.yaml (`servers.eur_month`), the one "
                     "place for them, and are merged in when the types are loaded.")
     locations: list[Location] = Field(
@@ -138,11 +142,11 @@ class ServerSpec(Strict):
     site: DnsLabel = Field(description="The site the server is at (a key of `sites`); its stack follows from it.")
     # A list is accepted by the parser only so that "two tasks" can be reported as such.
     task: str | list[str] | None = Field(
-        default=None,
+        default=None, json_schema_extra={DEFAULT_NOTE: "required"},
         description="Its one task, a key of `tasks` (required; one server, one task: a second task is allowed only "
                     "as an exception in config/policy.yaml).")
     type: str | None = Field(
-        default=None, pattern=HCLOUD_TYPE,
+        default=None, pattern=HCLOUD_TYPE, json_schema_extra={DEFAULT_NOTE: "required at an hcloud site"},
         description="The hcloud server type (a key of config/server_types.yaml). Required at an hcloud site; at the "
                     "local site the stack chooses the cheapest type of its location that fits `size`. An existing "
                     "server keeps the type it runs with, whatever this says, unless `resize` is true.")
@@ -152,7 +156,7 @@ class ServerSpec(Strict):
                     "created or changed by Pulumi, still in the inventory for firewalls, monitoring and backups. "
                     "It declares `size` and has no `type`.")
     size: Size | None = Field(
-        default=None,
+        default=None, json_schema_extra={DEFAULT_NOTE: "the type's; required at the local site and for a dedicated server"},
         description="vCPUs and memory. Required at the local site (the type is chosen per location, within "
                     "`sites.local.max_size`) and for a dedicated server; where `type` is given it must match "
                     "the type's specs.")
@@ -160,7 +164,7 @@ class ServerSpec(Strict):
         description="Its private address: inside its site's `range`, in a subnet of `network.subnets` of the "
                     "right kind (cloud, or vswitch for a dedicated server) at an hcloud site, unique.")
     public_ipv4: PublicIPv4OrFlag = Field(
-        default=None,
+        default=None, json_schema_extra={DEFAULT_NOTE: "true unless the task holds data"},
         description="Whether it has a public IPv4 (true/false), or, for an existing server, the address it has "
                     "(globally routable; a new server gets one from hcloud). Default: a public IPv4 unless its "
                     "task holds data (`tasks.<task>.data`).")
@@ -169,7 +173,7 @@ class ServerSpec(Strict):
         description="It runs already: adopted through its import id (the stack config's `importIds`), protected, "
                     "never created a second time, re-imaged or replaced.")
     tunnel: TunnelSpec | None = Field(
-        default=None,
+        default=None, json_schema_extra={DEFAULT_NOTE: "none; required at the local site"},
         description="Its own WireGuard tunnel to helsinki-gw: required for every server of the local site, "
                     "refused elsewhere.")
     etcd_placement: DnsLabel | None = Field(
@@ -185,7 +189,7 @@ class ServerSpec(Strict):
         description="Lets a changed `type` resize an existing server (hcloud powers it off for a minute or two). "
                     "Only for an existing server: a new one is created with its type.")
     os: Literal["debian-12", "debian-13"] | None = Field(
-        default=None,
+        default=None, json_schema_extra={DEFAULT_NOTE: "debian-12 if existing, else debian-13"},
         description="The operating system an existing server runs (it is never re-imaged; what its setup "
                     "installs depends on it). Default: debian-12 for an existing server. A server the program "
                     "creates runs debian-13, its image; another value is refused.")
