@@ -62,12 +62,15 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy lab
 	shellcheck --shell=sh --severity=style unde_infra/files/*.sh
 
-# The README's sample outputs, produced again by the commands they show.
+# The generated documentation: docs/reference/ and the diagrams and timelines of the pages, from
+# the code (unde_infra/reference.py); then the sample outputs of README.md and docs/, produced
+# again by the commands they show. tests/unit fails while either is stale.
 docs: $(STAMP)
+	$(PY) -m unde_infra.reference --write
 	$(PY) -m tests.readme_samples --write
 
-# The converge lab (lab/, README "The converge lab"): every server of the default topology built
-# for real in systemd containers and checked; the last line is its summary.
+# The converge lab (lab/, docs/testing.md "The converge lab"): every server of the default
+# topology built for real in systemd containers and checked; the last line is its summary.
 converge: $(STAMP) deb-packages
 	$(PY) -m lab
 
@@ -82,7 +85,7 @@ benchmark: $(STAMP)
 clean:
 	rm -rf build .pytest_cache
 
-# --- The merge-request workflow (.gitlab-ci.yml runs these targets; see README, "Merge requests") ---
+# --- The merge-request workflow (.gitlab-ci.yml runs these targets; see docs/merge-requests.md) ---
 # Where the merge request's previews, diff and diagram go (kept as job artifacts).
 MR_DIR ?= build/mr
 # The merge request's merge base (CI_MERGE_REQUEST_DIFF_BASE_SHA in a pipeline).
@@ -150,7 +153,7 @@ pulumi-cli:
 		&& tar -xzf "$$tarball"
 	$(PULUMI) version
 
-# The self-managed state backend (README: "State backend"): PULUMI_BACKEND_URL, the object
+# The self-managed state backend (docs/architecture.md, "State backend"): PULUMI_BACKEND_URL, the object
 # storage keys as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, PULUMI_CONFIG_PASSPHRASE.
 pulumi-login: pulumi-cli
 	@test -n "$$PULUMI_BACKEND_URL" || { echo "pulumi-login: set PULUMI_BACKEND_URL"; exit 2; }

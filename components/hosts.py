@@ -23,7 +23,7 @@ from unde_infra.settings import StackSettings
 
 from .remote_command import RemoteCommand
 
-# The image of a server the program creates (README "Operating system and where packages come
+# The image of a server the program creates (docs/architecture.md, "Operating system and where packages come
 # from"); an adopted server keeps the system it runs and is never re-imaged: `image` is in
 # REPLACE_FORCING_FIELDS, ignored after creation, and an adopted server states its own system.
 IMAGE = CREATED_OS

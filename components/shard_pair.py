@@ -44,7 +44,7 @@ class ShardPair(UndeComponent):
             setup = shard_node_steps(host.os)[0]
             # PgBouncer's postinst sets its files' mode: installed before they are written.
             written = deliver(host, files, self, apply=setup.command, depends_on=[self.tunnel], first=("pgbouncer",))
-            # The routing watcher, once Patroni runs (README "Routing follows the primary").
+            # The routing watcher, once Patroni runs (docs/failures.md, "Routing follows the primary").
             routing = secrets.routing_files(shard, node)
             if routing:
                 deliver(host, routing, self, apply=routing_apply(), apply_label="routing", depends_on=written[-1:])

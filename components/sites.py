@@ -295,7 +295,7 @@ def build_local(settings: StackSettings, inventory: Inventory) -> dict[str, Any]
             zone_import_id=settings.dns_zone_import if settings.dns_zone_import != NEW else None,
         )
         outputs["entryRecord"] = dns.fqdn
-    # How `unde-infra ops` reaches the local servers without a public address (README: "Day 2").
+    # How `unde-infra ops` reaches the local servers without a public address (docs/operations.md).
     jump = local_hosts.jump if isinstance(local_hosts, HcloudHosts) else None
     return {
         **outputs,

@@ -89,25 +89,47 @@ class _PolicyModel(BaseModel):
 
 
 class ExceptionSpec(_PolicyModel):
-    host: ServerName
-    task: str
-    reason: str = Field(min_length=1, max_length=FREE_TEXT)
+    host: ServerName = Field(description="The server that runs a second task.")
+    task: str = Field(description="The second task (a known task).")
+    reason: str = Field(min_length=1, max_length=FREE_TEXT, description="Why, one line, for the reviewer.")
 
 
 Level = Literal["mandatory", "advisory", "disabled"]
 
 
 class PolicyFile(_PolicyModel):
-    local_limit: Size
-    exceptions: list[ExceptionSpec] = []
-    entry_point_tasks: list[str]
-    tunnel_endpoint_tasks: list[str]
-    tunnel_endpoint_sites: list[str] = []
-    stateful_tasks: list[str]
-    ssh_max_prefix: int = Field(ge=0, le=32)
-    ssh_max_prefix_ipv6: int = Field(default=HARD_SSH_MAX_PREFIX[6], ge=0, le=128)
-    etcd_min_members: int = Field(default=HARD_ETCD_MIN_MEMBERS, ge=0, le=9)
-    enforcement: dict[str, Level] = {}
+    local_limit: Size = Field(
+        description="The largest local server (checked on hcloud types by their specs and on existing hosts by "
+                    "their declared size): at most SPEC's 16 vCPU / 32 GB.")
+    exceptions: list[ExceptionSpec] = Field(
+        default=[],
+        description="One server, one task: a server may run a second task only when it is listed here with a "
+                    "reason (co-location is granted here, not by the topology, so that a topology edit cannot grant "
+                    "itself an exception).")
+    entry_point_tasks: list[str] = Field(
+        description="Tasks whose servers may take HTTPS (and HTTP, for ACME's challenge and the redirect) from the "
+                    "internet. Never a data task.")
+    tunnel_endpoint_tasks: list[str] = Field(
+        description="Tasks whose servers may take WireGuard from the internet. Never a data task.")
+    tunnel_endpoint_sites: list[str] = Field(
+        default=[], description="Sites whose servers may take WireGuard from the internet (the witness's direct tunnel).")
+    stateful_tasks: list[str] = Field(
+        description="Tasks whose servers hold state: protected in Pulumi and by hcloud, never replaced. May add "
+                    "tasks, never drop one that holds state (unde_infra/known.py), so a topology edit that stops "
+                    "marking one stateful is caught.")
+    ssh_max_prefix: int = Field(
+        ge=0, le=32,
+        description="The widest IPv4 network SSH may come from (an admin CIDR wider than this is \"the "
+                    "internet\"): at least /16.")
+    ssh_max_prefix_ipv6: int = Field(
+        default=HARD_SSH_MAX_PREFIX[6], ge=0, le=128,
+        description="The same for IPv6 admin CIDRs: at least /32.")
+    etcd_min_members: int = Field(
+        default=HARD_ETCD_MIN_MEMBERS, ge=0, le=9, description="The fewest etcd members: at least 3.")
+    enforcement: dict[str, Level] = Field(
+        default={},
+        description="Enforcement per rule, by name (below): mandatory (fails the preview, exit 1), advisory "
+                    "(reported), disabled. A mandatory rule stays mandatory; an advisory one may be made mandatory.")
 
 
 def load_policy_config(path: Path | None = None) -> PolicyConfig:

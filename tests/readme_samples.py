@@ -1,7 +1,8 @@
-"""The README's sample outputs, produced by the code: a fenced block whose first line is
-`$ unde-infra ARGS` shows what that command prints (standard output, then standard error, as a
-terminal shows them). `tests/unit/test_readme_samples.py` compares every one with what the
-command prints now; `make docs` (`python -m tests.readme_samples --write`) writes them back.
+"""The documentation's sample outputs, produced by the code: in README.md and every page of
+docs/, a fenced block whose first line is `$ unde-infra ARGS` shows what that command prints
+(standard output, then standard error, as a terminal shows them).
+`tests/unit/test_readme_samples.py` compares every one with what the command prints now; `make
+docs` (`python -m tests.readme_samples --write`) writes them back.
 
 A sample runs in a directory of its own, holding the input files its command names (INPUTS),
 so that a sample of bad input shows the real report of that input."""
@@ -21,12 +22,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 PROMPT = "$ unde-infra "
 BLOCK = re.compile(r"^(`{3,})[a-z]*\n(\$ unde-infra [^\n]*)\n(.*?)^\1$", flags=re.MULTILINE | re.DOTALL)
 
 
 def _bad_topology(path: Path) -> None:
-    """Three problems of three kinds, as the README's "Input" section shows them."""
+    """Three problems of three kinds, as docs/security.md's "Input" section shows them."""
     data = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
     data["servers"]["local-mood"]["ip"] = data["servers"]["local-voice"]["ip"]
     data["servers"]["scraper"]["public_ipv4"] = "10.1.0.99"
@@ -51,26 +53,34 @@ def _resized_preview(path: Path) -> None:
     _preview(path, topology)
 
 
+def _committed_topology(path: Path) -> None:
+    """A copy of the committed topology: a sample that names it shows a path that is the same in
+    every checkout."""
+    path.write_bytes((ROOT / "config" / "topology.yaml").read_bytes())
+
+
 # Files a sample's command names, made in its directory before it runs.
 INPUTS: dict[str, Callable[[Path], None]] = {
     "bad.yaml": _bad_topology,
+    "topology.yaml": _committed_topology,
     "base": _preview,
     "resized": _resized_preview,
 }
 
 
-def readme_section(title: str) -> str:
-    """The text under the `## title` heading, up to the next heading of that level."""
-    text = README.read_text(encoding="utf-8")
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
-    assert match, f"README.md has no section {title!r}"
-    return match.group(1)
+def pages() -> list[Path]:
+    """The pages whose samples are checked: README.md and every Markdown file under docs/."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
-def samples(text: str | None = None) -> list[tuple[str, str]]:
-    """(the command line after the prompt, the output shown) of every sample of the README."""
-    text = README.read_text(encoding="utf-8") if text is None else text
+def samples(text: str) -> list[tuple[str, str]]:
+    """(the command line after the prompt, the output shown) of every sample of `text`."""
     return [(first[len(PROMPT):], output) for _, first, output in BLOCK.findall(text)]
+
+
+def all_samples() -> list[tuple[Path, str, str]]:
+    """(page, command line, output shown) of every sample of every page."""
+    return [(page, command, shown) for page in pages() for command, shown in samples(page.read_text(encoding="utf-8"))]
 
 
 def run(command_line: str) -> str:
@@ -93,32 +103,37 @@ def _env() -> dict[str, str]:
 
 
 def write() -> list[str]:
-    """Every sample of the README produced again; returns the command lines whose output changed."""
-    text = README.read_text(encoding="utf-8")
+    """Every sample of every page produced again; returns `page: command line` of those whose
+    output changed."""
     changed = []
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
 
-    def again(match: re.Match[str]) -> str:
-        first, shown = match.group(2), match.group(3)
-        output = run(first[len(PROMPT):])
-        if output != shown:
-            changed.append(first)
-        return match.group(0).replace(f"{first}\n{shown}", f"{first}\n{output}", 1)
+        def again(match: re.Match[str], page: Path = page) -> str:
+            first, shown = match.group(2), match.group(3)
+            output = run(first[len(PROMPT):])
+            if output != shown:
+                changed.append(f"{page.relative_to(ROOT)}: {first}")
+            return match.group(0).replace(f"{first}\n{shown}", f"{first}\n{output}", 1)
 
-    README.write_text(BLOCK.sub(again, text), encoding="utf-8")
+        written = BLOCK.sub(again, text)
+        if written != text:
+            page.write_text(written, encoding="utf-8")
     return changed
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="write every sample's output back into README.md")
+    parser.add_argument("--write", action="store_true", help="write every sample's output back into its page")
     args = parser.parse_args()
+    found = all_samples()
     if args.write:
         changed = write()
-        print(f"README.md: {len(samples())} samples, {len(changed)} written again" +
+        print(f"documentation samples: {len(found)}, {len(changed)} written again" +
               "".join(f"\n  {line}" for line in changed))
         return 0
-    stale = [first for first, shown in samples() if run(first) != shown]
-    print(f"README.md: {len(samples())} samples, {len(stale)} stale" + "".join(f"\n  $ unde-infra {s}" for s in stale))
+    stale = [f"{page.relative_to(ROOT)}: $ unde-infra {command}" for page, command, shown in found if run(command) != shown]
+    print(f"documentation samples: {len(found)}, {len(stale)} stale" + "".join(f"\n  {s}" for s in stale))
     return 1 if stale else 0
 
 

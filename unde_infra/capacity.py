@@ -45,34 +45,42 @@ class _Strict(BaseModel):
 
 
 class StageRow(_Strict):
-    stage: str
-    mau_up_to: int = Field(gt=0)
-    shards: int = Field(ge=1)
+    stage: str = Field(description="SPEC's stage label (start, 5K, ...): a name, not a MAU figure.")
+    mau_up_to: int = Field(gt=0, description="The upper end of the stage's MAU column.")
+    shards: int = Field(ge=1, description="The stage's shards.")
 
 
 class UsersPerShard(_Strict):
-    low: int = Field(gt=0)
-    high: int = Field(gt=0)
+    low: int = Field(gt=0, description="The low end of the comfortable capacity, users per shard.")
+    high: int = Field(gt=0, description="The high end (what the planner divides by).")
 
 
 class StatelessStep(_Strict):
-    server: str
-    trigger: str
-    adds: str
+    server: str = Field(description="The local server that scales out (its `instances` in the topology).")
+    trigger: str = Field(description="The metric that calls for it (SPEC's wording).")
+    adds: str = Field(description="What the step adds.")
 
 
 class NotModelled(_Strict):
-    from_mau: int
-    what: str
+    from_mau: int = Field(description="From how many MAU the plan asks for it.")
+    what: str = Field(description="What the plan asks for that the topology cannot express yet.")
 
 
 class Capacity(_Strict):
-    basis: Basis
-    stages: list[StageRow] = Field(min_length=1)
-    users_per_shard: UsersPerShard
-    stateless_from_mau: int
-    stateless: list[StatelessStep]
-    not_modelled: list[NotModelled] = []
+    basis: Basis = Field(
+        description="Which figure decides: the scale-out table (stages) or the comfortable capacity "
+                    "(users-per-shard); `--basis` chooses for one run, and both are printed when they disagree.")
+    stages: list[StageRow] = Field(
+        min_length=1,
+        description="SPEC's shard scale-out table, each row more MAU and at least as many shards as the one "
+                    "before. Beyond its last row the planner doubles the shards each time the MAU doubles.")
+    users_per_shard: UsersPerShard = Field(
+        description="SPEC's comfortable capacity per 32 GB shard with a year of data: users whose data is on the "
+                    "shard, not this month's actives.")
+    stateless_from_mau: int = Field(description="From how many MAU the stateless scale-out steps apply.")
+    stateless: list[StatelessStep] = Field(description="SPEC's stateless scale-out: what to add when its metric says so.")
+    not_modelled: list[NotModelled] = Field(
+        default=[], description="What the plan asks for at a size that is not a topology field yet (printed as a hint).")
 
 
 def load_capacity(path: Path = DEFAULT_CAPACITY) -> Capacity:

@@ -8,7 +8,7 @@ component is one on all its descendants). The plan carries the offline placehold
 is never written by the preview; a converge lab reads it (`to_json`/`from_json`) to run the
 delivery over real SSH as `pulumi up` would.
 
-`peak_connections` answers the question the delivery is designed around (README, "Delivery and
+`peak_connections` answers the question the delivery is designed around (docs/architecture.md, "Delivery and
 sshd's MaxStartups"): how many of these commands can be dialling one SSH endpoint at the same
 time when `pulumi up` runs everything whose dependencies are done at once, whatever each command
 takes.

@@ -1,6 +1,6 @@
 """`unde-infra diagram`: the topology as a picture. One graph (sites, servers grouped by task, the
 tunnels to helsinki-gw, each shard's replication to its replica, the etcd quorum, the public
-entry points) written as Mermaid (GitLab renders it in merge requests; the README embeds it) and
+entry points) written as Mermaid (GitLab renders it in merge requests; docs/architecture.md embeds it) and
 as Graphviz DOT, which `dot` renders to SVG."""
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from .pricing import DEFAULT_PRICING, load_pricing
 from .schema import (
     FREE_TEXT,
     HCLOUD_TYPE,
+    MAPPING_SECTIONS,
     RETIRED_SECTION,
     SECTIONS,
     EtcdSpec,
@@ -126,7 +127,7 @@ class Server:
     inbound: tuple[Inbound, ...] = ()  # what it serves publicly today (servers.<name>.inbound)
     # Whether the topology says what it serves publicly (an empty list says "nothing").
     inbound_declared: bool = False
-    # The operating system it runs, as the hcloud image name (README "Operating system and where
+    # The operating system it runs, as the hcloud image name (docs/architecture.md, "Operating system and where
     # packages come from"): a server the program creates runs CREATED_OS; an adopted one keeps
     # its own (servers.<name>.os, ADOPTED_OS unless the topology says otherwise).
     os: str = "debian-13"
@@ -360,13 +361,12 @@ def _parse_sections(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not 0 < len(str(version)) <= 16:
         problems.add("plan_version", "required: the plan version this topology implements, like \"7.2\"")
     parsed: dict[str, Any] = {RETIRED_SECTION: _parse_retired(data.get(RETIRED_SECTION), problems)}
-    mapping_sections = {"sites", "tasks", "servers"}
     for name, model in SECTIONS.items():
         raw = data.get(name)
         if raw is None:
             problems.add(name, "required section is missing")
             continue
-        if name in mapping_sections:
+        if name in MAPPING_SECTIONS:
             entries = _parse_entries(name, raw, model, problems)
             if entries is not None:
                 parsed[name] = entries

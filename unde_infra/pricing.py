@@ -25,13 +25,17 @@ class _Strict(BaseModel):
 
 
 class ServerPrices(_Strict):
-    taken: date
-    source: str
-    # `eur_month` is the list price in these locations; another location's price is its own
-    # (`location_eur_month`), or unknown: the list price then stands in, marked as such.
-    list_price_locations: list[Location] = Field(min_length=1)
-    eur_month: dict[str, Price]
-    location_eur_month: dict[Location, dict[str, Price]] = {}
+    taken: date = Field(description="When the figures were taken (quote it: \"2026-11-24\").")
+    source: str = Field(description="Where they were taken from.")
+    list_price_locations: list[Location] = Field(
+        min_length=1, description="The locations where `eur_month` is the price.")
+    eur_month: dict[str, Price] = Field(
+        description="Server type -> its list price, EUR per month excluding VAT (Hetzner's monthly cap).")
+    location_eur_month: dict[Location, dict[str, Price]] = Field(
+        default={},
+        description="Location -> type -> price, where a location's price differs from the list price. A location "
+                    "with no price of its own is priced at the list price, marked `*` in every report (the real "
+                    "bill is higher).")
 
 
 @dataclass(frozen=True)
@@ -42,19 +46,21 @@ class ServerPrice:
 
 
 class OtherPrices(_Strict):
-    taken: date
-    source: str
-    primary_ipv4: Price = Field(ge=0)
-    load_balancer_types: dict[str, Price]
-    object_storage_base: Price = Field(ge=0)
-    dedicated: dict[str, Price]
+    taken: date = Field(description="When the figures were taken.")
+    source: str = Field(description="Where they were taken from.")
+    primary_ipv4: Price = Field(ge=0, description="A cloud server's public IPv4 (a primary IP), per month; IPv6 is free.")
+    load_balancer_types: dict[str, Price] = Field(
+        description="Load balancer type -> price (local-app scaled out on hcloud takes one).")
+    object_storage_base: Price = Field(
+        ge=0, description="Object Storage's base price (1 TB of storage and 1 TB of egress included, per project).")
+    dedicated: dict[str, Price] = Field(description="Robot product (a server's `dedicated:`) -> price.")
 
 
 class PlanFigure(_Strict):
-    low: float = Field(ge=0)
-    high: float = Field(ge=0)
-    currency: Literal["EUR", "USD"]
-    note: str = ""
+    low: float = Field(ge=0, description="The low end of the plan's range (the figure itself when it gives one).")
+    high: float = Field(ge=0, description="The high end.")
+    currency: Literal["EUR", "USD"] = Field(description="The plan's currency for the figure.")
+    note: str = Field(default="", description="What the plan says the figure is made of.")
 
     def shown(self) -> str:
         sign = {"EUR": "EUR ", "USD": "$"}[self.currency]
@@ -63,30 +69,34 @@ class PlanFigure(_Strict):
 
 
 class PlanStage(_Strict):
-    mau: str
-    shards: int = Field(ge=1)
-    local: PlanFigure
-    helsinki: PlanFigure
-    total: PlanFigure | None = None
+    mau: str = Field(description="The MAU the stage covers, as SPEC writes it.")
+    shards: int = Field(ge=1, description="The stage's shard count: the program's figure is computed at it.")
+    local: PlanFigure = Field(description="The plan's figure for the local site.")
+    helsinki: PlanFigure = Field(description="The plan's figure for Helsinki (the replicas counted there, as the plan does).")
+    total: PlanFigure | None = Field(default=None, description="The plan's total, where it gives one.")
 
 
 class ExchangeRate(_Strict):
     """An explicit rate, for comparing a figure in another currency with ours (EUR)."""
 
-    eur: float = Field(gt=0)  # EUR per unit of the currency
-    taken: date
-    source: str
+    eur: float = Field(gt=0, description="EUR per unit of the currency.")
+    taken: date = Field(description="When the rate was taken.")
+    source: str = Field(description="Where the rate was read.")
 
     def shown(self, currency: str) -> str:
         return f"{self.eur:g} EUR per {currency}, taken {self.taken}"
 
 
 class Pricing(_Strict):
-    servers: ServerPrices
-    other: OtherPrices
-    plan_stages: dict[str, PlanStage]
-    # Currency -> rate. None configured: a figure in another currency is shown, never compared.
-    exchange_rates: dict[Literal["USD"], ExchangeRate] = {}
+    servers: ServerPrices = Field(description="The server types' prices: the one place for them.")
+    other: OtherPrices = Field(description="Addresses, load balancers, object storage and the Robot servers.")
+    plan_stages: dict[str, PlanStage] = Field(
+        description="SPEC.md's \"Costs in the plan\" by stage label, as written: `unde-infra cost` compares the "
+                    "program's figures with these, stage by stage.")
+    exchange_rates: dict[Literal["USD"], ExchangeRate] = Field(
+        default={},
+        description="Currency -> rate, to compare the plan's figures in another currency with the program's (EUR). "
+                    "None configured: such a figure is shown, never compared.")
 
     def server_price(self, name: str, location: str | None) -> ServerPrice:
         """What `name` costs in `location` (None: a location not known, the list price)."""

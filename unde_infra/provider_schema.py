@@ -178,10 +178,20 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class ImportFacts:
-    not_read: frozenset[str] = frozenset()  # inputs Read never sets: absent from an imported state
-    defaults: Mapping[str, Any] = field(default_factory=dict)  # added by Check where the program sends nothing
-    computed: frozenset[str] = frozenset()  # Optional + Computed: a live value the program leaves unset stays
-    sets: frozenset[str] = frozenset()  # kept as sets: their members' order is no difference
+    # Each field's key in import-facts.yaml and what it holds (docs/reference/other-config-files.md).
+    not_read: frozenset[str] = field(default=frozenset(), metadata={
+        "key": "notRead", "kind": "list of input names",
+        "description": "Inputs Read never sets on import: the live state has none of them, so a value the program "
+                       "sends, or a default Check adds, differs from the imported state."})
+    defaults: Mapping[str, Any] = field(default_factory=dict, metadata={
+        "key": "defaults", "kind": "mapping: input name -> value",
+        "description": "The Terraform schema's Default, which Check adds where the program sends nothing."})
+    computed: frozenset[str] = field(default=frozenset(), metadata={
+        "key": "computed", "kind": "list of input names",
+        "description": "Optional + Computed inputs: a live value the program leaves unset is kept, no difference."})
+    sets: frozenset[str] = field(default=frozenset(), metadata={
+        "key": "sets", "kind": "list of input names",
+        "description": "Inputs the provider keeps as a set (TypeSet): their members' order is no difference."})
 
 
 @cache

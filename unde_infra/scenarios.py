@@ -268,7 +268,7 @@ def _routing_reaches(inventory: Inventory, net: Network, new_primary: Server) ->
 
 def entry_failover_seconds(inventory: Inventory, failure: Failure) -> int | None:
     """When the whole local site is down, the entry record moves to the standby entry point in
-    Helsinki (the failover watcher, README "Scenario 2"); without one, users are not served."""
+    Helsinki (the failover watcher, docs/failures.md, "Scenario 2"); without one, users are not served."""
     if failure.name != SITE_FAILOVER_SCENARIO or inventory.standby_entry is None:
         return None
     return timings.entry_failover_seconds()

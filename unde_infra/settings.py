@@ -58,7 +58,7 @@ class ExistingHost:
     port: int = 22
     # What the host costs per month (EUR, excl. VAT), for `unde-infra cost`; None: not given.
     eur_month: float | None = None
-    # The system it runs (README "Operating system and where packages come from"); the program
+    # The system it runs (docs/architecture.md, "Operating system and where packages come from"); the program
     # never re-images it, so this says what is there, and the setup steps check it.
     os: str = ADOPTED_OS
 
@@ -115,22 +115,177 @@ class StackSettings:
         return project_dir / self.topology
 
 
-KNOWN_KEYS = {
-    "site", "topology", "shards", "importIds", "sshKeys", "sshKeyImportIds", "adminCidrs", "vswitchId", "networkImport", "adopting", "provider",
-    "location", "hosts", "helsinkiStack", "objectStorageAccessKey", "objectStorageSecretKey",
-    "sshPrivateKey", "telegramChatId", "slackChannel", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl",
-    "posthogApiKey", "routerosUser", "routerosPrivateInterface", "dnsZone", "entryHostname", "dnsApiToken",
-    "entryDomain", "acmeEmail", "dnsZoneImport",
-}  # fmt: skip
-# Read by the components with `require_secret`, never into StackSettings.
-SECRET_KEYS = {
-    "objectStorageAccessKey", "objectStorageSecretKey", "sshPrivateKey", "telegramBotToken", "slackWebhookUrl",
-    "heartbeatUrl", "posthogApiKey", "dnsApiToken",
-}  # fmt: skip
-# Secrets of the providers the program uses, set in the same stack config.
-PROVIDER_SECRET_KEYS = {"hcloud:token"}
 # The hcloud provider takes its token from this variable where the stack config has none.
 HCLOUD_TOKEN_ENV = "HCLOUD_TOKEN"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a stack config (`config:` of Pulumi.<stack>.yaml, written `unde-infra:<key>`; a
+    provider's own keys keep their namespace, `hcloud:token`), described for the generated
+    reference (docs/reference/stack-config.md). A key with a dot is a part of another key's value
+    (`hosts.<name>.address`)."""
+
+    kind: str  # what a value is
+    description: str
+    default: str | bool | None = None  # the value the program takes when the key is not set
+    default_note: str = ""  # or, where the default is not one value, what it is in words
+    allowed: tuple[str, ...] = ()
+    stacks: tuple[str, ...] = (HELSINKI, LOCAL)
+    secret: bool = False  # stored encrypted (`pulumi config set --secret`); plain text is refused
+
+
+_BOTH_ALERT_PATHS = ("Both stacks: the local stack's second alert path (local-monitoring) keeps its own copy, so that "
+                     "it alerts while Helsinki is out of reach.")
+SETTINGS: dict[str, Setting] = {
+    "site": Setting(
+        "text", "The site the stack builds.", default_note="the stack's name", allowed=(HELSINKI, LOCAL)),
+    "topology": Setting(
+        "path", "The topology file: a relative `.yaml` path inside the project (no `..`, no absolute path, no "
+        "symbolic link that leads out), since a merge request cannot point a stack at a file elsewhere on the "
+        f"machine that runs it. `--topology FILE` (or `{TOPOLOGY_OVERRIDE_ENV}=FILE pulumi preview`) is the "
+        "operator's own choice for one run and may name any file.", default=DEFAULT_TOPOLOGY_SETTING),
+    "shards": Setting(f"whole number, 1-{MAX_SHARDS}", "Overrides the topology's `shards.count` for this stack.",
+                      default_note="the topology's `shards.count`"),
+    "importIds": Setting(
+        "mapping: server name -> hcloud id", "The hcloud id of every server of the stack that runs already "
+        "(`hcloud server list`): each is adopted, never created a second time. A real run stops while any is "
+        "missing. The record of what the stack adopted: a server with an import id that leaves the topology "
+        "without a `retired` entry is a mandatory policy violation (`adopted-servers-kept`).", default_note="none"),
+    "sshKeys": Setting(
+        "list of OpenSSH public keys", "The admins' keys, installed for root (hcloud) and the `unde` user "
+        "(cloud-init). Each is parsed as a key and written back canonically (`type base64 comment`): "
+        "authorized_keys options, a second key on the line, DSA and RSA below 2048 bits are refused, a private "
+        "key without being echoed. The helsinki stack owns them in the Hetzner project (one copy of a key per "
+        "project) and exports their ids; the local stack's servers use those. A placeholder (a comment like "
+        "`replace-with-...`, or this repository's sample key) blocks a real run.", default_note="none: at least one"),
+    "sshKeyImportIds": Setting(
+        "mapping: position in `sshKeys` (0, 1, ...) -> hcloud id, or `new`", "For each key of `sshKeys`: the id of the key uploaded already "
+        "(`hcloud ssh-key list`; its text in `sshKeys` must be the uploaded text exactly), or `new` for a key "
+        "the stack uploads. Needed where the project has servers already.", stacks=(HELSINKI,)),
+    "adminCidrs": Setting(
+        "list of IPv4 or IPv6 networks", "Where SSH may come from (the team's VPN or office egress): the "
+        "firewalls keep SSH open from these only, from the first run on. Never `0.0.0.0/0` or `::/0`, nor "
+        "loopback, multicast, link-local or unspecified; at most as wide as config/policy.yaml's "
+        "`ssh_max_prefix`. IPv6 networks are applied on the hcloud firewalls and helsinki-gw's nftables; in "
+        "gateway mode routeros (IPv4 firewall only) an IPv6 one is refused. Documentation, private and "
+        "reserved ranges block a real run.", default_note="none: at least one"),
+    "vswitchId": Setting("hcloud id", "The Robot vSwitch production-db is attached to (Robot > vSwitches); "
+                                      "required where the topology has a dedicated server.", stacks=(HELSINKI,)),
+    "networkImport": Setting(
+        "mapping", "The private network the running servers are on, adopted (never created a second time).",
+        default_note="none: the network is created", stacks=(HELSINKI,)),
+    "networkImport.id": Setting("hcloud id", "Its hcloud id (`hcloud network list`).", stacks=(HELSINKI,)),
+    "networkImport.currentRange": Setting(
+        "private IPv4 network", "Its range today, if it is not the topology's `network.ip_range` yet: the run then "
+        "stops and names the one-time `hcloud network change-ip-range` that widens it (a range change through "
+        "Pulumi would replace the network); widen it, then remove this key.", stacks=(HELSINKI,)),
+    "networkImport.subnets": Setting(
+        "list of private IPv4 networks", "The subnets it already has, each a subnet of the topology's network: "
+        "they are imported, the others created.", stacks=(HELSINKI,)),
+    "adopting": Setting(
+        "true or false", "True for the first run against the servers that exist only: an import fails on any "
+        "difference between the program and what the provider reads, so the adopted key, network, subnets and "
+        "servers are taken as they are; the next run, without it, brings them in line (docs/first-real-run.md).",
+        default=False),
+    "provider": Setting(
+        "text", "How the local site is built: hcloud (servers on Hetzner Cloud in `location`) or existing (hosts "
+        "that already run, listed under `hosts`, bootstrapped over SSH with the same cloud-config; they need "
+        "cloud-init installed).", default="hcloud", allowed=("hcloud", "existing"), stacks=(LOCAL,)),
+    "location": Setting(
+        "hcloud location", "Where the local site's hcloud servers are ordered: the stack chooses for each the "
+        "cheapest type of this location that fits its size.", default="sin", allowed=tuple(HCLOUD_NETWORK_ZONES),
+        stacks=(LOCAL,)),
+    "hosts": Setting(
+        "mapping: server name -> host", "Provider existing: each local server's host, by server name (every local server needs one).",
+        stacks=(LOCAL,)),
+    "hosts.<name>.address": Setting(
+        "IP address or host name", "Where SSH reaches it. The entry host's must be its public IPv4 where the "
+        "stack manages the entry's DNS.", default_note="required", stacks=(LOCAL,)),
+    "hosts.<name>.user": Setting(
+        "POSIX user name", "The login; a login other than root runs every step through `sudo -n` (passwordless "
+        "sudo for that user).", default="root", stacks=(LOCAL,)),
+    "hosts.<name>.port": Setting("port, 1-65535", "SSH's port.", default="22", stacks=(LOCAL,)),
+    "hosts.<name>.eurMonth": Setting(
+        "number, 0-100000", "What the host costs, EUR per month excluding VAT, for `unde-infra cost`.",
+        default_note="unpriced", stacks=(LOCAL,)),
+    "hosts.<name>.os": Setting(
+        "text", "The system it runs (it is never re-imaged): what its setup installs from, and what the setup "
+        "steps check before they touch anything.", default=ADOPTED_OS, allowed=tuple(sorted(OS_CODENAMES)),
+        stacks=(LOCAL,)),
+    "helsinkiStack": Setting(
+        "stack name", "The helsinki stack this stack reads its outputs from (network id, gateway addresses, "
+        "`sshKeyIds`, the standby entry's address) through a StackReference: helsinki, org/helsinki or "
+        "org/unde-infra/helsinki.", default="organization/unde-infra/helsinki", stacks=(LOCAL,)),
+    "objectStorageAccessKey": Setting(
+        "S3 access key", "Hetzner Object Storage's access key (the Cloud Console: Hetzner has no API for keys). "
+        "helsinki: the buckets; local: pgBackRest writes the shards' backups.", secret=True),
+    "objectStorageSecretKey": Setting("S3 secret key", "Its secret key.", secret=True),
+    "sshPrivateKey": Setting(
+        "OpenSSH private key", "The admin key the remote commands log in with (a CI runner); without it, the key "
+        "in your ssh-agent.", default_note="the ssh-agent's key", secret=True),
+    "telegramChatId": Setting(
+        "whole number", "The Telegram chat that receives the alerts. A real run of a stack that builds a "
+        "monitoring server stops until it is set (Alertmanager refuses a receiver without a chat). "
+        + _BOTH_ALERT_PATHS, default_note="none (the offline preview stands one in)"),
+    "slackChannel": Setting("Slack channel", "The Slack channel of the alerts. " + _BOTH_ALERT_PATHS,
+                            default="#unde-alerts"),
+    "telegramBotToken": Setting("Telegram bot token", "The alerts' Telegram bot (<digits>:<35 characters>, as "
+                                "@BotFather gives it). " + _BOTH_ALERT_PATHS, secret=True),
+    "slackWebhookUrl": Setting("https URL", "Slack's incoming webhook of the alerts' channel. " + _BOTH_ALERT_PATHS,
+                               secret=True),
+    "heartbeatUrl": Setting(
+        "https URL", "The dead man's switch: the ping URL of a check at the heartbeat service (healthchecks.io, "
+        "say) that alerts when the Watchdog alert stops arriving. A check of its own per stack (\"unde "
+        "monitoring\", \"unde local-monitoring\"), each with the Watchdog's 1-minute period and a grace of a few "
+        "minutes, so the service tells which monitoring server went quiet.", secret=True),
+    "posthogApiKey": Setting("PostHog project API key", "PostHog's project key (phc_...).", stacks=(LOCAL,),
+                             secret=True),
+    "routerosUser": Setting("RouterOS user name", "Gateway mode routeros: the router's SSH user.", default="admin",
+                            stacks=(LOCAL,)),
+    "routerosPrivateInterface": Setting(
+        "RouterOS interface name", "Gateway mode routeros: the router's interface on the Helsinki network.",
+        default="ether2", stacks=(LOCAL,)),
+    "dnsZone": Setting(
+        "domain name", "The public entry's zone, which the program creates (protected) in Hetzner's DNS; delegate "
+        "the domain to the nameservers the zone lists. A real run stops without it (the offline preview stands in "
+        "`unde.example`). The entry fails over by moving its record (docs/failures.md).",
+        default_note="none", stacks=(LOCAL,)),
+    "dnsZoneImport": Setting(
+        "hcloud zone id, or `new`", "Whether the zone exists in the DNS project already: its id adopts it (with "
+        "the labels it has), `new` lets the run create it. A real run stops until one is set.", stacks=(LOCAL,)),
+    "entryHostname": Setting(
+        "name inside the zone", "The entry record's name relative to `dnsZone` (`api` -> api.<zone>; `@` for the "
+        "zone's apex): the API entry point's public name and its certificate's.", default="api", stacks=(LOCAL,)),
+    "dnsApiToken": Setting(
+        "hcloud API token", "A read-write token of a Hetzner Cloud project that holds nothing but the DNS zone. "
+        "The failover watcher on standby-api, a server that faces the internet, uses it to move the entry record "
+        "and to set the standby certificate's DNS-01 records; a Cloud API token cannot be limited to DNS, so a "
+        "token of the main project there could delete servers. (`hcloud:token` works too, but then that server "
+        "holds the keys to everything.)", stacks=(LOCAL,), secret=True),
+    "entryDomain": Setting(
+        "DNS name", "The API entry point's public name, for its TLS certificate. Where the stack manages the "
+        "entry's DNS (the topology has a standby entry) it is derived from `dnsZone` and `entryHostname` and may "
+        "only be set to that same name (without `dnsZone` it is refused); otherwise a real run stops until it is "
+        "set.",
+        default_note="`entryHostname`.`dnsZone`", stacks=(LOCAL,)),
+    "acmeEmail": Setting(
+        "email address", "The ACME (Let's Encrypt) account's email that certbot registers, wherever certbot gets "
+        "the certificate: the local entry host (unless the hcloud load balancer holds a managed certificate) and "
+        "always the standby entry (DNS-01). A real run stops until it is set.", stacks=(LOCAL,)),
+    "hcloud:token": Setting(
+        "hcloud API token", "The hcloud provider's token (64 letters and digits; Cloud Console > Security > API "
+        f"tokens), or the `{HCLOUD_TOKEN_ENV}` environment variable.", secret=True),
+}
+# The top-level keys of the project (`unde-infra:<key>`).
+KNOWN_KEYS = frozenset(key for key in SETTINGS if ":" not in key and "." not in key)
+# Read by the components with `require_secret`, never into StackSettings.
+SECRET_KEYS = frozenset(key for key in KNOWN_KEYS if SETTINGS[key].secret)
+# Secrets of the providers the program uses, set in the same stack config.
+PROVIDER_SECRET_KEYS = frozenset(key for key in SETTINGS if ":" in key and SETTINGS[key].secret)
+# The keys of an entry of `hosts` and of `networkImport`.
+HOST_KEYS = tuple(key.rpartition(".")[2] for key in SETTINGS if key.startswith("hosts.<name>."))
+NETWORK_IMPORT_KEYS = tuple(key.rpartition(".")[2] for key in SETTINGS if key.startswith("networkImport."))
 # The config secrets each stack's program requires (`require_secret`).
 PROGRAM_SECRETS = {
     HELSINKI: ("objectStorageAccessKey", "objectStorageSecretKey", "telegramBotToken", "slackWebhookUrl", "heartbeatUrl"),
@@ -388,9 +543,9 @@ def _chat_id(value: Any) -> int:
 def _existing_host(value: Any) -> ExistingHost:
     if not isinstance(value, dict) or "address" not in value:
         raise ValueError("needs at least an address (and optionally user, port)")
-    unknown = sorted(str(k) for k in value if k not in ("address", "user", "port", "eurMonth", "os"))
+    unknown = sorted(str(k) for k in value if k not in HOST_KEYS)
     if unknown:
-        raise ValueError(f"unknown keys: {', '.join(unknown)} (known: address, user, port, eurMonth, os)")
+        raise ValueError(f"unknown keys: {', '.join(unknown)} (known: {', '.join(HOST_KEYS)})")
     problems: list[tuple[str, str]] = []
     checks = {
         "address": (validators.host, "address"),
@@ -511,7 +666,7 @@ def _network_import(raw: Any, problems: Problems) -> tuple[str | None, IPv4Netwo
     if not isinstance(raw, dict) or "id" not in raw:
         problems.add("networkImport", "needs the id of the existing network (and its currentRange, subnets)")
         return None, None, ()
-    unknown = sorted(str(k) for k in raw if k not in ("id", "currentRange", "subnets"))
+    unknown = sorted(str(k) for k in raw if k not in NETWORK_IMPORT_KEYS)
     if unknown:
         problems.add("networkImport", f"unknown keys: {', '.join(unknown)}")
     network_id = None
@@ -629,6 +784,11 @@ def check_against_inventory(settings: StackSettings, inventory: Inventory, probl
                     f"{net}: the RouterOS gateway script applies IPv4 admin CIDRs only (it does not manage "
                     "RouterOS's IPv6 firewall); give the admins' IPv4 networks",
                 )
+    if needs_entry_dns(settings, inventory) and settings.dns_zone is None and settings.entry_domain:
+        # Checked here, not only once dnsZone is set: else the name is refused only in the real run.
+        problems.add("entryDomain", "the stack manages the entry's DNS (the topology has a standby entry), so the "
+                                    "entry's name is its record's, entryHostname in dnsZone: set dnsZone (and "
+                                    "entryHostname, default api) and remove entryDomain")
     if needs_entry_dns(settings, inventory) and settings.provider == "existing":
         name = api_instances(inventory)[0].name
         entry = settings.hosts.get(name)

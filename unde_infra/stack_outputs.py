@@ -15,14 +15,15 @@ from .errors import Problems
 
 class HelsinkiOutputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    networkId: int = Field(ge=1)  # noqa: N815 - the stack output's own name
-    gatewayPublicAddress: str  # noqa: N815
-    gatewayPrivateAddress: str  # noqa: N815
-    gatewaySshEndpoint: str  # noqa: N815
-    gatewayPublicAddress6: str  # noqa: N815
-    witnessPublicAddress: str  # noqa: N815
-    standbyEntryAddress: str  # noqa: N815
-    sshKeyIds: list[str] = Field(min_length=1)  # noqa: N815
+    # The names are the stack outputs' own (noqa: N815).
+    networkId: int = Field(ge=1, description="The Helsinki network's hcloud id.")  # noqa: N815
+    gatewayPublicAddress: str = Field(description="helsinki-gw's public IPv4: the tunnels' endpoint.")  # noqa: N815
+    gatewayPrivateAddress: str = Field(description="helsinki-gw's private address (RFC 1918).")  # noqa: N815
+    gatewaySshEndpoint: str = Field(description="How SSH reaches helsinki-gw as a jump host: user@host:port.")  # noqa: N815
+    gatewayPublicAddress6: str = Field(description="helsinki-gw's public IPv6 (the shards reach it over IPv6).")  # noqa: N815
+    witnessPublicAddress: str = Field(description="The etcd witness's public IPv4 (local-etcd-1's direct tunnel).")  # noqa: N815
+    standbyEntryAddress: str = Field(description="standby-api's public IPv4: where the entry record fails over to.")  # noqa: N815
+    sshKeyIds: list[str] = Field(min_length=1, description="The admin keys' hcloud ids (the helsinki stack owns them).")  # noqa: N815
 
     @field_validator("gatewayPublicAddress", "witnessPublicAddress", "standbyEntryAddress")
     @classmethod

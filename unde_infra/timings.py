@@ -76,7 +76,7 @@ def async_loss_window_seconds() -> int:
     return PATRONI_LOOP_WAIT + 2 * PATRONI_RETRY_TIMEOUT + PATRONI_DEMOTE_SECONDS
 
 
-# Routing follows the primary (SPEC scenario 1; README "Routing follows the primary"): a watcher on
+# Routing follows the primary (SPEC scenario 1; docs/failures.md, "Routing follows the primary"): a watcher on
 # every shard node asks its own Patroni REST API this often whether it is the shard's writable
 # primary, and the one that is writes the shard's endpoint into local-redis. Asking the local
 # REST API costs nothing, so the poll is short; the write crosses the 120 ms link only when the
@@ -97,7 +97,7 @@ def routing_update_seconds() -> int:
     return math.ceil(ROUTING_POLL_SECONDS + ROUTING_PATRONI_TIMEOUT_SECONDS + ROUTING_REDIS_TIMEOUT_SECONDS)
 
 
-# Entry failover (SPEC scenario 2, README "Scenario 2"): the watcher on the standby entry point
+# Entry failover (SPEC scenario 2, docs/failures.md, "Scenario 2"): the watcher on the standby entry point
 # probes the local entry's /healthz, the witness probes it too, and the entry record moves to
 # Helsinki only when both saw it fail this many times in a row. One failed probe is a blip (a
 # lost packet, a slow response); three at 10 s apart are half a minute of a dead entry point.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import (
     AddressValueError,
     IPv4Address,
@@ -319,12 +320,22 @@ def _field(check: Callable[[object], T]) -> Any:
     return PlainValidator(validate)
 
 
+@dataclass(frozen=True)
+class Kind:
+    """What a value of a kind is, in words: the type column of the generated reference
+    (docs/reference/), next to the function that checks it."""
+
+    name: str
+
+
 # pydantic field types of these kinds (the schema of config/topology.yaml uses them).
-DnsLabel = Annotated[str, _field(dns_label)]
-ServerName = Annotated[str, _field(server_name)]
-Endpoint = Annotated[str, _field(endpoint)]
-BucketName = Annotated[str, _field(bucket_name)]
-PrivateIPv4 = Annotated[IPv4Address, _field(private_ipv4_address)]
-PrivateIPv4Network = Annotated[IPv4Network, _field(private_ipv4_network)]
-InterfaceName = Annotated[str, _field(interface_name)]
-PublicIPv4OrFlag = Annotated[bool | IPv4Address | None, _field(public_ip_or_true)]
+DnsLabel = Annotated[str, _field(dns_label), Kind("DNS label (lowercase letters, digits, '-'; 1-63 characters)")]
+ServerName = Annotated[str, _field(server_name), Kind("server name (a DNS label of 2-63 characters, starting with a letter)")]
+Endpoint = Annotated[str, _field(endpoint), Kind("host[:port] (no scheme, path or credentials)")]
+BucketName = Annotated[str, _field(bucket_name), Kind("S3 bucket name (S3's rules for general purpose buckets)")]
+PrivateIPv4 = Annotated[IPv4Address, _field(private_ipv4_address), Kind("private IPv4 address (RFC 1918)")]
+PrivateIPv4Network = Annotated[IPv4Network, _field(private_ipv4_network),
+                               Kind("private IPv4 network, CIDR without host bits (RFC 1918)")]
+InterfaceName = Annotated[str, _field(interface_name), Kind("interface name (lowercase letters, digits, '-'; at most 15)")]
+PublicIPv4OrFlag = Annotated[bool | IPv4Address | None, _field(public_ip_or_true),
+                             Kind("true, false, or the public IPv4 address (globally routable) of an existing server")]

@@ -128,7 +128,7 @@ def test_the_rendered_config_binds_private_and_tunnel_addresses_only(inventory: 
     setup = files[r.SETUP_PATH].content
     assert "chown" not in setup and "chgrp" not in setup
     assert not any(p in acl.content for p in PASSWORDS.values())  # hashes only
-    # Every key selector of every user is a prefix of the contract (README), with its TTL rule.
+    # Every key selector of every user is a prefix of the contract (docs/architecture.md, Redis on local-redis), with its TTL rule.
     prefixes = {k.prefix for k in r.KEY_PREFIXES}
     for user in r.USERS:
         for selector in user.keys:

@@ -1,4 +1,4 @@
-"""Routing follows the primary, for real (SPEC scenario 1; README "Routing follows the primary").
+"""Routing follows the primary, for real (SPEC scenario 1; docs/failures.md, "Routing follows the primary").
 
 The failover drill's lab (3 etcd members, a shard's 2 Patroni + PostgreSQL 15 nodes, local-app,
 each in its network namespace at its topology address; test_failover_drill.Lab and Drill) plus a

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool, unde
-from tests.readme_samples import readme_section
 from unde_infra.diagram import DIAGRAM_FILES, build_graph, local_types, to_mermaid
-from unde_infra.model import load_topology
+from unde_infra.model import ROOT, load_topology
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -104,8 +103,8 @@ def test_a_directory_where_a_file_is_written_is_refused_before_anything_is_writt
     assert DIAGRAM_FILES == ("topology.mmd", "topology.md", "topology.dot", "topology.svg")
 
 
-def test_the_readme_shows_the_default_topologys_mermaid() -> None:
+def test_the_architecture_page_shows_the_default_topologys_mermaid() -> None:
     inventory = load_topology()
-    section = readme_section("Diagram")
-    shown = section.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    shown = page.split("<!-- generated: topology-diagram (make docs) -->\n```mermaid\n", 1)[1].split("```", 1)[0]
     assert shown == to_mermaid(build_graph(inventory, local_types(inventory)))

@@ -310,7 +310,7 @@ def test_resize_is_only_for_an_existing_server(tmp_path: Path) -> None:
 
 
 def test_created_servers_run_debian_13_and_adopted_ones_keep_theirs(inventory: Inventory, tmp_path: Path) -> None:
-    """README "Operating system and where packages come from": the program's image for what it
+    """docs/architecture.md, "Operating system and where packages come from": the program's image for what it
     creates, the topology's word (default Debian 12) for what it adopts."""
     assert {s.os for s in inventory.servers.values() if not s.existing} == {"debian-13"}
     assert {s.os for s in inventory.servers.values() if s.existing} == {"debian-12"}

@@ -49,7 +49,7 @@ def test_service_targets_follow_the_services_of_each_server(shards: int) -> None
     assert set(targets(inventory, "postgres")) == {"staging-db", "production-db"} | shard_servers
     assert set(targets(inventory, "patroni")) == shard_servers
     assert set(targets(inventory, "redis")) == {"push", "local-redis"}
-    # The application's metrics contract (README): the services that use local-redis's caches.
+    # The application's metrics contract (docs/monitoring.md): the services that use local-redis's caches.
     assert {name: g["targets"] for name, g in targets(inventory, "app").items()} == {
         "local-app": ["10.2.0.2:9464"], "local-orchestrator": ["10.2.0.17:9464"]}
     assert targets(inventory, "postgres")["production-db"]["targets"] == ["10.1.1.2:9187"]

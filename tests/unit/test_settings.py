@@ -149,3 +149,16 @@ def test_a_real_run_of_the_local_stack_needs_the_entry_domain_and_the_acme_accou
         assert [p.path for p in problems.items] + named(blockers(settings, without_standby)) == expected
     # The helsinki stack has no entry point: neither is asked for there.
     assert entry_settings_missing(parse_settings("helsinki", {"site": "helsinki"}, Problems()), inventory) == {}
+
+
+def test_an_entry_domain_without_the_zone_is_refused_where_the_stack_manages_the_entrys_dns() -> None:
+    """The shipped Pulumi.local.yaml once said `pulumi config set entryDomain api.example.com`: the
+    offline run took it, and the real run, with dnsZone set, refused it. With a standby entry the
+    name is the record's, so entryDomain without dnsZone is refused at once."""
+    inventory = load_topology()
+    problems = Problems()
+    settings = parse_settings("local", {"site": "local", "entryDomain": "api.example.com"}, problems)
+    check_against_inventory(settings, inventory, problems)
+    assert [(p.path, p.message.split(":")[0]) for p in problems.items if p.path == "entryDomain"] == \
+        [("entryDomain", "the stack manages the entry's DNS (the topology has a standby entry), so the entry's name "
+                         "is its record's, entryHostname in dnsZone")]

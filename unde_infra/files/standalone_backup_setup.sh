@@ -2,7 +2,7 @@
 # pgBackRest for a PostgreSQL this program does not run (production-db, staging-db): installed,
 # the data directory found, WAL archiving switched on with a reload. archive_mode itself takes
 # effect only at PostgreSQL's next restart, which this never does: until then the backups fail
-# and the BackupFullTooOld alert says so (README: one restart in a maintenance window).
+# and the BackupFullTooOld alert says so (docs/backups.md: one restart in a maintenance window).
 # Delivered by unde-infra. Its parameters are in "$0.env" beside it: CONFIG, SECRETS_CONF,
 # PG_PATH_CONF, STANZA, LOG_DIR, SPOOL_DIR, LOCK_DIR and BACKUP_TIMERS.
 set -eu

@@ -98,7 +98,7 @@ def endpoint_key(scope: str) -> str:
 
 
 # The key prefixes the application uses: ACLs grant access by prefix, and eviction depends on
-# whether a key has a TTL. README ("Redis on local-redis") lists them as the contract.
+# whether a key has a TTL. docs/architecture.md ("Redis on local-redis") lists them as the contract.
 KEY_PREFIXES = (
     KeyPrefix("route:", "shard routing cache, user_id -> shard index", "none: never evicted"),
     # Written only by the shard's writable primary (files/shard_routing.py), never by the application.

@@ -24,8 +24,8 @@ SHARD_DISK_USAGE_METRIC = "local_shard_disk_usage_percent"
 SHARD_CACHE_HIT_RATIO_METRIC = "local_shard_cache_hit_ratio"
 POSTHOG_DISK_USAGE_METRIC = "posthog_clickhouse_disk_usage"
 REPLICATION_LAG_METRIC = "unde:shard_replication_lag:bytes"
-# The application's metrics of SPEC's table: the contract the services must export (README,
-# "Monitoring"). Routing and catalog cache figures come from the services that use local-redis
+# The application's metrics of SPEC's table: the contract the services must export
+# (docs/monitoring.md). Routing and catalog cache figures come from the services that use local-redis
 # (the `app` scrape job); the PostHog figures from the PostHog server's textfile collector
 # (files/posthog_metrics.py, read from ClickHouse), scraped with its node_exporter.
 ROUTING_CACHE_MISS_RATE_METRIC = "shard_routing_cache_miss_rate"

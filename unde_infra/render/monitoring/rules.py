@@ -484,7 +484,7 @@ def _site_alerts(inventory: Inventory) -> dict[str, list[Alert]]:
 
 
 POSTHOG_SELECTOR = 'task="posthog"'
-# Each metric of the application contract (README, "Monitoring"): alert name stem, metric, the
+# Each metric of the application contract (docs/monitoring.md): alert name stem, metric, the
 # selector that says where it must come from, and who exports it.
 APP_METRIC_CONTRACT = (
     ("ShardRoutingCacheMissRate", ROUTING_CACHE_MISS_RATE_METRIC, 'job="app"',
@@ -512,7 +512,7 @@ def _own_alerts(inventory: Inventory) -> dict[str, list[Alert]]:
                 "The shard's primary cannot point local-redis's routing entry at itself",
                 "{{ $labels.server }} is the primary of shard {{ $labels.shard }} but endpoint:shard{{ $labels.shard }} "
                 "in local-redis does not name it (local-redis unreachable, or a newer timeline holds the entry): "
-                "local clients try the other member first (README: Routing follows the primary).",
+                "local clients try the other member first (docs/failures.md: Routing follows the primary).",
                 "2m",
             ),
             Alert(
