@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -140,7 +141,13 @@ def main(argv: list[str] | None = None, *, process_ends: bool = False) -> int:
 
 def command() -> int:
     """The `unde-infra` console script and `python -m unde_infra`: the process ends with the command."""
-    return main(process_ends=True)
+    try:
+        return main(process_ends=True)
+    except BrokenPipeError:
+        # The reader went away (`unde-infra scenarios --json | head`): no traceback, and no second
+        # error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process killed by SIGPIPE (128 + 13)
 
 
 if __name__ == "__main__":

@@ -182,3 +182,14 @@ def test_two_previews_of_one_commit_are_byte_identical(committed_previews) -> No
     differing = [str(path) for path in trees[0] if trees[0][path] != trees[1][path]]
     assert differing == []
     assert len(trees[0]) > 100
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`unde-infra scenarios --json | head -1`: the command ends quietly when its reader goes away."""
+    process = subprocess.Popen([sys.executable, "-m", "unde_infra", "scenarios", "--json"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as `head` does once it has its line (here: before the first)
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert "Traceback" not in error and "BrokenPipeError" not in error
