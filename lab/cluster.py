@@ -72,6 +72,23 @@ def leader_of(containers: dict[str, Any], shard: Shard) -> str:
     return str(leaders[0])
 
 
+# When each shard's leader last switched WAL for a rewound member (time.monotonic()).
+_nudged: dict[str, float] = {}
+NUDGE_INTERVAL_SECONDS = 30
+
+
+def nudge_rewound(containers: dict[str, Any], shard: Shard, members: dict[str, dict[str, Any]]) -> None:
+    """A rewound member recovers until it has replayed WAL past the point of the rewind; on a
+    shard the drills left idle that WAL may not come for archive_timeout. The leader switches to
+    a new segment, once every NUDGE_INTERVAL_SECONDS and only while a member is starting: each
+    switch leaves a 16 MiB segment that the next pg_rewind across the WAN copies again."""
+    leader = next((name for name, m in members.items() if m.get("Role") == "Leader"), None)
+    starting = any(m.get("State") == "starting" for m in members.values())
+    if leader and starting and time.monotonic() - _nudged.get(shard.scope, 0.0) > NUDGE_INTERVAL_SECONDS:
+        _nudged[shard.scope] = time.monotonic()
+        containers[leader].exec("sh", "-c", f"{PSQL} -c 'SELECT pg_switch_wal()'", timeout=20)
+
+
 def lead_at_home(containers: dict[str, Any], shard: Shard, timeout: float = 300) -> None:
     """The drills start as production runs: the shard led from the local site, its replica
     streaming (a sync shard's as its synchronous standby) (after the lab's reboots, or a drill, either node may lead; a rewound old primary
@@ -94,8 +111,7 @@ def lead_at_home(containers: dict[str, Any], shard: Shard, timeout: float = 300)
             replica.exec("sh", "-c", patronictl(shard, "switchover", "--leader", shard.replica.name, "--candidate",
                                                  shard.primary.name, "--force", shard.scope), timeout=120)
         elif leader is not None:
-            # WAL past the rewind point, so that the rewound member becomes consistent and streams.
-            sql(containers[leader], "SELECT pg_switch_wal()")
+            nudge_rewound(containers, shard, members)
         if time.monotonic() > deadline:
             raise RuntimeError(f"{shard.scope}: not led from {shard.primary.name} with its replica streaming "
                                f"after {timeout:.0f} s: {members}")

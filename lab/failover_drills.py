@@ -30,7 +30,7 @@ from unde_infra import scenarios, timings
 from unde_infra.model import HELSINKI, LOCAL, Inventory, Server, Shard
 from unde_infra.render.etcd import LEADER_AFFINITY_UNIT
 
-from .cluster import APP_DATABASE, ETCDCTL, etcd_leader, lead_at_home, patronictl, server_down, sh, sql
+from .cluster import APP_DATABASE, ETCDCTL, etcd_leader, lead_at_home, nudge_rewound, patronictl, server_down, sh, sql
 from .wan_relay import control
 
 # The clients: the application's orchestrator on the local site, its warm standby in Helsinki.
@@ -340,11 +340,7 @@ def rejoined(containers: dict[str, Any], shards: Sequence[Shard], healed: float,
             if roles.count("Leader") == 1 and any(m.get("State") == "streaming" for m in states.values()):
                 found[shard.index] = round(time.time() - healed, 1)
                 continue
-            leader = next((n for n, m in states.items() if m.get("Role") == "Leader"), None)
-            if leader:
-                # WAL past the rewind point: a rewound member becomes consistent and streams.
-                containers[leader].exec("sh", "-c", "runuser -u postgres -- psql -X -At -h /var/run/postgresql "
-                                                    "-c 'SELECT pg_switch_wal()'", timeout=20)
+            nudge_rewound(containers, shard, states)
         time.sleep(2)
     return found
 
