@@ -1,7 +1,7 @@
 """The drill lab: 3 etcd members and a shard's 2 Patroni nodes running PostgreSQL 15, each server
 in its own network namespace with the topology's address, started from the rendered configs.
 Here: the plan placement's Helsinki cut. The failures with the etcd leader placed first, under
-continuous writes, are in test_durability_drills.py, which builds on this lab.
+continuous writes, run at the real distance on the converge lab (lab/failover_drills.py).
 
 What the test changes against production, all through the renderers' parameters (NodeLayout,
 EtcdLayout, PosixRepo), never by patching them:

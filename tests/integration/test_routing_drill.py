@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from tests.integration.test_durability_drills import DurabilityDrill
+from tests.integration.shard_drill import DurabilityDrill
 from tests.integration.test_failover_drill import CLIENT, PG_BIN, Lab, _report, wait_for
 from tests.integration.test_failover_drill import lab_factory as lab_factory  # the fixture
 from unde_infra import scenarios
