@@ -31,6 +31,7 @@ from unde_infra.model import HELSINKI, LOCAL, Inventory, Server, Shard
 from unde_infra.render.etcd import LEADER_AFFINITY_UNIT
 
 from .cluster import APP_DATABASE, ETCDCTL, etcd_leader, lead_at_home, nudge_rewound, patronictl, server_down, sh, sql
+from .network import S3_ADDRESS, S3_ADDRESS6
 from .wan_relay import control
 
 # The clients: the application's orchestrator on the local site, its warm standby in Helsinki.
@@ -293,7 +294,8 @@ def failed(containers: dict[str, Any], inventory: Inventory, failure: scenarios.
         by_site: dict[str, list[str]] = {}
         for name, container in containers.items():
             by_site.setdefault(inventory.servers[name].site, []).extend(public_addresses(container))
-        ruleset = cut_ruleset(by_site.get(LOCAL, []), by_site.get(HELSINKI, []))
+        # The object storage is in Europe: a cut between the sites cuts the local site's archive too.
+        ruleset = cut_ruleset(by_site.get(LOCAL, []), by_site.get(HELSINKI, []) + [S3_ADDRESS, S3_ADDRESS6])
     at = time.time()
     try:
         for container in down:

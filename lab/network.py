@@ -108,10 +108,12 @@ class LabNetwork:
         self._operator()
 
     def site_addresses(self) -> tuple[list[str], list[str]]:
-        """The public addresses of the local site's servers, and of every other server."""
+        """The public addresses of the local site's servers, and of everything far from it: every
+        other server and the object storage (Hetzner's, in Europe: the local site's WAL archive
+        crosses the distance too)."""
         local = [a for h in self.hosts if h.network == LOCAL_HUB for a in (h.public4, h.public6) if a]
         others = [a for h in self.hosts if h.network != LOCAL_HUB for a in (h.public4, h.public6) if a]
-        return local, others
+        return local, others + [S3_ADDRESS, S3_ADDRESS6]
 
     def start_wan(self, run_dir: Path, delay_ms: float) -> None:
         """The distance between the sites: every packet between a local server's public address
