@@ -78,15 +78,16 @@ NUDGE_INTERVAL_SECONDS = 30
 
 
 def nudge_rewound(containers: dict[str, Any], shard: Shard, members: dict[str, dict[str, Any]]) -> None:
-    """A rewound member recovers until it has replayed WAL past the point of the rewind; on a
-    shard the drills left idle that WAL may not come for archive_timeout. The leader switches to
-    a new segment, once every NUDGE_INTERVAL_SECONDS and only while a member is starting: each
-    switch leaves a 16 MiB segment that the next pg_rewind across the WAN copies again."""
+    """A rewound member recovers until it has replayed WAL past its minimum recovery point,
+    which pg_rewind sets just past the new primary's last record: on a shard the drills left
+    idle that record may never come (archive_timeout switches no idle segment, and
+    pg_switch_wal on one is a no-op). A checkpoint on the leader writes one, as any write of a
+    live shard would; once every NUDGE_INTERVAL_SECONDS, and only while a member is starting."""
     leader = next((name for name, m in members.items() if m.get("Role") == "Leader"), None)
     starting = any(m.get("State") == "starting" for m in members.values())
     if leader and starting and time.monotonic() - _nudged.get(shard.scope, 0.0) > NUDGE_INTERVAL_SECONDS:
         _nudged[shard.scope] = time.monotonic()
-        containers[leader].exec("sh", "-c", f"{PSQL} -c 'SELECT pg_switch_wal()'", timeout=20)
+        containers[leader].exec("sh", "-c", f"{PSQL} -c 'CHECKPOINT'", timeout=60)
 
 
 def lead_at_home(containers: dict[str, Any], shard: Shard, timeout: float = 300) -> None:
