@@ -54,8 +54,9 @@ def etcd_leader(container: Container, timeout: float = 30) -> tuple[int, dict[in
     while True:
         status = etcd_status(container)
         members = {s["Status"]["header"]["member_id"]: s["Endpoint"] for s in status}
-        leaders = {s["Status"]["leader"] for s in status}
-        if len(leaders) == 1 and len(members) == len(status):
+        # A member in an election names no leader (the key is absent).
+        leaders = {s["Status"].get("leader") for s in status}
+        if len(leaders) == 1 and None not in leaders and len(members) == len(status):
             return leaders.pop(), members
         if time.monotonic() > deadline:
             raise RuntimeError(f"etcd members disagree on the leader for {timeout:.0f} s: {leaders}")

@@ -218,7 +218,7 @@ def _evaluate(inventory: Inventory, shard: Shard, failure: Failure, net: Network
         if net.reach(primary, replica):
             return outcome(True, primary.site, 0, 0, "none", f"{primary.name} keeps the leader lock (it reaches the etcd leader)")
         # A sync shard's commits wait for the vanished replica until Patroni drops it.
-        wait = timings.sync_standby_drop_seconds() if sync else 0
+        wait = timings.sync_standby_drop_seconds(etcd_election=election) if sync else 0
         return outcome(True, primary.site, wait, 0, catching_up,
                        f"{primary.name} keeps the leader lock (it reaches the etcd leader)"
                        + (f"; commits wait up to {wait} s until Patroni drops {replica.name} from "
