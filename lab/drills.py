@@ -276,7 +276,12 @@ def main() -> int:
                         help="this failure drill alone (repeatable), e.g. link-cut:etcd-3; 'none' for none")
     parser.add_argument("--no-hiccups", action="store_true")
     parser.add_argument("--failures-only", action="store_true", help="skip the durability and election drills")
+    parser.add_argument("--table", metavar="DRILLS_JSON", help="print a run's failure drills as a Markdown table, and stop")
     args = parser.parse_args()
+    inventory = load_topology(Path(args.run_dir) / "topology.yaml")
+    if args.table:
+        print(failover_drills.markdown_table(json.loads(Path(args.table).read_text()), inventory))
+        return 0
     servers = kept_servers(args.run_dir)
     if not servers:
         print(f"no lab running from {args.run_dir} (`python -m lab --keep` leaves one)")
@@ -288,7 +293,6 @@ def main() -> int:
     if args.only == ["none"]:
         chosen = []
     relay = None if args.no_hiccups else str(Path(args.run_dir) / "wan.sock")
-    inventory = load_topology(Path(args.run_dir) / "topology.yaml")
     report = run(servers, inventory, args.wan_delay_ms, relay, chosen=chosen,  # type: ignore[arg-type]
                  basics=not args.failures_only)
     for line in summary(report):

@@ -542,3 +542,30 @@ def hiccups(containers: dict[str, Any], inventory: Inventory, relay: str,
         results.append(result)
     leader_affinity(containers, inventory, on=True)
     return results
+
+
+def markdown_table(figures: dict[str, Any], inventory: Inventory) -> str:
+    """The failure drills of a run (drills.json) beside the model, for the docs."""
+    rows = ["| failure | etcd leader | shard | outage s (model) | acked rows lost (model window s) | "
+            "two primaries | leads from | rejoin s |", "|---|---|---|---|---|---|---|---|"]
+    rows_of = {(o.scenario, o.shard): o for o in scenarios.analyse(inventory)}
+    for drilled in figures.get("scenarios", []):
+        for index, measured in drilled["shards"].items():
+            outcome = next(o for o in rows_of[(drilled["scenario"], int(index))].by_leader
+                           if o.etcd_leader == drilled["etcd_leader"])
+            model = {"rto_seconds": outcome.rto_seconds, "max_loss_seconds": outcome.max_loss_seconds,
+                     "primary_site": outcome.primary_site}
+            mode = inventory.shards[int(index)].durability
+            rows.append(f"| {drilled['scenario']} | {drilled['etcd_leader']} | {index} ({mode}) | "
+                        f"{measured['outage_s']} ({model['rto_seconds']}) | "
+                        f"{measured['lost']} of {measured['acked']}"
+                        + (f" over {measured['lost_window_s']} s" if measured["lost"] else "")
+                        + f" ({model['max_loss_seconds']}) | {'yes' if measured['two_primaries'] else 'no'} | "
+                        f"{measured['primary_site']} ({model['primary_site']}) | {measured.get('rejoin_s')} |")
+    for hiccup in figures.get("hiccups", []):
+        for index, measured in hiccup["shards"].items():
+            mode = inventory.shards[int(index)].durability
+            rows.append(f"| {hiccup['scenario']} | {hiccup['etcd_leader']} | {index} ({mode}) | "
+                        f"{measured['outage_s']} (no failover) | {measured['lost']} of {measured['acked']} (0) | "
+                        f"{'yes' if measured['two_primaries'] else 'no'} | {measured['primary_site']} | - |")
+    return "\n".join(rows)
