@@ -101,3 +101,19 @@ def test_a_sync_shard_loses_nothing_in_the_model_so_any_lost_row_is_a_disagreeme
                             primary_site="helsinki", rejoin_s=30.0)
     assert failure_disagreements(measured, row, election=False) == [
         "shard-down, shard 0 (sync), etcd leader etcd-1: 1 acknowledged rows lost; the model says none"]
+
+
+def test_the_docs_table_puts_each_drill_beside_the_models_row() -> None:
+    from lab.failover_drills import markdown_table
+
+    inventory = load_topology()
+    figures = {"scenarios": [{"scenario": "link-cut", "etcd_leader": "etcd-3", "etcd_election": False, "problems": [],
+                              "shards": {"0": {"outage_s": 10.0, "acked": 900, "lost": 400, "lost_window_s": 9.5,
+                                               "two_primaries": False, "primary_site": "helsinki", "rejoin_s": 200.0}}}],
+               "hiccups": [{"scenario": "blackout 5 s", "etcd_leader": "etcd-1", "etcd_election": True, "problems": [],
+                            "shards": {"0": {"outage_s": 0.07, "acked": 2156, "lost": 0, "lost_window_s": 0.0,
+                                             "two_primaries": False, "primary_site": "local"}}}]}
+    rows = markdown_table(figures, inventory).splitlines()
+    assert rows[2] == ("| link-cut | etcd-3 | 0 (async) | 10.0 (25) | 400 of 900 over 9.5 s (21) | no | "
+                       "helsinki (helsinki) | 200.0 |")
+    assert rows[3] == "| blackout 5 s | etcd-1 | 0 (async) | 0.07 (no failover) | 0 of 2156 (0) | no | local | - |"
