@@ -485,8 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=CACHE / "run")
     parser.add_argument("--keep", action="store_true", help="leave the servers running (for a look inside)")
     parser.add_argument("--clean", action="store_true", help="only remove what an earlier run left")
-    parser.add_argument("--drills", action="store_true",
-                        help="after the converge run, the drills at the distance (lab/drills.py): figures in drills.json")
+    parser.add_argument("--drills", nargs="?", const="all", choices=["all", "short"],
+                        help="after the converge run, the drills at the distance (lab/drills.py): figures in "
+                             "drills.json; 'short' (make test's): one failover, one sync wait, the bursts")
     parser.add_argument("--wan-delay-ms", type=float, default=DEFAULT_DELAY_MS,
                         help="the distance between the sites, each way (default 60: SPEC's 120 ms round trip; 0: none)")
     args = parser.parse_args(argv)
@@ -545,7 +546,10 @@ def main(argv: list[str] | None = None) -> int:
                        rebooted=rebooted, after_reboot=[c.__dict__ for c in after_reboot], mek=mek, change=ran)
         if args.drills:
             relay = lab.network.wan_control if lab.wan_delay_ms else None
-            report = drills.run(lab.containers, lab.preview.inventory, lab.wan_delay_ms, relay, say=lab.say)
+            short = args.drills == "short"
+            report = drills.run(lab.containers, lab.preview.inventory, lab.wan_delay_ms, relay, say=lab.say,
+                                chosen=drills.SHORT_FAILURES if short else None,
+                                hiccups=drills.SHORT_HICCUPS if short else None)
             drill_lines = drills.summary(report)
             for line in drill_lines[:-1]:
                 lab.say(line)

@@ -526,11 +526,12 @@ def hiccup(containers: dict[str, Any], inventory: Inventory, relay: str, *, blac
 
 
 
-def hiccups(containers: dict[str, Any], inventory: Inventory, relay: str,
-            say: Callable[[str], None] = print) -> list[DrillResult]:
+def hiccups(containers: dict[str, Any], inventory: Inventory, relay: str, say: Callable[[str], None] = print,
+            cases: list[dict[str, float]] | None = None) -> list[DrillResult]:
+    """The bursts and the jitter (or the `cases` given), each as `hiccup` runs it."""
     results = []
-    cases: list[dict[str, float]] = [{"blackout_s": b} for b in BLACKOUTS_S]
-    cases.append({"jitter_ms": JITTER_MS, "seconds": JITTER_SECONDS})
+    if cases is None:
+        cases = [{"blackout_s": b} for b in BLACKOUTS_S] + [{"jitter_ms": JITTER_MS, "seconds": JITTER_SECONDS}]
     for case in cases:
         started = time.monotonic()
         try:
