@@ -63,16 +63,6 @@ def etcd_leader(container: Container, timeout: float = 30) -> tuple[int, dict[in
         time.sleep(1)
 
 
-def leader_of(containers: dict[str, Any], shard: Shard) -> str:
-    """The member of `shard` that leads now, as Patroni says."""
-    node = containers[shard.replica.name]
-    members = json.loads(sh(node, patronictl(shard, "list", "-f", "json", shard.scope)))
-    leaders = [m["Member"] for m in members if m.get("Role") == "Leader"]
-    if len(leaders) != 1:
-        raise RuntimeError(f"{shard.scope}: leaders {leaders}")
-    return str(leaders[0])
-
-
 # When each shard's leader last switched WAL for a rewound member (time.monotonic()).
 _nudged: dict[str, float] = {}
 NUDGE_INTERVAL_SECONDS = 30

@@ -524,8 +524,6 @@ def hiccup(containers: dict[str, Any], inventory: Inventory, relay: str, *, blac
     return result
 
 
-
-
 def hiccups(containers: dict[str, Any], inventory: Inventory, relay: str, say: Callable[[str], None] = print,
             cases: list[dict[str, float]] | None = None) -> list[DrillResult]:
     """The bursts and the jitter (or the `cases` given), each as `hiccup` runs it."""
@@ -552,17 +550,15 @@ def markdown_table(figures: dict[str, Any], inventory: Inventory) -> str:
     rows_of = {(o.scenario, o.shard): o for o in scenarios.analyse(inventory)}
     for drilled in figures.get("scenarios", []):
         for index, measured in drilled["shards"].items():
-            outcome = next(o for o in rows_of[(drilled["scenario"], int(index))].by_leader
-                           if o.etcd_leader == drilled["etcd_leader"])
-            model = {"rto_seconds": outcome.rto_seconds, "max_loss_seconds": outcome.max_loss_seconds,
-                     "primary_site": outcome.primary_site}
+            model = next(o for o in rows_of[(drilled["scenario"], int(index))].by_leader
+                         if o.etcd_leader == drilled["etcd_leader"])
             mode = inventory.shards[int(index)].durability
             rows.append(f"| {drilled['scenario']} | {drilled['etcd_leader']} | {index} ({mode}) | "
-                        f"{measured['outage_s']} ({model['rto_seconds']}) | "
+                        f"{measured['outage_s']} ({model.rto_seconds}) | "
                         f"{measured['lost']} of {measured['acked']}"
                         + (f" over {measured['lost_window_s']} s" if measured["lost"] else "")
-                        + f" ({model['max_loss_seconds']}) | {'yes' if measured['two_primaries'] else 'no'} | "
-                        f"{measured['primary_site']} ({model['primary_site']}) | {measured.get('rejoin_s')} |")
+                        + f" ({model.max_loss_seconds}) | {'yes' if measured['two_primaries'] else 'no'} | "
+                        f"{measured['primary_site']} ({model.primary_site}) | {measured.get('rejoin_s')} |")
     for hiccup in figures.get("hiccups", []):
         for index, measured in hiccup["shards"].items():
             mode = inventory.shards[int(index)].durability
