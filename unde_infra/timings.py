@@ -49,13 +49,19 @@ def patroni_rule_holds(ttl: int = PATRONI_TTL, loop_wait: int = PATRONI_LOOP_WAI
     return loop_wait + 2 * retry_timeout <= ttl
 
 
+def lease_prolonged_by_election_seconds(etcd_election: bool) -> float:
+    """How much longer a key's lease lives when the etcd leader is lost: the election, then the
+    new leader renews every lease for its full ttl plus an election timeout."""
+    return ETCD_ELECTION_MAX_SECONDS + ETCD_LEASE_EXTEND_SECONDS if etcd_election else 0.0
+
+
 def failover_rto_seconds(ttl: int = PATRONI_TTL, etcd_election: bool = False) -> int:
     """Worst case from a primary's death to a writable replica: the leader key lives up to ttl
     after its last renewal, then the replica checks the old primary and promotes. When the etcd
     leader goes down with the primary, the election comes first and the new etcd leader renews
     the key's lease for another ttl (plus an election timeout)."""
-    election = ETCD_ELECTION_MAX_SECONDS + ETCD_LEASE_EXTEND_SECONDS if etcd_election else 0
-    return math.ceil(ttl + election + PATRONI_MEMBER_CHECK_SECONDS + PATRONI_PROMOTE_SECONDS)
+    return math.ceil(ttl + lease_prolonged_by_election_seconds(etcd_election) + PATRONI_MEMBER_CHECK_SECONDS
+                     + PATRONI_PROMOTE_SECONDS)
 
 
 def sync_standby_drop_seconds(ttl: int = PATRONI_TTL, etcd_election: bool = False) -> int:
@@ -67,8 +73,7 @@ def sync_standby_drop_seconds(ttl: int = PATRONI_TTL, etcd_election: bool = Fals
     does not tell sooner. When the etcd leader went down with the replica, the new leader renews
     every lease (the replica's too) after its election. Measured at 120 ms (lab/failover_drills.py):
     24.5 s, and 29.9 s with an election."""
-    election = ETCD_ELECTION_MAX_SECONDS + ETCD_LEASE_EXTEND_SECONDS if etcd_election else 0
-    return math.ceil(ttl + PATRONI_LOOP_WAIT + election)
+    return math.ceil(ttl + PATRONI_LOOP_WAIT + lease_prolonged_by_election_seconds(etcd_election))
 
 
 def async_loss_window_seconds() -> int:
